@@ -1,0 +1,99 @@
+"""Checkpoint: a plain dict of tensors and plain values, written atomically, loaded without running code.
+
+One loader serves caption.py, evaluate.py, notebook 3 and train.py --resume. A checkpoint holds the weights, every
+hyperparameter, the vocabulary, epoch/step, optimizer and scheduler state, and the metrics so far, so that
+rebuilding the model needs nothing but the checkpoint's path.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from config import Config
+from model import DecoderRNN, EncoderCNN
+from vocabulary import Vocabulary
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A checkpoint file is missing, unreadable, unsafe, or does not fit what it is combined with."""
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write state with torch.save to a temp file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save({**state, "format_version": FORMAT_VERSION}, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with weights_only=True (never runs code); errors name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"refusing to load {path}: it holds more than tensors and plain values "
+                              f"(loading it could run code). Details: {str(error).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: it is truncated or not a checkpoint ({error})") from None
+    required = ("encoder", "decoder", "config", "vocab")
+    if not isinstance(state, dict) or any(key not in state for key in required):
+        raise CheckpointError(f"{path} is not a checkpoint of this project (it lacks {', '.join(required)})")
+    return state
+
+
+def build_models(state: dict[str, Any], device: str | torch.device = "cpu"
+                 ) -> tuple[EncoderCNN, DecoderRNN, Vocabulary, Config]:
+    """Rebuild encoder, decoder, vocabulary and config from a loaded checkpoint, in eval mode on device."""
+    config = Config.from_dict(state["config"])
+    vocab = Vocabulary.from_dict(state["vocab"])
+    # The weights come from the checkpoint, so never fetch ImageNet weights here.
+    encoder = EncoderCNN(config.embed_size, config.backbone, pretrained="no", train_backbone="no")
+    decoder = make_decoder(config, vocab)
+    load_weights(encoder, state["encoder"], "encoder")
+    load_weights(decoder, state["decoder"], "decoder")
+    return encoder.to(device).eval(), decoder.to(device).eval(), vocab, config
+
+
+def make_decoder(config: Config, vocab: Vocabulary) -> DecoderRNN:
+    """The decoder the config describes, sized for the vocabulary."""
+    return DecoderRNN(config.embed_size, config.hidden_size, len(vocab), config.num_layers, config.dropout,
+                      start_index=vocab.start_index, end_index=vocab.end_index, pad_index=vocab.pad_index)
+
+
+def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], name: str) -> None:
+    """load_state_dict with a clear message when the sizes do not match (e.g. a vocabulary from another run)."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(weights))
+    mismatched = [f"{key}: checkpoint {tuple(weights[key].shape)} vs model {tuple(own[key].shape)}"
+                  for key in own if key in weights and weights[key].shape != own[key].shape]
+    if missing or mismatched:
+        details = "; ".join(mismatched[:3] + [f"missing {key}" for key in missing[:3]])
+        raise CheckpointError(f"the {name} weights do not fit the model built from the checkpoint's settings "
+                              f"and vocabulary ({details})")
+    module.load_state_dict(weights)
+
+
+def check_vocabulary(state: dict[str, Any], vocab: Vocabulary, source: str) -> None:
+    """Refuse to combine a checkpoint with a vocabulary other than the one it was trained with."""
+    if Vocabulary.from_dict(state["vocab"]) != vocab:
+        raise CheckpointError(f"the vocabulary in {source} ({len(vocab)} words) is not the one this checkpoint was "
+                              f"trained with ({len(state['vocab']['word2idx'])} words); delete it or pass "
+                              f"--vocab-from-file false to rebuild, or start a new run in another --out folder")

@@ -1,0 +1,168 @@
+"""Hyperparameters: one dataclass with documented defaults, overridden by a recipe file and the command line.
+
+The same names are used everywhere: the dataclass field ``hidden_size`` is the CLI flag ``--hidden-size``, the
+notebooks' parameter ``hidden_size`` and the key stored in every checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHOICES = {
+    "pretrained": ("yes", "no", "auto"),
+    "train_backbone": ("yes", "no", "auto"),
+    "backbone": ("resnet18", "resnet34", "resnet50", "resnet101"),
+    "precision": ("auto", "fp32", "bf16", "fp16"),
+    "feature_cache": ("auto", "off"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+
+@dataclass
+class Config:
+    """Everything a training run needs; stored verbatim in each checkpoint."""
+
+    # --- data -----------------------------------------------------------------------------------------------
+    data_dir: str = "data/synthetic"  # holds annotations/captions_<split>.json and images/<split>/
+    train_split: str = "train"  # "train2014" for real COCO, "karpathy_train" with Karpathy's split
+    val_split: str = "val"
+    vocab_threshold: int = 5  # words seen fewer times in the training captions become <unk>
+    vocab_file: str = ""  # where the vocabulary pickle lives; "" = <out>/vocab.pkl
+    vocab_from_file: bool = True  # reuse vocab_file when it exists instead of rebuilding it
+    image_size: int = 224  # side of the square crop fed to the CNN
+    resize_size: int = 256  # shorter image side before cropping (COCO practice: 256 -> 224 crop)
+    random_crop: bool = True  # random crop while training, centre crop otherwise
+    hflip: bool = True  # random horizontal flips while training (turn off when captions say left/right)
+    max_caption_length: int = 50  # longer training captions are truncated (COCO: a handful are longer)
+
+    # --- model ----------------------------------------------------------------------------------------------
+    backbone: str = "resnet50"  # torchvision ResNet; the product uses ResNet-50
+    pretrained: str = "auto"  # ImageNet weights: yes (fail without), no, auto (fall back to random with a warning)
+    train_backbone: str = "auto"  # auto: freeze a pretrained backbone, train a randomly initialised one
+    embed_size: int = 256  # word embedding and projected image feature size
+    hidden_size: int = 512  # LSTM state size
+    num_layers: int = 1  # LSTM layers
+    dropout: float = 0.0  # dropout on word embeddings and on the LSTM output
+    bow_loss_weight: float = 0.0  # weight of the auxiliary "which words are in this image's captions" loss
+
+    # --- optimisation ---------------------------------------------------------------------------------------
+    epochs: int = 3
+    batch_size: int = 32  # images per batch; every caption of each image is in the same batch (~5x captions)
+    lr: float = 1e-3  # Adam, for the decoder and the projection layers
+    backbone_lr: float = 1e-4  # Adam, for trainable backbone layers
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0  # max gradient norm; 0 disables clipping
+    lr_patience: int = 1  # epochs without a better validation score before the learning rate is cut
+    lr_factor: float = 0.5  # ... by this factor
+    early_stop_patience: int = 0  # stop after this many epochs without improvement; 0 = never stop early
+    fine_tune_after: int = -1  # unfreeze the last `fine_tune_blocks` ResNet stages after this epoch; -1 = never
+    fine_tune_blocks: int = 1
+    scheduled_sampling: float = 0.0  # max probability of feeding the model its own prediction (ramped per epoch)
+
+    # --- validation -----------------------------------------------------------------------------------------
+    val_metric: str = "CIDEr"  # best.pt is the best checkpoint by this caption metric ("loss" for val loss)
+    val_beam_size: int = 1  # decoding used to score validation captions
+    val_max_images: int = 0  # caption at most this many val images per epoch (0 = all)
+    max_len: int = 20  # longest generated caption
+
+    # --- runtime --------------------------------------------------------------------------------------------
+    device: str = "auto"  # auto = CUDA when available
+    precision: str = "auto"  # encoder autocast: bf16 on CPUs that support it, bf16/fp16 on CUDA, else fp32
+    feature_cache: str = "auto"  # auto = cache pooled features when the backbone is frozen
+    num_workers: int = 0  # DataLoader worker processes
+    seed: int = 0
+    out: str = "models"  # checkpoints, vocabulary and the training log go here
+    log_every: int = 10  # steps between entries in the training log
+    max_steps_per_epoch: int = 0  # stop an epoch early after this many steps (0 = full epochs; for quick tests)
+    recipe: str = field(default="", metadata={"help": "the --config file this run started from"})
+
+    def validate(self) -> "Config":
+        """Check choices and ranges; raises ValueError naming the bad field."""
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "embed_size", "hidden_size", "num_layers", "image_size", "max_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.resize_size < self.image_size:
+            raise ValueError(f"resize_size ({self.resize_size}) must be at least image_size ({self.image_size})")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field, for checkpoints and logs."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Config":
+        """Build from a dict, refusing unknown keys (a typo in a recipe must not pass silently)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown hyperparameter(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def replace(self, **overrides: Any) -> "Config":
+        """A copy with some fields changed (unknown names are refused)."""
+        return Config.from_dict({**self.to_dict(), **overrides})
+
+    @property
+    def vocab_path(self) -> Path:
+        return Path(self.vocab_file) if self.vocab_file else Path(self.out) / "vocab.pkl"
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a JSON recipe of hyperparameters; errors name the file."""
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"recipe file not found: {path}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"recipe file {path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"recipe file {path} must hold a JSON object of hyperparameters")
+    values = {key: value for key, value in values.items() if not key.startswith("_")}  # "_comment" keys
+    return {**values, "recipe": str(path)}
+
+
+def make_config(recipe: str | Path | None = None, **overrides: Any) -> Config:
+    """Defaults, then the recipe file, then explicit overrides (None values are ignored)."""
+    values = load_recipe(recipe) if recipe else {}
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return Config.from_dict(values).validate()
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --config plus one --flag per Config field, defaulting to None so the recipe is not overridden."""
+    parser.add_argument("--config", help="JSON recipe to start from, e.g. configs/synthetic.json")
+    for item in dataclasses.fields(Config):
+        if item.name == "recipe":
+            continue
+        flag = "--" + item.name.replace("_", "-")
+        if item.type in ("bool", bool):
+            parser.add_argument(flag, type=_parse_bool, metavar="{true,false}", default=None)
+        else:
+            kind = {"int": int, "float": float, "str": str}[item.type]
+            parser.add_argument(flag, type=kind, default=None, choices=CHOICES.get(item.name),
+                                help=f"default {item.default!r}")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Config from parsed arguments made by add_config_arguments."""
+    names = [item.name for item in dataclasses.fields(Config) if item.name != "recipe"]
+    return make_config(args.config, **{name: getattr(args, name) for name in names})
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")

@@ -1,0 +1,303 @@
+"""Loader: COCO captions on disk -> batches of (images or cached features, padded caption ids, lengths).
+
+A batch holds whole images with *all* of their captions, so each image is decoded and pushed through the CNN once
+per epoch however many captions it has, and every caption is visited exactly once per epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import math
+import os
+import random
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from pycocotools.coco import COCO
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import transforms
+
+from vocabulary import Vocabulary, get_vocabulary, tokenize
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TOKEN_CACHE_VERSION = 1  # bump when tokenize() changes, so cached tokens are rebuilt
+MAX_IMAGE_PIXELS = 100_000_000  # larger files are refused rather than decoded (a 10,000 x 10,000 image is allowed)
+
+
+class ImageLoadError(Exception):
+    """An image file is missing, truncated, not an image, or unusable."""
+
+
+def annotation_path(data_dir: str | Path, split: str) -> Path:
+    """DIR/annotations/captions_<split>.json."""
+    return Path(data_dir) / "annotations" / f"captions_{split}.json"
+
+
+def image_path(data_dir: str | Path, split: str, file_name: str) -> Path:
+    """Where an image of a split lives; a file_name with a "/" is relative to DIR/images/ (Karpathy splits)."""
+    root = Path(data_dir) / "images"
+    return root / file_name if "/" in file_name else root / split / file_name
+
+
+def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
+    """Open an image as RGB (grayscale, CMYK, palette, RGBA converted); raises ImageLoadError with the reason.
+
+    With min_side, a JPEG is decoded at a reduced scale (libjpeg's DCT scaling, Pillow's draft mode) as long as
+    its shorter side stays at least min_side: far less work than decoding at full size and shrinking afterwards.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise ImageLoadError(f"{path}: {image.width}x{image.height} is too large to be a photo")
+            if min_side and image.format == "JPEG":
+                scale = min(image.width, image.height) / min_side
+                image.draft("RGB", (math.ceil(image.width / scale), math.ceil(image.height / scale)))
+            if image.mode == "RGBA" or (image.mode == "P" and "transparency" in image.info):
+                image = image.convert("RGBA")  # flatten on white rather than on whatever the hidden pixels hold
+                background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                return Image.alpha_composite(background, image).convert("RGB")
+            return image.convert("RGB")  # forces the full decode, so truncation is caught here
+    except ImageLoadError:
+        raise
+    except FileNotFoundError:
+        raise ImageLoadError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageLoadError(f"{path}: cannot read image ({error})") from None
+
+
+def build_transform(image_size: int, resize_size: int | None = None, train: bool = False,
+                    random_crop: bool = True, hflip: bool = False) -> Callable[[Image.Image], torch.Tensor]:
+    """The one preprocessing used by training, evaluation, caption.py and the feature cache.
+
+    Resize the shorter side to resize_size, crop image_size (random while training if random_crop, else centre),
+    optional random flips while training, then ImageNet normalisation.
+    """
+    resize_size = resize_size or image_size
+    crop = transforms.RandomCrop(image_size) if train and random_crop else transforms.CenterCrop(image_size)
+    steps: list = [transforms.Resize(resize_size, antialias=True), crop]
+    if train and hflip:
+        steps.append(transforms.RandomHorizontalFlip())
+    steps += [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return transforms.Compose(steps)
+
+
+def load_coco(path: Path) -> COCO:
+    """pycocotools COCO for a captions file, with clear errors for a missing, empty or malformed file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress chatter
+            coco = COCO(str(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"annotation file {path} is not valid JSON: {error}") from None
+    except (KeyError, TypeError, AssertionError) as error:
+        raise ValueError(f"annotation file {path} is not a COCO captions file ({error!r})") from None
+    if not coco.dataset.get("images"):
+        raise ValueError(f"annotation file {path} lists no images")
+    return coco
+
+
+def tokenized_captions(coco: COCO, path: Path, cache_dir: Path | None) -> dict[int, list[str]]:
+    """Tokens of every caption by annotation id, tokenized once and cached as JSON next to the data."""
+    stat = path.stat()
+    key = {"file": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "version": TOKEN_CACHE_VERSION}
+    cache_file = cache_dir / f"tokens_{path.stem}.json" if cache_dir else None
+    if cache_file and cache_file.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            cached = json.loads(cache_file.read_text())
+            if cached.get("key") == key:
+                return {int(ann_id): tokens for ann_id, tokens in cached["tokens"].items()}
+    tokens = {ann_id: tokenize(ann["caption"]) for ann_id, ann in coco.anns.items()}
+    if cache_file:
+        try:
+            write_json_atomic(cache_file, {"key": key, "tokens": tokens})
+        except OSError as error:  # a read-only data folder only costs the speed-up
+            warnings.warn(f"could not write the token cache {cache_file}: {error}")
+    return tokens
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write JSON so that a reader never sees a half-written file (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as handle:
+        json.dump(data, handle)
+    os.replace(handle.name, path)
+
+
+class CocoCaptionDataset(Dataset):
+    """One item per image: the image (or its cached pooled features) with every one of its captions as ids."""
+
+    def __init__(self, data_dir: str | Path, split: str, vocab: Vocabulary | None,
+                 transform: Callable | None = None, features: "FeatureStore | None" = None,
+                 max_caption_length: int = 50, cache_dir: str | Path | None = "auto") -> None:
+        self.data_dir, self.split, self.vocab = Path(data_dir), split, vocab
+        self.transform, self.features = transform, features
+        self.annotation_file = annotation_path(data_dir, split)
+        self.coco = load_coco(self.annotation_file)
+        cache = self.data_dir / "cache" if cache_dir == "auto" else (Path(cache_dir) if cache_dir else None)
+        tokens = tokenized_captions(self.coco, self.annotation_file, cache)
+        self.image_ids = sorted(self.coco.imgs)
+        self.captions: dict[int, list[list[str]]] = {image_id: [] for image_id in self.image_ids}
+        for ann_id, ann in sorted(self.coco.anns.items()):
+            if ann["image_id"] in self.captions and tokens[ann_id]:
+                self.captions[ann["image_id"]].append(tokens[ann_id][:max_caption_length])
+        self.uncaptioned = [image_id for image_id in self.image_ids if not self.captions[image_id]]
+        if vocab is not None:  # training/validation needs captions; captioning a split does not
+            self.image_ids = [image_id for image_id in self.image_ids if self.captions[image_id]]
+        if not self.image_ids:
+            raise ValueError(f"split {split!r} in {self.annotation_file} has no captioned images")
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def caption_counts(self) -> list[int]:
+        """Number of captions of each item, in item order."""
+        return [len(self.captions[image_id]) for image_id in self.image_ids]
+
+    def image_file(self, image_id: int) -> Path:
+        return image_path(self.data_dir, self.split, self.coco.imgs[image_id]["file_name"])
+
+    def references(self) -> dict[int, list[str]]:
+        """Raw human captions by image id, for the metrics."""
+        return {image_id: [ann["caption"] for ann in self.coco.imgToAnns[image_id]] for image_id in self.image_ids}
+
+    def __getitem__(self, index: int) -> dict:
+        image_id = self.image_ids[index]
+        item = {"image_id": image_id, "image": None, "error": None}
+        if self.vocab is not None:
+            item["captions"] = [torch.tensor([self.vocab.start_index] + [self.vocab(word) for word in words]
+                                             + [self.vocab.end_index]) for words in self.captions[image_id]]
+        if self.features is not None:
+            item["image"] = self.features.get(image_id)
+            return item
+        try:
+            image = load_image(self.image_file(image_id), min_side=_min_side(self.transform))
+            item["image"] = self.transform(image) if self.transform else image
+        except ImageLoadError as error:
+            item["error"] = str(error)  # skipped and counted by collate / the training loop, never a crash
+        return item
+
+
+def _min_side(transform: Callable | None) -> int | None:
+    """The shorter side the transform resizes to, so images can be decoded no larger than needed."""
+    for step in getattr(transform, "transforms", []):
+        if isinstance(step, transforms.Resize):
+            return step.size if isinstance(step.size, int) else min(step.size)
+    return None
+
+
+@dataclass
+class Batch:
+    """Images (or pooled features) of the batch and their captions, padded, with lengths."""
+
+    images: torch.Tensor  # (images, 3, H, W) or (images, feature_size)
+    image_ids: list[int]
+    captions: torch.Tensor | None = None  # (captions, T) word ids, <pad> after each caption
+    lengths: torch.Tensor | None = None  # (captions,) including <start> and <end>
+    image_index: torch.Tensor | None = None  # (captions,) which image of the batch each caption belongs to
+    skipped: list[str] | None = None  # errors of the images left out of the batch
+    skipped_ids: list[int] | None = None  # ... and their image ids
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
+        move = lambda tensor: None if tensor is None else tensor.to(device, non_blocking=non_blocking)
+        return Batch(move(self.images), self.image_ids, move(self.captions), move(self.lengths),
+                     move(self.image_index), self.skipped, self.skipped_ids)
+
+    def pin_memory(self) -> "Batch":
+        pin = lambda tensor: None if tensor is None else tensor.pin_memory()
+        return Batch(pin(self.images), self.image_ids, pin(self.captions), pin(self.lengths),
+                     pin(self.image_index), self.skipped, self.skipped_ids)
+
+
+def collate(items: list[dict], pad_index: int = 0) -> Batch:
+    """Stack images, flatten and pad their captions; unreadable images are dropped and reported in `skipped`."""
+    skipped = [item["error"] or f"image {item['image_id']}: no features" for item in items if item["image"] is None]
+    skipped_ids = [item["image_id"] for item in items if item["image"] is None]
+    items = [item for item in items if item["image"] is not None]
+    if not items:
+        return Batch(torch.empty(0), [], skipped=skipped, skipped_ids=skipped_ids)
+    images = torch.stack([item["image"] for item in items])
+    batch = Batch(images, [item["image_id"] for item in items], skipped=skipped, skipped_ids=skipped_ids)
+    if "captions" in items[0]:
+        captions = [caption for item in items for caption in item["captions"]]
+        batch.lengths = torch.tensor([len(caption) for caption in captions])
+        batch.captions = torch.nn.utils.rnn.pad_sequence(captions, batch_first=True, padding_value=pad_index)
+        batch.image_index = torch.tensor([index for index, item in enumerate(items) for _ in item["captions"]])
+    return batch
+
+
+class ImageBatchSampler(Sampler[list[int]]):
+    """Batches of image indices: each epoch a fresh permutation (seeded by seed + epoch), every image exactly once.
+
+    Within a window of `sort_window` batches, images are ordered by caption length so each batch pads little.
+    `start_batch` skips the first batches of the epoch (resuming a run interrupted mid-epoch).
+    """
+
+    def __init__(self, caption_lengths: Sequence[float], batch_size: int, shuffle: bool = True, seed: int = 0,
+                 sort_window: int = 20, drop_last: bool = False) -> None:
+        self.lengths, self.batch_size, self.shuffle = list(caption_lengths), batch_size, shuffle
+        self.seed, self.sort_window, self.drop_last = seed, sort_window, drop_last
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def batches(self) -> list[list[int]]:
+        """All batches of the current epoch, in order."""
+        order = list(range(len(self.lengths)))
+        rng = random.Random(self.seed + self.epoch)
+        if self.shuffle:
+            rng.shuffle(order)
+            window = self.batch_size * self.sort_window
+            order = [index for start in range(0, len(order), window)
+                     for index in sorted(order[start:start + window], key=self.lengths.__getitem__)]
+        batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        if self.shuffle:
+            rng.shuffle(batches)  # sorted windows would otherwise run short captions first
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches()[self.start_batch:]
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.lengths), self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+
+def get_loader(transform: Callable | None, mode: str = "train", batch_size: int = 32, vocab_threshold: int = 5,
+               vocab_file: str | Path = "vocab.pkl", vocab_from_file: bool = True, num_workers: int = 0,
+               data_dir: str | Path = "data/synthetic", split: str | None = None, vocab: Vocabulary | None = None,
+               features: "FeatureStore | None" = None, seed: int = 0, max_caption_length: int = 50,
+               pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over one split, in the spirit of the Udacity original's get_loader.
+
+    mode "train": shuffled batches with captions (the vocabulary is built from this split, or loaded);
+    mode "val": ordered batches with captions (the vocabulary must come from training: pass it or vocab_file);
+    mode "test": ordered batches of images only, for captioning a split.
+    """
+    if mode not in ("train", "val", "test"):
+        raise ValueError(f"mode must be train, val or test, got {mode!r}")
+    split = split or mode
+    if mode == "train" and vocab is None:
+        vocab = get_vocabulary(vocab_file, vocab_threshold, [annotation_path(data_dir, split)], vocab_from_file)
+    elif mode == "val" and vocab is None:
+        vocab = Vocabulary.load(vocab_file)
+    dataset = CocoCaptionDataset(data_dir, split, vocab if mode != "test" else None, transform, features,
+                                 max_caption_length)
+    counts = dataset.caption_counts() if mode != "test" else [1] * len(dataset)
+    mean_lengths = [sum(map(len, dataset.captions[image_id])) / max(count, 1)
+                    for image_id, count in zip(dataset.image_ids, counts)]
+    sampler = ImageBatchSampler(mean_lengths, batch_size, shuffle=mode == "train", seed=seed)
+    pad_index = vocab.pad_index if vocab is not None else 0
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+                      collate_fn=functools.partial(collate, pad_index=pad_index))

@@ -1,0 +1,91 @@
+"""Evaluate a checkpoint on a split: caption every image, write the COCO results file, print the COCO metrics.
+
+    python evaluate.py --checkpoint models/best.pt --data-dir data/synthetic --split val --out results.json
+
+Prints one JSON line with BLEU-1..4, METEOR (when Java is present), ROUGE_L and CIDEr from pycocoevalcap, for the
+model and for an image-blind baseline: the single caption, chosen on the training split, that scores best when
+given to every image. A model that does not beat it is not using the image.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import metrics
+from checkpoint import CheckpointError
+from data_loader import annotation_path, load_coco, write_json_atomic
+from inference import Captioner
+
+
+def references(data_dir: str | Path, split: str) -> dict[int, list[str]]:
+    """Human captions of a split by image id."""
+    coco = load_coco(annotation_path(data_dir, split))
+    return {image_id: [ann["caption"] for ann in anns] for image_id, anns in coco.imgToAnns.items() if anns}
+
+
+def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: str = "val", beam_size: int = 1,
+             out: str | Path | None = None, batch_size: int = 64, max_images: int = 0, device: str = "auto",
+             num_workers: int = 0, progress: bool = True, captioner: Captioner | None = None) -> dict[str, Any]:
+    """Caption a split with the checkpoint and score it next to the best constant caption; returns the report."""
+    captioner = captioner or Captioner(checkpoint, device)
+    data_dir = Path(data_dir or captioner.config.data_dir)
+    captions, skipped = captioner.caption_split(data_dir, split, beam_size, batch_size, num_workers, max_images,
+                                                progress)
+    if out:
+        write_json_atomic(Path(out), [{"image_id": image_id, "caption": caption}
+                                      for image_id, caption in sorted(captions.items())])
+    split_references = references(data_dir, split)
+    captions = {image_id: caption for image_id, caption in captions.items() if image_id in split_references}
+    scored = {image_id: split_references[image_id] for image_id in captions}
+    model_scores = metrics.score_captions(scored, captions)
+    constant = metrics.best_constant_caption(references(data_dir, captioner.config.train_split))
+    baseline_scores = metrics.constant_caption_scores(constant, scored)
+    return {"split": split, "images": len(captions), "skipped_images": len(skipped), "beam_size": beam_size,
+            "model": model_scores, "baseline": {"caption": constant, **baseline_scores},
+            "cider_vs_baseline": model_scores["CIDEr"] / max(baseline_scores["CIDEr"], 1e-9),
+            "meteor": "computed" if "METEOR" in model_scores else "skipped: Java not found",
+            "results_file": str(out) if out else None, "captions": captions}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: prints a readable table on stderr and one JSON line on stdout."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py")
+    parser.add_argument("--data-dir", help="dataset folder (default: the one the checkpoint was trained on)")
+    parser.add_argument("--split", default="val", help="split to caption and score (default val)")
+    parser.add_argument("--out", help="write the COCO results file here, e.g. results.json")
+    parser.add_argument("--beam-size", type=int, default=1, help="1 = greedy decoding (default)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-images", type=int, default=0, help="score only the first N images (0 = all)")
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    args = parser.parse_args(argv)
+    try:
+        report = evaluate(args.checkpoint, args.data_dir, args.split, args.beam_size, args.out, args.batch_size,
+                          args.max_images, args.device, args.num_workers)
+    except (CheckpointError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report.pop("captions")
+    print(format_table(report), file=sys.stderr)
+    print(json.dumps(report))
+    return 0
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Model and baseline metrics side by side."""
+    keys = [key for key in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+            if key in report["model"]]
+    lines = [f"{report['split']}: {report['images']} images, beam {report['beam_size']}, "
+             f"{report['skipped_images']} skipped; METEOR {report['meteor']}",
+             f"{'metric':<10}{'model':>10}{'baseline':>10}"]
+    lines += [f"{key:<10}{report['model'][key]:>10.3f}{report['baseline'][key]:>10.3f}" for key in keys]
+    lines.append(f"baseline caption: {report['baseline']['caption']!r}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

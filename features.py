@@ -1,0 +1,108 @@
+"""Feature cache: pooled backbone features of every image of a split, computed once, memory-mapped, keyed by image id.
+
+With a frozen backbone the pooled features never change, so training only needs the projection layer and the
+decoder: reading a 2048-float row replaces decoding a JPEG and a ResNet-50 forward pass. The cache records what
+produced it (backbone weights fingerprint, preprocessing, precision, annotation file); a cache made with other
+settings is rebuilt, never silently reused. Images are preprocessed with the evaluation transform (resize, centre
+crop), so random crops and flips do not apply while training from the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from config import Config
+from data_loader import annotation_path, build_transform, get_loader, write_json_atomic
+from model import EncoderCNN, autocast_dtype, encoder_autocast
+
+CACHE_VERSION = 1
+
+
+class FeatureStore:
+    """Read-only access to a split's cached features: get(image_id) -> (feature_size,) float tensor or None."""
+
+    def __init__(self, array_path: Path, meta: dict) -> None:
+        self.array = np.load(array_path, mmap_mode="r")  # (images, feature_size) float16
+        self.meta = meta
+        self.row = {image_id: row for row, image_id in enumerate(meta["image_ids"])}
+        self.missing = set(meta["missing"])
+
+    def get(self, image_id: int) -> torch.Tensor | None:
+        if image_id in self.missing or image_id not in self.row:
+            return None  # the image could not be read when the cache was built: skipped like a corrupt image
+        return torch.from_numpy(np.asarray(self.array[self.row[image_id]], dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+def backbone_fingerprint(encoder: EncoderCNN) -> str:
+    """SHA-256 over the backbone's weights and BatchNorm statistics: identifies the features exactly."""
+    digest = hashlib.sha256()
+    for name, tensor in encoder.backbone.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(encoder: EncoderCNN, config: Config, split: str, device: torch.device) -> dict:
+    """Everything that determines the cached features."""
+    annotations = annotation_path(config.data_dir, split)
+    stat = annotations.stat()
+    return {"version": CACHE_VERSION, "backbone": config.backbone, "weights": backbone_fingerprint(encoder),
+            "image_size": config.image_size, "resize_size": config.resize_size, "transform": "resize+center_crop",
+            "precision": str(autocast_dtype(device, config.precision)), "annotations": annotations.name,
+            "annotations_size": stat.st_size, "annotations_mtime_ns": stat.st_mtime_ns}
+
+
+def feature_store(encoder: EncoderCNN, config: Config, split: str, device: torch.device,
+                  cache_dir: str | Path | None = None, progress: bool = True) -> FeatureStore:
+    """The split's features: loaded when a cache with the same key exists, else extracted and written first."""
+    cache_dir = Path(cache_dir) if cache_dir else Path(config.data_dir) / "cache"
+    key = cache_key(encoder, config, split, device)
+    stem = f"features_{split}_{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}"
+    array_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
+    if meta_path.exists() and array_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key:
+            return FeatureStore(array_path, meta)
+    meta = extract_features(encoder, config, split, device, array_path, progress)
+    write_json_atomic(meta_path, {**meta, "key": key})  # written last: its presence marks a complete cache
+    return FeatureStore(array_path, {**meta, "key": key})
+
+
+@torch.no_grad()
+def extract_features(encoder: EncoderCNN, config: Config, split: str, device: torch.device, array_path: Path,
+                     progress: bool = True) -> dict:
+    """Run the backbone over every image of the split and save (images, feature_size) float16 rows atomically."""
+    transform = build_transform(config.image_size, config.resize_size, train=False)
+    loader = get_loader(transform, mode="test", batch_size=64, num_workers=config.num_workers,
+                        data_dir=config.data_dir, split=split, pin_memory=device.type == "cuda")
+    image_ids = loader.dataset.image_ids
+    row = {image_id: index for index, image_id in enumerate(image_ids)}
+    array = np.zeros((len(image_ids), encoder.feature_size), dtype=np.float16)
+    missing: list[int] = []
+    was_training = encoder.training
+    encoder.eval()
+    for batch in tqdm(loader, desc=f"caching {split} features", disable=not progress):
+        missing += batch.skipped_ids
+        if not batch.image_ids:
+            continue
+        images = batch.images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with encoder_autocast(device, config.precision):
+            pooled = encoder.pooled_features(images)
+        array[[row[image_id] for image_id in batch.image_ids]] = pooled.float().cpu().numpy()
+    encoder.train(was_training)
+    array_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=array_path.parent, suffix=".npy.tmp")
+    with os.fdopen(handle, "wb") as file:
+        np.save(file, array)
+    os.replace(temp_name, array_path)
+    return {"image_ids": image_ids, "missing": missing, "feature_size": encoder.feature_size}

@@ -1,0 +1,75 @@
+"""Inference: a checkpoint -> captions for image files or a whole split, in batches.
+
+Used by caption.py, evaluate.py and notebook 3, so all three decode exactly the same way.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from checkpoint import build_models, load_checkpoint
+from data_loader import ImageLoadError, build_transform, get_loader, load_image
+from model import decode, encoder_autocast
+from train import resolve_device
+
+
+class Captioner:
+    """A trained encoder + decoder with its vocabulary and preprocessing, rebuilt from a checkpoint alone."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto") -> None:
+        self.device = resolve_device(device)
+        self.state = load_checkpoint(checkpoint, map_location=self.device)
+        self.encoder, self.decoder, self.vocab, self.config = build_models(self.state, self.device)
+        self.encoder.to(memory_format=torch.channels_last)
+        self.transform = build_transform(self.config.image_size, self.config.resize_size, train=False)
+
+    @torch.no_grad()
+    def caption_tensors(self, images: torch.Tensor, beam_size: int = 1, max_len: int | None = None) -> list[str]:
+        """(batch, 3, H, W) preprocessed images -> one clean sentence each."""
+        return [self.vocab.clean_sentence(ids) for ids in self.generate(images, beam_size, max_len).tolist()]
+
+    @torch.no_grad()
+    def generate(self, images: torch.Tensor, beam_size: int = 1, max_len: int | None = None) -> torch.Tensor:
+        """(batch, 3, H, W) preprocessed images -> (batch, <= max_len) word ids ending at <end>."""
+        images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+        with encoder_autocast(self.device, self.config.precision):
+            pooled = self.encoder.pooled_features(images)
+        return decode(self.decoder, self.encoder.project(pooled), beam_size, max_len or self.config.max_len)
+
+    def caption_files(self, paths: Iterable[str | Path], beam_size: int = 1, batch_size: int = 32
+                      ) -> Iterator[tuple[str, str | None, str | None]]:
+        """(path, caption, None) per readable image, (path, None, reason) per unreadable one, in order."""
+        paths = iter(paths)
+        while chunk := list(itertools.islice(paths, batch_size)):
+            tensors, results = [], []
+            for path in chunk:
+                try:
+                    tensors.append(self.transform(load_image(path, min_side=self.config.resize_size)))
+                    results.append([str(path), None, None])
+                except ImageLoadError as error:
+                    results.append([str(path), None, str(error)])
+            captions = iter(self.caption_tensors(torch.stack(tensors), beam_size) if tensors else [])
+            for result in results:
+                if result[2] is None:
+                    result[1] = next(captions)
+                yield tuple(result)
+
+    def caption_split(self, data_dir: str | Path, split: str, beam_size: int = 1, batch_size: int = 64,
+                      num_workers: int = 0, max_images: int = 0, progress: bool = True
+                      ) -> tuple[dict[int, str], list[str]]:
+        """Captions for every readable image of a split by image id, and the errors of the images skipped."""
+        loader = get_loader(self.transform, mode="test", batch_size=batch_size, num_workers=num_workers,
+                            data_dir=data_dir, split=split, pin_memory=self.device.type == "cuda")
+        captions: dict[int, str] = {}
+        skipped: list[str] = []
+        for batch in tqdm(loader, desc=f"captioning {split}", disable=not progress):
+            skipped += batch.skipped or []
+            if batch.image_ids:
+                captions.update(zip(batch.image_ids, self.caption_tensors(batch.images, beam_size)))
+            if max_images and len(captions) >= max_images:
+                break
+        return captions, skipped

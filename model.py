@@ -1,0 +1,261 @@
+"""Model: ResNet encoder (image -> feature vector) and LSTM decoder (feature -> words), with greedy and beam decoding."""
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+STAGES = ("layer1", "layer2", "layer3", "layer4")  # ResNet stages, shallow to deep
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """The ImageNet weights were asked for and cannot be had (offline, no cached copy)."""
+
+
+def imagenet_weights(backbone: str) -> torchvision.models.WeightsEnum:
+    """torchvision's default ImageNet weights enum for a ResNet name (e.g. ResNet50_Weights.IMAGENET1K_V2)."""
+    return torchvision.models.get_model_weights(backbone).DEFAULT
+
+
+def weights_cache_path(backbone: str) -> Path:
+    """Where torchvision looks for (and downloads) the backbone's weights file."""
+    file_name = os.path.basename(imagenet_weights(backbone).url)
+    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
+
+
+def load_backbone(backbone: str, pretrained: str) -> tuple[nn.Module, bool]:
+    """A torchvision ResNet and whether it got ImageNet weights, following pretrained = yes / no / auto."""
+    model = torchvision.models.get_model(backbone, weights=None)
+    if pretrained == "no":
+        return model, False
+    weights = imagenet_weights(backbone)
+    try:
+        state_dict = weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    except Exception as error:  # offline, blocked, corrupt cache file: all end the same way for the user
+        cache = weights_cache_path(backbone)
+        message = (f"could not load the ImageNet weights for {backbone} ({weights}): {error}. "
+                   f"To work offline, copy {os.path.basename(weights.url)} from a machine that has it to {cache} "
+                   f"(or set TORCH_HOME), or pass --pretrained no.")
+        if pretrained == "yes":
+            raise PretrainedWeightsUnavailable(message) from None
+        warnings.warn("\n" + "!" * 80 + f"\nPRETRAINED WEIGHTS UNAVAILABLE, USING RANDOM INITIALISATION.\n{message}\n"
+                      + "!" * 80, stacklevel=2)
+        return model, False
+    model.load_state_dict(state_dict)
+    return model, True
+
+
+class EncoderCNN(nn.Module):
+    """ResNet without its classifier, global-pooled and flattened, then a Linear projection to embed_size."""
+
+    def __init__(self, embed_size: int, backbone: str = "resnet50", pretrained: str = "auto",
+                 train_backbone: str = "auto") -> None:
+        super().__init__()
+        resnet, self.pretrained = load_backbone(backbone, pretrained)
+        self.feature_size = resnet.fc.in_features  # 2048 for ResNet-50
+        self.backbone = nn.Sequential(*list(resnet.children())[:-1])  # everything up to and including avgpool
+        self.embed = nn.Linear(self.feature_size, embed_size)
+        # Freezing random weights makes useless features, so "auto" freezes only what was pretrained.
+        trainable = {"yes": True, "no": False, "auto": not self.pretrained}[train_backbone]
+        self.set_backbone_trainable(trainable)
+
+    def set_backbone_trainable(self, trainable: bool, last_stages: int | None = None) -> None:
+        """Freeze or unfreeze the backbone; with last_stages, unfreeze only the deepest ResNet stages."""
+        for parameter in self.backbone.parameters():
+            parameter.requires_grad_(trainable and last_stages is None)
+        if trainable and last_stages is not None:
+            for module in self.backbone_stages()[len(STAGES) - last_stages:]:
+                for parameter in module.parameters():
+                    parameter.requires_grad_(True)
+        self.train(self.training)
+
+    def backbone_stages(self) -> list[nn.Module]:
+        """The four ResNet stages of the backbone, shallow to deep."""
+        return [self.backbone[index] for index in range(4, 8)]  # conv1, bn1, relu, maxpool come first
+
+    @property
+    def backbone_trainable(self) -> bool:
+        return any(parameter.requires_grad for parameter in self.backbone.parameters())
+
+    def train(self, mode: bool = True) -> "EncoderCNN":
+        """Like nn.Module.train, but frozen backbone parts stay in eval mode so BatchNorm statistics do not drift."""
+        super().train(mode)
+        for module in self.backbone.modules():
+            if isinstance(module, nn.BatchNorm2d) and not module.weight.requires_grad:
+                module.eval()
+        return self
+
+    def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, H, W) images -> (batch, feature_size) pooled backbone features."""
+        return self.backbone(images).flatten(1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, H, W) images -> (batch, embed_size) image features."""
+        return self.project(self.pooled_features(images))
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(batch, feature_size) pooled features (e.g. from the feature cache) -> (batch, embed_size)."""
+        return self.embed(pooled.float())
+
+
+class DecoderRNN(nn.Module):
+    """LSTM language model conditioned on the image: the image feature is the first input, then the words."""
+
+    def __init__(self, embed_size: int, hidden_size: int, vocab_size: int, num_layers: int = 1,
+                 dropout: float = 0.0, start_index: int = 1, end_index: int = 2, pad_index: int = 0) -> None:
+        super().__init__()
+        self.start_index, self.end_index, self.pad_index = start_index, end_index, pad_index
+        self.embed = nn.Embedding(vocab_size, embed_size)
+        self.lstm = nn.LSTM(embed_size, hidden_size, num_layers, batch_first=True,
+                            dropout=dropout if num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(hidden_size, vocab_size)
+        # Auxiliary head: which words occur in the image's captions. It gives the encoder a direct, dense signal,
+        # which is what makes a randomly initialised CNN learn (Fang et al. 2015, "From Captions to Visual Concepts").
+        self.bow_head = nn.Linear(embed_size, vocab_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.fc.out_features
+
+    def forward(self, features: torch.Tensor, captions: torch.Tensor,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced scores: (batch, embed) features, (batch, T) captions -> (batch, T, vocab) scores.
+
+        As in the original, output t predicts captions[:, t]; the inputs are the image then captions[:, :-1].
+        With lengths, padding is skipped by packing and its scores are zero.
+        """
+        words = self.dropout(self.embed(captions[:, :-1]))  # (batch, T-1, embed)
+        inputs = torch.cat([features.unsqueeze(1), words], dim=1)  # (batch, T, embed)
+        if lengths is None:
+            hidden, _ = self.lstm(inputs)
+        else:
+            packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            hidden, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=captions.size(1))
+        return self.fc(self.dropout(hidden))  # (batch, T, vocab)
+
+    def bow_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(batch, embed) features -> (batch, vocab) logits of each word occurring in the image's captions."""
+        return self.bow_head(features)
+
+    def init_state(self, features: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Feed the image then <start>: returns the first word's log-probabilities (batch, vocab) and the state."""
+        _, state = self.lstm(features.unsqueeze(1))
+        start = torch.full((features.size(0),), self.start_index, dtype=torch.long, device=features.device)
+        return self.step(start, state)
+
+    def step(self, words: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One decoding step: (batch,) word ids -> (batch, vocab) log-probabilities of the next word, new state."""
+        hidden, state = self.lstm(self.embed(words).unsqueeze(1), state)
+        return F.log_softmax(self.fc(hidden.squeeze(1)), dim=-1), state
+
+    @torch.no_grad()
+    def sample(self, features: torch.Tensor, max_len: int = 20) -> torch.Tensor:
+        """Greedy decoding for a whole batch: (batch, embed) -> (batch, <= max_len) word ids.
+
+        Each row ends at its first <end> (included); what follows is <pad>. <start> is not included.
+        """
+        log_probs, state = self.init_state(features)
+        finished = torch.zeros(features.size(0), dtype=torch.bool, device=features.device)
+        words = []
+        for _ in range(max_len):
+            word = log_probs.argmax(dim=-1).masked_fill(finished, self.pad_index)
+            words.append(word)
+            finished |= word == self.end_index
+            if finished.all():
+                break
+            log_probs, state = self.step(word, state)
+        return torch.stack(words, dim=1)
+
+    @torch.no_grad()
+    def beam_search(self, features: torch.Tensor, beam_size: int = 3, max_len: int = 20,
+                    length_penalty: float = 0.0) -> torch.Tensor:
+        """Beam search for a whole batch: (batch, embed) -> (batch, <= max_len) word ids, like sample().
+
+        Finished hypotheses stay in the beam with a frozen score; the final choice divides each total
+        log-probability by length ** length_penalty (0 = plain log-probability). beam_size 1 is greedy decoding.
+        """
+        batch, vocab = features.size(0), self.vocab_size
+        log_probs, state = self.init_state(features)  # (batch, vocab)
+        # Expand every image to beam_size rows: (batch * beam, ...)
+        state = tuple(tensor.repeat_interleave(beam_size, dim=1) for tensor in state)
+        log_probs = log_probs.repeat_interleave(beam_size, dim=0)
+        scores = torch.full((batch, beam_size), float("-inf"), device=features.device)
+        scores[:, 0] = 0.0  # all beams start identical: keep one so the first step does not pick duplicates
+        sequences = torch.empty(batch, beam_size, 0, dtype=torch.long, device=features.device)
+        finished = torch.zeros(batch, beam_size, dtype=torch.bool, device=features.device)
+        lengths = torch.zeros(batch, beam_size, device=features.device)
+        for _ in range(max_len):
+            # A finished hypothesis may only continue with <pad>, at no cost.
+            log_probs = log_probs.view(batch, beam_size, vocab)
+            frozen = torch.full_like(log_probs, float("-inf"))
+            frozen[..., self.pad_index] = 0.0
+            log_probs = torch.where(finished.unsqueeze(-1), frozen, log_probs)
+            candidates = (scores.unsqueeze(-1) + log_probs).view(batch, -1)  # (batch, beam * vocab)
+            scores, flat = candidates.topk(beam_size, dim=-1)
+            parent, word = flat // vocab, flat % vocab  # (batch, beam)
+            sequences = torch.cat([sequences.gather(1, parent.unsqueeze(-1).expand_as(sequences)),
+                                   word.unsqueeze(-1)], dim=-1)
+            lengths = lengths.gather(1, parent) + (~finished.gather(1, parent)).float()
+            finished = finished.gather(1, parent) | (word == self.end_index)
+            if finished.all():
+                break
+            rows = (parent + torch.arange(batch, device=features.device).unsqueeze(1) * beam_size).view(-1)
+            state = tuple(tensor[:, rows] for tensor in state)
+            log_probs, state = self.step(word.view(-1), state)
+        final = scores / lengths.clamp(min=1) ** length_penalty if length_penalty else scores
+        best = final.argmax(dim=-1)  # (batch,)
+        return sequences[torch.arange(batch, device=features.device), best]
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for the encoder on this device (None = full fp32), following precision = auto/fp32/..."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_supports_bf16():
+        return torch.bfloat16
+    return None
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast is a real speed-up."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def encoder_autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast context for the CNN (the decoder stays fp32: it is cheap and its recurrence is precision-sensitive)."""
+    dtype = autocast_dtype(device, precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def decode(decoder: DecoderRNN, features: torch.Tensor, beam_size: int = 1, max_len: int = 20) -> torch.Tensor:
+    """Captions for a batch of image features: greedy when beam_size is 1, beam search otherwise."""
+    if beam_size <= 1:
+        return decoder.sample(features, max_len=max_len)
+    return decoder.beam_search(features, beam_size=beam_size, max_len=max_len)
+
+
+def iter_trainable(*modules: nn.Module) -> Iterator[nn.Parameter]:
+    """Parameters that require gradients."""
+    for module in modules:
+        yield from (parameter for parameter in module.parameters() if parameter.requires_grad)

@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny synthetic dataset and a briefly trained checkpoint, made once per test session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import synthetic_data
+from config import Config, make_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_config(data_dir: Path, out: Path, **overrides) -> Config:
+    """The synthetic recipe shrunk so that a CPU trains it in seconds."""
+    values = dict(data_dir=str(data_dir), out=str(out), backbone="resnet18", image_size=32, resize_size=32,
+                  embed_size=32, hidden_size=64, epochs=1, batch_size=8, vocab_threshold=1, precision="fp32",
+                  log_every=1)
+    values.update(overrides)
+    return make_config(ROOT / "configs" / "synthetic.json", **values)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    """A small synthetic COCO-format dataset (40 train, 12 val, 6 test images of 64x64)."""
+    out = tmp_path_factory.mktemp("synthetic")
+    synthetic_data.generate(out, n_train=40, n_val=12, n_test=6, seed=1, width=64, height=64)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(synthetic_dir, tmp_path_factory) -> Path:
+    """best.pt of a tiny model trained for two short epochs."""
+    import train
+
+    out = tmp_path_factory.mktemp("run")
+    train.train(tiny_config(synthetic_dir, out, epochs=2), progress=False)
+    return out / "best.pt"

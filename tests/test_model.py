@@ -1,0 +1,164 @@
+"""Model: shapes, pretrained-weight handling, frozen BatchNorm, greedy and beam decoding."""
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+import model
+from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, weights_cache_path
+
+VOCAB = 20
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty torch hub cache in tmp_path, and any download attempt fails as it does offline."""
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+
+    def refuse(url, *args, **kwargs):
+        raise urllib.error.URLError(f"offline test: {url}")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    return tmp_path / "hub"
+
+
+def test_encoder_output_shape_and_trainable_random_backbone(offline_hub):
+    encoder = EncoderCNN(24, "resnet18", pretrained="no")
+    assert encoder(torch.randn(3, 3, 32, 32)).shape == (3, 24)
+    assert encoder.backbone_trainable  # auto: a random backbone must learn
+
+
+def test_pretrained_yes_fails_clearly_offline(offline_hub):
+    with pytest.raises(PretrainedWeightsUnavailable) as error:
+        EncoderCNN(8, "resnet18", pretrained="yes")
+    assert str(weights_cache_path("resnet18")) in str(error.value) and "--pretrained no" in str(error.value)
+
+
+def test_pretrained_auto_falls_back_loudly(offline_hub):
+    with pytest.warns(UserWarning, match="RANDOM INITIALISATION"):
+        encoder = EncoderCNN(8, "resnet18", pretrained="auto")
+    assert not encoder.pretrained and encoder.backbone_trainable
+
+
+def test_pretrained_weights_load_from_the_hub_cache_and_get_frozen(offline_hub):
+    reference = torchvision.models.resnet18()
+    path = weights_cache_path("resnet18")
+    path.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), path)
+    encoder = EncoderCNN(8, "resnet18", pretrained="yes")
+    assert encoder.pretrained and not encoder.backbone_trainable
+    assert torch.equal(encoder.backbone[0].weight, reference.conv1.weight)
+    assert all(p.requires_grad for p in encoder.embed.parameters())
+
+
+def test_frozen_backbone_keeps_batchnorm_in_eval_mode(offline_hub):
+    encoder = EncoderCNN(8, "resnet18", pretrained="no", train_backbone="no").train()
+    assert not encoder.backbone[1].training and encoder.embed.training
+    before = encoder.backbone[1].running_mean.clone()
+    encoder(torch.randn(4, 3, 32, 32) * 5 + 3)
+    assert torch.equal(before, encoder.backbone[1].running_mean)
+
+
+def test_fine_tuning_unfreezes_only_the_deepest_stages(offline_hub):
+    encoder = EncoderCNN(8, "resnet18", pretrained="no", train_backbone="no")
+    encoder.set_backbone_trainable(True, last_stages=1)
+    stages = encoder.backbone_stages()
+    assert all(p.requires_grad for p in stages[-1].parameters())
+    assert not any(p.requires_grad for p in stages[0].parameters())
+    assert not encoder.backbone[1].training or not encoder.training
+
+
+def test_decoder_forward_shape_and_padding():
+    decoder = DecoderRNN(16, 32, VOCAB)
+    captions = torch.randint(3, VOCAB, (4, 9))
+    scores = decoder(torch.randn(4, 16), captions, torch.tensor([9, 5, 7, 3]))
+    assert scores.shape == (4, 9, VOCAB)
+    unpadded = decoder(torch.randn(2, 16), captions[:2])
+    assert unpadded.shape == (2, 9, VOCAB)
+
+
+def test_forward_matches_step_by_step_decoding():
+    torch.manual_seed(0)
+    decoder = DecoderRNN(16, 32, VOCAB).eval()
+    features, captions = torch.randn(2, 16), torch.randint(3, VOCAB, (2, 6))
+    captions[:, 0] = decoder.start_index
+    teacher = torch.log_softmax(decoder(features, captions), dim=-1)
+    log_probs, state = decoder.init_state(features)
+    assert torch.allclose(teacher[:, 1], log_probs, atol=1e-5)
+    log_probs, state = decoder.step(captions[:, 1], state)
+    assert torch.allclose(teacher[:, 2], log_probs, atol=1e-5)
+
+
+def test_greedy_sampling_stops_each_sequence_at_end():
+    torch.manual_seed(0)
+    decoder = DecoderRNN(16, 32, VOCAB).eval()
+    with torch.no_grad():
+        decoder.fc.bias[decoder.end_index] = 50.0  # <end> dominates: every caption is just <end>
+    out = decoder.sample(torch.randn(3, 16), max_len=10)
+    assert out.shape == (3, 1) and (out[:, 0] == decoder.end_index).all()
+    torch.manual_seed(1)
+    decoder = DecoderRNN(16, 32, VOCAB).eval()
+    out = decoder.sample(torch.randn(8, 16), max_len=15)
+    for row in out.tolist():
+        if decoder.end_index in row:
+            after = row[row.index(decoder.end_index) + 1:]
+            assert all(word == decoder.pad_index for word in after)
+
+
+def test_batched_greedy_equals_one_at_a_time():
+    torch.manual_seed(2)
+    decoder = DecoderRNN(16, 32, VOCAB).eval()
+    features = torch.randn(5, 16)
+    batched = decoder.sample(features, max_len=12)
+    for index in range(5):
+        single = decoder.sample(features[index:index + 1], max_len=12)[0]
+        assert torch.equal(batched[index, :len(single)], single)
+
+
+def sequence_log_prob(decoder: DecoderRNN, features: torch.Tensor, words: list[int]) -> float:
+    log_probs, state = decoder.init_state(features.unsqueeze(0))
+    total = 0.0
+    for word in words:
+        total += log_probs[0, word].item()
+        if word == decoder.end_index:
+            break
+        log_probs, state = decoder.step(torch.tensor([word]), state)
+    return total
+
+
+def test_beam_of_one_is_greedy_and_wider_beams_find_likelier_captions():
+    torch.manual_seed(3)
+    decoder = DecoderRNN(16, 32, VOCAB).eval()
+    with torch.no_grad():
+        decoder.fc.bias[decoder.end_index] = 2.0  # captions end within the limit
+    features = torch.randn(6, 16)
+    greedy = decoder.sample(features, max_len=10)
+    assert torch.equal(decoder.beam_search(features, beam_size=1, max_len=10), greedy)
+    beam = decoder.beam_search(features, beam_size=4, max_len=10)
+    for index in range(6):
+        greedy_words = [w for w in greedy[index].tolist() if w != decoder.pad_index]
+        beam_words = [w for w in beam[index].tolist() if w != decoder.pad_index]
+        if beam_words[-1] == decoder.end_index and greedy_words[-1] == decoder.end_index:
+            assert sequence_log_prob(decoder, features[index], beam_words) >= \
+                sequence_log_prob(decoder, features[index], greedy_words) - 1e-5
+        assert decoder.end_index not in beam_words[:-1]  # nothing after <end> but padding
+
+
+def test_beam_search_sequences_end_at_end_token():
+    torch.manual_seed(4)
+    decoder = DecoderRNN(16, 32, VOCAB).eval()
+    with torch.no_grad():
+        decoder.fc.bias[decoder.end_index] = 3.0
+    out = decoder.beam_search(torch.randn(4, 16), beam_size=3, max_len=20)
+    for row in out.tolist():
+        words = [w for w in row if w != decoder.pad_index]
+        assert words[-1] == decoder.end_index
+
+
+def test_autocast_dtype_follows_precision():
+    cpu = torch.device("cpu")
+    assert model.autocast_dtype(cpu, "fp32") is None
+    assert model.autocast_dtype(cpu, "bf16") is torch.bfloat16
+    assert model.autocast_dtype(cpu, "auto") in (None, torch.bfloat16)

@@ -1,0 +1,142 @@
+"""Training: checkpoints are self-describing, resume continues exactly, best.pt follows the validation metric."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+import train
+from checkpoint import CheckpointError, build_models, load_checkpoint
+from config import Config, make_config
+from conftest import tiny_config
+from vocabulary import Vocabulary
+
+
+def test_checkpoint_rebuilds_the_model_alone(trained_checkpoint):
+    state = load_checkpoint(trained_checkpoint)
+    encoder, decoder, vocab, config = build_models(state)
+    assert config.backbone == "resnet18" and len(vocab) == decoder.vocab_size
+    assert state["epoch"] >= 1 and "optimizer" in state and "scheduler" in state
+    assert set(state["metrics"]) >= {"val_loss", "CIDEr", "Bleu_4"}
+    again, _, _, _ = build_models(load_checkpoint(trained_checkpoint))
+    images = torch.randn(2, 3, 32, 32)
+    assert torch.equal(encoder(images), again(images))
+
+
+def test_training_log_has_steps_and_epochs(trained_checkpoint):
+    entries = train.read_log(trained_checkpoint.parent)
+    kinds = [entry["kind"] for entry in entries]
+    assert kinds[0] == "start" and kinds.count("epoch") == 2 and "step" in kinds
+    epoch = [entry for entry in entries if entry["kind"] == "epoch"][-1]
+    assert {"train_loss", "val_loss", "val_perplexity", "CIDEr", "Bleu_4", "lr"} <= set(epoch)
+    step = next(entry for entry in entries if entry["kind"] == "step")
+    assert step["perplexity"] == pytest.approx(2.718281828 ** step["loss"], rel=1e-6)
+
+
+def test_best_checkpoint_is_the_best_by_cider(trained_checkpoint):
+    history = load_checkpoint(trained_checkpoint.parent / "last.pt")["history"]
+    best = load_checkpoint(trained_checkpoint)
+    assert best["best_score"] == max(entry["CIDEr"] for entry in history)
+    assert best["metrics"]["CIDEr"] == best["best_score"]
+
+
+def test_best_follows_validation_score_not_the_last_epoch(synthetic_dir, tmp_path, monkeypatch):
+    scores = iter([0.5, 0.9, 0.3])  # epoch 2 is the best, epoch 3 the last
+    monkeypatch.setattr(train, "validate", lambda run, loader, progress=True: {
+        "val_loss": 1.0, "val_perplexity": 2.7, "CIDEr": next(scores), "Bleu_4": 0.1})
+    train.train(tiny_config(synthetic_dir, tmp_path, epochs=3, max_steps_per_epoch=1), progress=False)
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+
+
+def test_resume_continues_exactly(synthetic_dir, tmp_path):
+    straight = tmp_path / "straight"
+    train.train(tiny_config(synthetic_dir, straight, epochs=2, max_steps_per_epoch=3), progress=False)
+    split = tmp_path / "split"
+    train.train(tiny_config(synthetic_dir, split, epochs=1, max_steps_per_epoch=3), progress=False)
+    train.train(tiny_config(synthetic_dir, split, epochs=2, max_steps_per_epoch=3), resume=True, progress=False)
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(split / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"] == 6
+    for key in a["decoder"]:
+        assert torch.allclose(a["decoder"][key], b["decoder"][key], atol=1e-6), key
+    assert a["scheduler"] == b["scheduler"]  # the schedule state survives the resume
+    assert any(entry["kind"] == "resume" for entry in train.read_log(split))
+
+
+def test_resume_mid_epoch_skips_the_batches_already_done(synthetic_dir, tmp_path, monkeypatch):
+    config = tiny_config(synthetic_dir, tmp_path, epochs=1)
+    calls = {"n": 0}
+    real_step = train.train_step
+
+    def interrupt_after_two(run, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_step(run, batch)
+    monkeypatch.setattr(train, "train_step", interrupt_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config, progress=False)
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 0 and state["batches_done"] == 2 and state["global_step"] == 2
+    monkeypatch.setattr(train, "train_step", real_step)
+    train.train(config, resume=True, progress=False)
+    final = load_checkpoint(tmp_path / "last.pt")
+    batches = -(-40 // config.batch_size)
+    assert final["epoch"] == 1 and final["global_step"] == batches
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    path = tmp_path / "evil.pt"
+    torch.save({"encoder": {}, "decoder": {}, "config": {}, "vocab": Evil()}, path)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        load_checkpoint(path)
+
+
+def test_a_truncated_checkpoint_gives_a_clear_error(trained_checkpoint, tmp_path):
+    data = trained_checkpoint.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="cut.pt"):
+        load_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_a_vocabulary_that_does_not_fit_the_weights_is_reported(trained_checkpoint):
+    state = load_checkpoint(trained_checkpoint)
+    vocab = Vocabulary.from_dict(state["vocab"])
+    vocab.add_word("zebra")
+    state["vocab"] = vocab.to_dict()
+    with pytest.raises(CheckpointError, match="do not fit"):
+        build_models(state)
+
+
+def test_config_recipe_and_overrides(tmp_path):
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"hidden_size": 64, "_comment": "ignored"}))
+    config = make_config(recipe, epochs=2, lr=None)
+    assert config.hidden_size == 64 and config.epochs == 2 and config.lr == Config().lr
+    recipe.write_text(json.dumps({"hiden_size": 64}))
+    with pytest.raises(ValueError, match="hiden_size"):
+        make_config(recipe)
+    with pytest.raises(ValueError, match="pretrained"):
+        make_config(None, pretrained="maybe")
+
+
+def test_cli_overrides_recipe(synthetic_dir, tmp_path):
+    code = train.main(["--config", "configs/synthetic.json", "--data-dir", str(synthetic_dir), "--out",
+                       str(tmp_path), "--backbone", "resnet18", "--image-size", "32", "--resize-size", "32",
+                       "--hidden-size", "48", "--embed-size", "16", "--epochs", "1", "--max-steps-per-epoch", "2",
+                       "--vocab-threshold", "1", "--no-progress"])
+    assert code == 0
+    config = Config.from_dict(load_checkpoint(tmp_path / "last.pt")["config"])
+    assert config.hidden_size == 48 and config.recipe == "configs/synthetic.json"
+
+
+def test_cli_reports_a_wrong_data_dir(tmp_path, capsys):
+    assert train.main(["--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert "missing" in capsys.readouterr().err

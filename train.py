@@ -1,0 +1,380 @@
+"""Training: config -> vocabulary, loaders, encoder + decoder -> checkpoints (last.pt, best.pt) and a training log.
+
+    python train.py --config configs/synthetic.json --data-dir data/synthetic --out models/
+    python train.py --config configs/synthetic.json --out models/ --resume
+
+`train(config)` is what the notebooks call; the command line is a thin wrapper around it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import metrics
+from checkpoint import CheckpointError, load_checkpoint, load_weights, make_decoder, save_checkpoint
+from config import Config, add_config_arguments, config_from_args, make_config
+from data_loader import Batch, annotation_path, build_transform, get_loader
+from model import DecoderRNN, EncoderCNN, decode, encoder_autocast
+from vocabulary import Vocabulary, get_vocabulary
+
+LOG_NAME = "train_log.jsonl"
+
+
+@dataclass
+class Run:
+    """Everything one training run holds while it goes."""
+
+    config: Config
+    device: torch.device
+    vocab: Vocabulary
+    encoder: EncoderCNN
+    decoder: DecoderRNN
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scaler: torch.amp.GradScaler
+    epoch: int = 0  # the epoch in progress (0-based)
+    batches_done: int = 0  # batches of that epoch already trained (non-zero only after an interruption)
+    global_step: int = 0
+    best_score: float | None = None
+    stale_epochs: int = 0  # epochs since the best validation score
+    fine_tuning: bool = False
+    encoder_pretrained: bool = False  # whether the backbone started from ImageNet weights
+    history: list[dict[str, Any]] = field(default_factory=list)
+    skipped_images: int = 0
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+
+def resolve_device(name: str) -> torch.device:
+    """cuda when asked or (auto) available, else cpu."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device("cuda" if name in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
+
+
+def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
+    """Vocabulary (built or loaded unless given), models, optimizer and schedule for a fresh run."""
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    if vocab is None:
+        vocab = get_vocabulary(config.vocab_path, config.vocab_threshold,
+                               [annotation_path(config.data_dir, config.train_split)], config.vocab_from_file)
+    encoder = EncoderCNN(config.embed_size, config.backbone, config.pretrained, config.train_backbone)
+    decoder = make_decoder(config, vocab)
+    encoder.to(device, memory_format=torch.channels_last)
+    decoder.to(device)
+    # Frozen backbone parameters sit in the optimizer too (Adam skips them while they get no gradient), so the
+    # optimizer's layout never changes when fine-tuning starts and a resumed run loads its state unchanged.
+    head = list(encoder.embed.parameters()) + list(decoder.parameters())
+    optimizer = torch.optim.Adam([{"params": head, "lr": config.lr},
+                                  {"params": list(encoder.backbone.parameters()), "lr": config.backbone_lr}],
+                                 weight_decay=config.weight_decay)
+    mode = "min" if config.val_metric == "loss" else "max"
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=config.lr_factor,
+                                                           patience=config.lr_patience)
+    dtype = torch.float16 if device.type == "cuda" and config.precision == "fp16" else None
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    return Run(config, device, vocab, encoder, decoder, optimizer, scheduler, scaler,
+               encoder_pretrained=encoder.pretrained)
+
+
+def checkpoint_state(run: Run) -> dict[str, Any]:
+    """The plain dict written to last.pt / best.pt."""
+    return {"encoder": run.encoder.state_dict(), "decoder": run.decoder.state_dict(),
+            "config": run.config.to_dict(), "vocab": run.vocab.to_dict(), "epoch": run.epoch,
+            "batches_done": run.batches_done, "global_step": run.global_step,
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(), "best_score": run.best_score, "stale_epochs": run.stale_epochs,
+            "fine_tuning": run.fine_tuning, "encoder_pretrained": run.encoder_pretrained, "history": run.history, "skipped_images": run.skipped_images,
+            "metrics": run.history[-1] if run.history else {}, "torch_rng": torch.get_rng_state()}
+
+
+def restore(run: Run, state: dict[str, Any]) -> None:
+    """Put a run back where a checkpoint left it: weights, optimizer, schedule, counters."""
+    load_weights(run.encoder, state["encoder"], "encoder")
+    load_weights(run.decoder, state["decoder"], "decoder")
+    if state["fine_tuning"]:
+        start_fine_tuning(run)
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    for name in ("epoch", "batches_done", "global_step", "best_score", "stale_epochs", "history", "skipped_images",
+                 "encoder_pretrained"):
+        setattr(run, name, state[name])
+    torch.set_rng_state(state["torch_rng"])
+
+
+def start_fine_tuning(run: Run) -> None:
+    """Unfreeze the deepest ResNet stages; they train at backbone_lr, the rest of the model at lr."""
+    run.encoder.set_backbone_trainable(True, last_stages=run.config.fine_tune_blocks)
+    run.fine_tuning = True
+
+
+def make_loader(run: Run, mode: str, split: str):
+    """A loader over images for one split (training transform in train mode)."""
+    config = run.config
+    transform = build_transform(config.image_size, config.resize_size, train=mode == "train",
+                                random_crop=config.random_crop, hflip=config.hflip)
+    features = None
+    if use_feature_cache(run):
+        from features import feature_store  # only needed with a frozen backbone
+        features = feature_store(run.encoder, config, split, run.device)
+    return get_loader(transform, mode=mode, batch_size=config.batch_size, num_workers=config.num_workers,
+                      data_dir=config.data_dir, split=split, vocab=run.vocab, features=features,
+                      seed=config.seed, max_caption_length=config.max_caption_length,
+                      pin_memory=run.device.type == "cuda")
+
+
+def use_feature_cache(run: Run) -> bool:
+    """Cached pooled features stand in for images while nothing before the projection layer is trained."""
+    return run.config.feature_cache == "auto" and not run.encoder.backbone_trainable
+
+
+def encode(run: Run, batch: Batch) -> torch.Tensor:
+    """(images, embed) features for a batch of images or of cached pooled features."""
+    if batch.images.dim() == 2:  # (images, feature_size): from the feature cache
+        return run.encoder.project(batch.images)
+    images = batch.images.contiguous(memory_format=torch.channels_last)
+    with encoder_autocast(run.device, run.config.precision):
+        pooled = run.encoder.pooled_features(images)
+    return run.encoder.project(pooled)
+
+
+def caption_loss(run: Run, batch: Batch, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy per word (position 0, the trivial <start>, is not scored) and the number of words."""
+    scores = run.decoder(features[batch.image_index], batch.captions, batch.lengths)  # (captions, T, vocab)
+    targets = batch.captions[:, 1:]
+    mask = targets != run.vocab.pad_index
+    loss = F.cross_entropy(scores[:, 1:][mask], targets[mask])
+    return loss, mask.sum()
+
+
+def bow_loss(run: Run, batch: Batch, features: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of predicting, from the image alone, which words occur in its captions."""
+    targets = torch.zeros(features.size(0), len(run.vocab), device=features.device)
+    targets[batch.image_index.unsqueeze(1).expand_as(batch.captions), batch.captions] = 1.0
+    targets[:, [run.vocab.pad_index, run.vocab.start_index, run.vocab.end_index, run.vocab.unk_index]] = 0.0
+    return F.binary_cross_entropy_with_logits(run.decoder.bow_logits(features), targets)
+
+
+def train_step(run: Run, batch: Batch) -> float:
+    """One optimisation step; returns the caption loss."""
+    features = encode(run, batch)
+    loss, _ = caption_loss(run, batch, features)
+    total = loss + run.config.bow_loss_weight * bow_loss(run, batch, features) if run.config.bow_loss_weight else loss
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(total).backward()
+    if run.config.grad_clip:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_([p for group in run.optimizer.param_groups for p in group["params"]],
+                                       run.config.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return loss.item()
+
+
+def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
+    """Train over one epoch (or what is left of it after a resume); returns the mean caption loss."""
+    run.encoder.train()
+    run.decoder.train()
+    loader.batch_sampler.set_epoch(run.epoch, start_batch=run.batches_done)
+    limit = run.config.max_steps_per_epoch or len(loader.batch_sampler)
+    total, count = 0.0, 0
+    bar = tqdm(total=min(limit, len(loader.batch_sampler)) - run.batches_done, desc=f"epoch {run.epoch + 1}",
+               disable=not progress, leave=False)
+    for batch in loader:
+        if run.batches_done >= limit:
+            break
+        run.skipped_images += report_skipped(batch)
+        if batch.captions is not None:
+            loss = train_step(run, batch.to(run.device, non_blocking=True))
+            total, count = total + loss, count + 1
+            if run.global_step % run.config.log_every == 0:
+                log({"kind": "step", "epoch": run.epoch + 1, "step": run.global_step, "loss": loss,
+                     "perplexity": math.exp(min(loss, 50)), "lr": run.optimizer.param_groups[0]["lr"]})
+            run.global_step += 1
+            bar.set_postfix(loss=f"{loss:.3f}")
+        run.batches_done += 1
+        bar.update()
+    bar.close()
+    return total / max(count, 1)
+
+
+def report_skipped(batch: Batch) -> int:
+    """Warn about images left out of a batch; returns how many."""
+    for error in batch.skipped or []:
+        tqdm.write(f"skipped unreadable image: {error}", file=sys.stderr)
+    return len(batch.skipped or [])
+
+
+@torch.no_grad()
+def validate(run: Run, loader, progress: bool = True) -> dict[str, float]:
+    """Validation loss (teacher forcing) and the caption metrics of what the decoder actually generates."""
+    run.encoder.eval()
+    run.decoder.eval()
+    limit = math.ceil(run.config.val_max_images / run.config.batch_size) if run.config.val_max_images else None
+    loss_sum, words, captions = 0.0, 0, {}
+    for index, batch in enumerate(tqdm(loader, desc="validate", disable=not progress, leave=False)):
+        if limit is not None and index >= limit:
+            break
+        if not batch.image_ids:
+            continue
+        batch = batch.to(run.device)
+        features = encode(run, batch)
+        loss, count = caption_loss(run, batch, features)
+        loss_sum, words = loss_sum + loss.item() * count.item(), words + count.item()
+        sequences = decode(run.decoder, features, run.config.val_beam_size, run.config.max_len)
+        captions.update(zip(batch.image_ids, map(run.vocab.clean_sentence, sequences.tolist())))
+    val_loss = loss_sum / max(words, 1)
+    result = {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50))}
+    if not captions:
+        raise ValueError(f"no readable images in the validation split {run.config.val_split!r} "
+                         f"of {run.config.data_dir}")
+    references = loader.dataset.references()
+    result.update(metrics.score_captions({i: references[i] for i in captions}, captions, metrics=("BLEU", "CIDEr")))
+    return result
+
+
+def is_better(run: Run, score: float) -> bool:
+    if run.best_score is None:
+        return True
+    return score < run.best_score if run.config.val_metric == "loss" else score > run.best_score
+
+
+def end_of_epoch(run: Run, scores: dict[str, float], log) -> bool:
+    """Schedule, best.pt, last.pt, early stopping; returns True when training should stop."""
+    score = scores["val_loss" if run.config.val_metric == "loss" else run.config.val_metric]
+    run.scheduler.step(score)
+    improved = is_better(run, score)
+    if improved:
+        run.best_score, run.stale_epochs = score, 0
+    else:
+        run.stale_epochs += 1
+    run.epoch, run.batches_done = run.epoch + 1, 0
+    entry = {"kind": "epoch", "epoch": run.epoch, **scores, "lr": run.optimizer.param_groups[0]["lr"],
+             "best": improved, "skipped_images": run.skipped_images}
+    run.history.append(entry)
+    log(entry)
+    state = checkpoint_state(run)
+    save_checkpoint(run.out / "last.pt", state)
+    if improved:
+        save_checkpoint(run.out / "best.pt", state)
+    patience = run.config.early_stop_patience
+    return bool(patience) and run.stale_epochs >= patience
+
+
+def open_log(out: Path):
+    """Append JSON lines to out/train_log.jsonl; returns a function that writes one entry."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOG_NAME
+
+    def log(entry: dict[str, Any]) -> None:
+        with path.open("a") as handle:
+            handle.write(json.dumps({"time": round(time.time(), 3), **entry}) + "\n")
+    return log
+
+
+def read_log(out: str | Path) -> list[dict[str, Any]]:
+    """The training log's entries (for the notebooks' plots)."""
+    path = Path(out) / LOG_NAME
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def prepare(config: Config, resume: bool) -> Run:
+    """A fresh run, or with resume the run last.pt left off (its hyperparameters win over the config's)."""
+    last = Path(config.out) / "last.pt"
+    if not resume:
+        return build_run(config)
+    if not last.exists():
+        raise CheckpointError(f"--resume: no checkpoint to resume from at {last}")
+    state = load_checkpoint(last)
+    saved = Config.from_dict(state["config"])
+    # The weights come from the checkpoint, so the backbone is built without ImageNet weights; whether it trains
+    # follows what the original run decided.
+    trainable = {"yes": True, "no": False, "auto": not state["encoder_pretrained"]}[saved.train_backbone]
+    run = build_run(saved.replace(epochs=config.epochs, device=config.device, num_workers=config.num_workers,
+                                  pretrained="no", train_backbone="yes" if trainable else "no"),
+                    vocab=Vocabulary.from_dict(state["vocab"]))
+    restore(run, state)
+    run.config = run.config.replace(pretrained=saved.pretrained, train_backbone=saved.train_backbone)
+    return run
+
+
+def train(config: Config | None = None, resume: bool = False, progress: bool = True,
+          **overrides: Any) -> list[dict[str, Any]]:
+    """Train (or with resume, continue) a captioner; returns the per-epoch history. Ctrl-C saves and stops."""
+    config = (config or Config()).replace(**overrides).validate()
+    run = prepare(config, resume)
+    log = open_log(run.out)
+    if resume:
+        message = f"resuming from {run.out / 'last.pt'}: epoch {run.epoch + 1}, batch {run.batches_done}, " \
+                  f"step {run.global_step}"
+        print(message)
+        log({"kind": "resume", "message": message, "epoch": run.epoch + 1, "step": run.global_step})
+    else:
+        log({"kind": "start", "config": run.config.to_dict(), "device": str(run.device)})
+    run.vocab.save(run.config.vocab_path)
+    try:
+        train_epochs(run, log, progress)
+    except KeyboardInterrupt:
+        save_checkpoint(run.out / "last.pt", checkpoint_state(run))
+        message = f"interrupted: saved {run.out / 'last.pt'} at epoch {run.epoch + 1}, batch {run.batches_done}; " \
+                  f"continue with --resume"
+        print(message, file=sys.stderr)
+        log({"kind": "interrupted", "message": message})
+        raise
+    return run.history
+
+
+def train_epochs(run: Run, log, progress: bool) -> None:
+    """The epoch loop: train, validate, checkpoint, maybe stop early or start fine-tuning."""
+    while run.epoch < run.config.epochs:
+        if run.config.fine_tune_after >= 0 and run.epoch >= run.config.fine_tune_after and not run.fine_tuning:
+            start_fine_tuning(run)
+            log({"kind": "fine_tune", "epoch": run.epoch + 1, "stages": run.config.fine_tune_blocks})
+        started = time.time()
+        train_loss = train_one_epoch(run, make_loader(run, "train", run.config.train_split), log, progress)
+        scores = validate(run, make_loader(run, "val", run.config.val_split), progress)
+        scores = {"train_loss": train_loss, **scores, "seconds": round(time.time() - started, 1)}
+        summary = ", ".join(f"{key} {value:.4g}" for key, value in scores.items())
+        tqdm.write(f"epoch {run.epoch + 1}/{run.config.epochs}: {summary}")
+        if end_of_epoch(run, scores, log):
+            tqdm.write(f"no improvement in {run.stale_epochs} epochs: stopping early")
+            break
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    args = parser.parse_args(argv)
+    # SIGTERM (e.g. a job scheduler) is treated like Ctrl-C: save and stop.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        config = config_from_args(args)
+        train(config, resume=args.resume, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        return 130
+    except (FileNotFoundError, ValueError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

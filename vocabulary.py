@@ -1,0 +1,249 @@
+"""Vocabulary: captions -> tokens -> ids and back; saved as a restricted pickle."""
+
+import json
+import os
+import pickle
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from nltk.tokenize.destructive import NLTKWordTokenizer
+from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+from tqdm import tqdm
+
+PathLike = str | os.PathLike
+
+# nltk.word_tokenize = punkt sentence split + NLTKWordTokenizer per sentence. Punkt's English
+# model is data we may not download, so we run punkt's own algorithm with these parameters:
+# the entries of the model's abbrev_types that can plausibly occur in captions. The model has
+# no "etc", "e.g" or "i.e", but does have state names such as "ill", "wash" and "ok".
+# Lower-cased text leaves no orthographic evidence, so the empty ortho_context reproduces the
+# model's decisions: no break after a known abbreviation, nor after a single letter or number
+# followed by a lower-case word ("the letter a. a dog" keeps "a.").
+_CAPTION_ABBREVIATIONS = """
+    mr mrs ms dr prof jr sr messrs gen col lt maj adm sen rep reps
+    st ave u.s u.s.a u.k u.n u.s.s.r d.c n.y l.a calif fla wash mich ariz conn ill ok
+    co corp inc ltd bros ft mg yr vs ph.d a.m p.m
+    jan feb aug sep sept oct nov dec tues wed fri
+""".split()
+
+
+def _sentence_splitter() -> PunktSentenceTokenizer:
+    """A punkt sentence splitter that needs no downloaded model."""
+    parameters = PunktParameters()
+    parameters.abbrev_types = set(_CAPTION_ABBREVIATIONS)
+    return PunktSentenceTokenizer(parameters)
+
+
+_SENTENCE_SPLITTER = _sentence_splitter()
+_WORD_TOKENIZER = NLTKWordTokenizer()
+
+
+def tokenize(caption: str) -> list[str]:
+    """Split a caption into the tokens nltk.word_tokenize(caption.lower()) gives."""
+    sentences = _SENTENCE_SPLITTER.tokenize(caption.lower())
+    return [token for sentence in sentences for token in _WORD_TOKENIZER.tokenize(sentence)]
+
+
+def _is_punctuation(token: str) -> bool:
+    return not any(character.isalnum() for character in token)
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A vocabulary file referenced a Python global, which could run arbitrary code."""
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickler that loads only plain containers, strings and numbers."""
+
+    def __init__(self, file, path: Path):
+        super().__init__(file)
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        # Every callable a pickle can invoke is looked up here; refusing all of them
+        # leaves only data opcodes (dict, list, str, int, ...), so loading runs no code.
+        raise UnsafePickleError(
+            f"refusing to load {self.path}: it references {module}.{name}; "
+            "a vocabulary file holds only plain data"
+        )
+
+
+class Vocabulary:
+    """A word <-> index mapping with <pad>, <start>, <end>, <unk> at indices 0..3."""
+
+    PAD = "<pad>"
+    START = "<start>"
+    END = "<end>"
+    UNK = "<unk>"
+    SPECIAL_TOKENS = (PAD, START, END, UNK)
+
+    def __init__(self, threshold: int = 1):
+        self.threshold = threshold
+        self.word2idx: dict[str, int] = {}
+        self.idx2word: dict[int, str] = {}
+        for token in self.SPECIAL_TOKENS:
+            self.add_word(token)
+
+    def add_word(self, word: str) -> None:
+        """Give word the next free index unless it already has one."""
+        if word not in self.word2idx:
+            self.word2idx[word] = len(self.word2idx)
+            self.idx2word[self.word2idx[word]] = word
+
+    def __call__(self, word: str) -> int:
+        return self.word2idx.get(word, self.unk_index)
+
+    def __len__(self) -> int:
+        return len(self.word2idx)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.word2idx
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Vocabulary):
+            return NotImplemented
+        return self.word2idx == other.word2idx
+
+    def __repr__(self) -> str:
+        return f"Vocabulary(size={len(self)}, threshold={self.threshold})"
+
+    @property
+    def pad_index(self) -> int:
+        return self.word2idx[self.PAD]
+
+    @property
+    def start_index(self) -> int:
+        return self.word2idx[self.START]
+
+    @property
+    def end_index(self) -> int:
+        return self.word2idx[self.END]
+
+    @property
+    def unk_index(self) -> int:
+        return self.word2idx[self.UNK]
+
+    def encode(self, caption: str) -> list[int]:
+        """Tokenize a caption into ids wrapped in <start> ... <end>."""
+        return [self.start_index, *(self(token) for token in tokenize(caption)), self.end_index]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Map ids (a list or 1-D tensor) to words, skipping <start>/<pad>, up to the first <end>."""
+        if hasattr(ids, "tolist"):  # a tensor or numpy array
+            ids = ids.tolist()
+        words = []
+        for index in ids:
+            if index == self.end_index:
+                break
+            if index not in (self.start_index, self.pad_index):
+                words.append(self.idx2word[index])
+        return words
+
+    def clean_sentence(self, ids: Iterable[int]) -> str:
+        """Decode ids into a readable caption: no special tokens, no trailing punctuation."""
+        words = [word for word in self.decode(ids) if word != self.UNK]
+        while words and _is_punctuation(words[-1]):
+            words.pop()
+        return " ".join(words)
+
+    def to_dict(self) -> dict:
+        """Plain-data form for checkpoints: the words in index order and the threshold."""
+        return {"words": [self.idx2word[index] for index in range(len(self))], "threshold": self.threshold}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Vocabulary":
+        """Rebuild a vocabulary from to_dict()'s output."""
+        if not isinstance(data, dict) or not isinstance(data.get("words"), list):
+            raise ValueError("a vocabulary dict needs a 'words' list")
+        words, threshold = data["words"], data.get("threshold")
+        if not isinstance(threshold, int) or not all(isinstance(word, str) for word in words):
+            raise ValueError("a vocabulary dict needs string words and an integer 'threshold'")
+        if tuple(words[: len(cls.SPECIAL_TOKENS)]) != cls.SPECIAL_TOKENS or len(set(words)) != len(words):
+            raise ValueError(f"a vocabulary's words must be unique and start with {cls.SPECIAL_TOKENS}")
+        vocabulary = cls(threshold)
+        for word in words:
+            vocabulary.add_word(word)
+        return vocabulary
+
+    @classmethod
+    def from_annotations(cls, annotation_files: Sequence[PathLike], threshold: int) -> "Vocabulary":
+        """Build a vocabulary from the captions in COCO caption JSON files."""
+        if isinstance(annotation_files, (str, os.PathLike)):
+            annotation_files = [annotation_files]
+        captions = [caption for path in annotation_files for caption in _read_captions(Path(path))]
+        return build_vocabulary(tqdm(captions, desc="tokenizing captions"), threshold)
+
+    def save(self, path: PathLike) -> None:
+        """Pickle to_dict() to path atomically, so a crash never leaves a half-written file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                pickle.dump(self.to_dict(), file)
+            os.replace(temporary_path, path)
+        except BaseException:
+            os.remove(temporary_path)
+            raise
+
+    @classmethod
+    def load(cls, path: PathLike) -> "Vocabulary":
+        """Load a vocabulary saved by save(), refusing pickles that reference any Python global."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"vocabulary file {path} does not exist; build it from the annotations first")
+        with open(path, "rb") as file:
+            try:
+                data = _PlainDataUnpickler(file, path).load()
+            except UnsafePickleError:
+                raise
+            except Exception as error:  # any other failure to parse means this is not a vocabulary pickle
+                raise ValueError(f"{path} is not a vocabulary file: {error}") from error
+        try:
+            return cls.from_dict(data)
+        except ValueError as error:
+            raise ValueError(f"{path} is not a vocabulary file: {error}") from None
+
+
+def _read_captions(path: Path) -> list[str]:
+    """All caption strings of one COCO caption JSON file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as file:
+            return [str(annotation["caption"]) for annotation in json.load(file)["annotations"]]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a COCO captions file (needs annotations[].caption): {error!r}") from error
+
+
+def build_vocabulary(captions: Iterable[str], threshold: int) -> Vocabulary:
+    """Keep the words seen at least threshold times, most frequent first, ties alphabetical."""
+    if threshold < 1:
+        raise ValueError(f"threshold must be at least 1, got {threshold}")
+    counts = Counter(token for caption in captions for token in tokenize(caption))
+    vocabulary = Vocabulary(threshold)
+    for word, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        if count >= threshold:
+            vocabulary.add_word(word)
+    return vocabulary
+
+
+def get_vocabulary(
+    vocab_file: PathLike, threshold: int, annotation_files: Sequence[PathLike], from_file: bool
+) -> Vocabulary:
+    """Load vocab_file if from_file and it exists; otherwise build from annotation_files and save it."""
+    if from_file and Path(vocab_file).is_file():
+        vocabulary = Vocabulary.load(vocab_file)
+        if vocabulary.threshold != threshold:
+            warnings.warn(
+                f"{vocab_file} was built with threshold {vocabulary.threshold}, not {threshold}; "
+                "pass from_file=False to rebuild it",
+                stacklevel=2,
+            )
+        return vocabulary
+    vocabulary = Vocabulary.from_annotations(annotation_files, threshold)
+    vocabulary.save(vocab_file)
+    return vocabulary
