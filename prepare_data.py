@@ -5,9 +5,32 @@
 """
 import argparse
 import sys
+from pathlib import Path
 
 import coco_download
 import synthetic_data
+
+
+def ensure_dataset(dataset: str, data_dir: str | Path, n_train: int = 3000, n_val: int = 500, n_test: int = 500,
+                   seed: int = 0, coco_year: int = 2014, download: bool = False) -> list[str]:
+    """Make sure a dataset is on disk (generate the synthetic one, or check / fetch COCO); returns its split names."""
+    if dataset == "synthetic":
+        code = main(["synthetic", "--out", str(data_dir), "--train", str(n_train), "--val", str(n_val),
+                     "--test", str(n_test), "--seed", str(seed)])
+        splits = ["train", "val", "test"]
+    elif dataset == "coco":
+        splits = [f"train{coco_year}", f"val{coco_year}"]
+        missing = [split for split in splits if not (Path(data_dir) / "annotations" / f"captions_{split}.json").exists()]
+        if missing and not download:
+            raise FileNotFoundError(f"MS COCO {coco_year} is not in {data_dir} (missing captions_{missing[0]}.json): "
+                                    f"run `python prepare_data.py coco --out {data_dir} --year {coco_year}` "
+                                    f"(about 19 GB) or set download_coco = True")
+        code = main(["coco", "--out", str(data_dir), "--year", str(coco_year)]) if missing else 0
+    else:
+        raise ValueError(f"dataset must be 'synthetic' or 'coco', got {dataset!r}")
+    if code != 0:
+        raise RuntimeError(f"preparing the {dataset} dataset in {data_dir} failed (see the message above)")
+    return splits
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -276,10 +276,12 @@ def end_of_epoch(run: Run, scores: dict[str, float], log) -> bool:
     return bool(patience) and run.stale_epochs >= patience
 
 
-def open_log(out: Path):
-    """Append JSON lines to out/train_log.jsonl; returns a function that writes one entry."""
+def open_log(out: Path, fresh: bool):
+    """Append JSON lines to out/train_log.jsonl (emptied first for a fresh run); returns a writer of one entry."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOG_NAME
+    if fresh:
+        path.write_text("")
 
     def log(entry: dict[str, Any]) -> None:
         with path.open("a") as handle:
@@ -318,7 +320,7 @@ def train(config: Config | None = None, resume: bool = False, progress: bool = T
     """Train (or with resume, continue) a captioner; returns the per-epoch history. Ctrl-C saves and stops."""
     config = (config or Config()).replace(**overrides).validate()
     run = prepare(config, resume)
-    log = open_log(run.out)
+    log = open_log(run.out, fresh=not resume)
     if resume:
         message = f"resuming from {run.out / 'last.pt'}: epoch {run.epoch + 1}, batch {run.batches_done}, " \
                   f"step {run.global_step}"

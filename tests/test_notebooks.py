@@ -1,0 +1,34 @@
+"""The four notebooks run top to bottom with small parameters and leave their artefacts and pictures behind."""
+from __future__ import annotations
+
+import json
+
+import nbformat
+
+import demo
+
+
+def test_notebooks_run_in_order_and_produce_their_artefacts(tmp_path):
+    seconds = demo.run_notebooks(demo.quick_parameters(str(tmp_path)), output_dir=tmp_path / "executed")
+    assert seconds > 0
+    for name in demo.NOTEBOOKS:
+        notebook = nbformat.read(tmp_path / "executed" / name, as_version=4)
+        outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+        assert not [output for output in outputs if output.output_type == "error"], name
+        assert any("image/png" in output.get("data", {}) for output in outputs), f"{name} shows no picture"
+        parameters = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+        assert len(parameters) == 1, f"{name} needs exactly one parameters cell"
+    assert (tmp_path / "data" / "annotations" / "captions_train.json").exists()
+    assert (tmp_path / "models" / "vocab.pkl").exists()
+    assert (tmp_path / "models" / "best.pt").exists() and (tmp_path / "models" / "last.pt").exists()
+    results = json.loads((tmp_path / "models" / "results_test.json").read_text())
+    assert len(results) == 12 and set(results[0]) == {"image_id", "caption"}
+    assert (tmp_path / "captions.png").stat().st_size > 1000
+
+
+def test_notebooks_hold_no_machine_paths_or_downloads():
+    for name in demo.NOTEBOOKS:
+        text = (demo.ROOT / name).read_text()
+        assert "nltk.download" not in text
+        for marker in ("/work/", "/home/", "/tmp/", "/root/", "C:\\\\"):
+            assert marker not in text, f"{name} mentions {marker}"
