@@ -153,13 +153,34 @@ def encode(run: Run, batch: Batch) -> torch.Tensor:
     return run.encoder.project(pooled)
 
 
-def caption_loss(run: Run, batch: Batch, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy per word (position 0, the trivial <start>, is not scored) and the number of words."""
-    scores = run.decoder(features[batch.image_index], batch.captions, batch.lengths)  # (captions, T, vocab)
+def caption_loss(run: Run, batch: Batch, features: torch.Tensor, inputs: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy per word (position 0, the trivial <start>, is not scored) and the number of words.
+
+    inputs, when given, replaces the teacher-forced input words (scheduled sampling); the targets stay the captions.
+    """
+    words = batch.captions if inputs is None else inputs
+    scores = run.decoder(features[batch.image_index], words, batch.lengths)  # (captions, T, vocab)
     targets = batch.captions[:, 1:]
     mask = targets != run.vocab.pad_index
     loss = F.cross_entropy(scores[:, 1:][mask], targets[mask])
     return loss, mask.sum()
+
+
+def sampled_inputs(run: Run, batch: Batch, features: torch.Tensor) -> torch.Tensor | None:
+    """Scheduled sampling: replace input words by the model's own predictions with a probability that ramps up
+    linearly over the epochs to config.scheduled_sampling (one extra teacher-forced pass, no gradient)."""
+    ramp = run.epoch / max(run.config.epochs - 1, 1)
+    probability = run.config.scheduled_sampling * min(ramp, 1.0)
+    if probability <= 0:
+        return None
+    with torch.no_grad():
+        predicted = run.decoder(features[batch.image_index], batch.captions, batch.lengths).argmax(-1)
+    # predicted[:, t] is the model's guess for captions[:, t], i.e. what it would feed itself at position t.
+    replace = torch.rand(predicted.shape, device=predicted.device) < probability
+    replace[:, 0] = False  # <start> stays
+    replace &= batch.captions != run.vocab.pad_index
+    return torch.where(replace, predicted, batch.captions)
 
 
 def bow_loss(run: Run, batch: Batch, features: torch.Tensor) -> torch.Tensor:
@@ -173,7 +194,7 @@ def bow_loss(run: Run, batch: Batch, features: torch.Tensor) -> torch.Tensor:
 def train_step(run: Run, batch: Batch) -> float:
     """One optimisation step; returns the caption loss."""
     features = encode(run, batch)
-    loss, _ = caption_loss(run, batch, features)
+    loss, _ = caption_loss(run, batch, features, sampled_inputs(run, batch, features))
     total = loss + run.config.bow_loss_weight * bow_loss(run, batch, features) if run.config.bow_loss_weight else loss
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(total).backward()

@@ -140,3 +140,18 @@ def test_cli_overrides_recipe(synthetic_dir, tmp_path):
 def test_cli_reports_a_wrong_data_dir(tmp_path, capsys):
     assert train.main(["--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_scheduled_sampling_feeds_predictions_but_keeps_targets(synthetic_dir, tmp_path):
+    run = train.build_run(tiny_config(synthetic_dir, tmp_path, scheduled_sampling=1.0, epochs=2))
+    batch = next(iter(train.make_loader(run, "train", "train")))
+    features = train.encode(run, batch)
+    run.epoch = 0
+    assert train.sampled_inputs(run, batch, features) is None  # the ramp starts at zero
+    run.epoch = 1
+    inputs = train.sampled_inputs(run, batch, features)
+    padding = batch.captions == run.vocab.pad_index
+    assert torch.equal(inputs[padding], batch.captions[padding]) and torch.equal(inputs[:, 0], batch.captions[:, 0])
+    assert not torch.equal(inputs, batch.captions)  # an untrained model's guesses differ from the captions
+    loss, words = train.caption_loss(run, batch, features, inputs)
+    assert loss.item() > 0 and words == (~padding[:, 1:]).sum()
