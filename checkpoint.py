@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    # torch.save writes a zip archive; anything else (a truncated file, an image, a plain pickle) would otherwise
+    # reach the unpickler and be reported as unsafe rather than as what it is.
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"cannot read checkpoint {path}: it is truncated or not a checkpoint written by train.py")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -59,11 +64,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def remove_partial_saves(folder: str | Path) -> list[Path]:
+    """Delete the temp files of saves that a killed process never finished; returns what was removed."""
+    stale = sorted(Path(folder).glob("*.pt*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def build_models(state: dict[str, Any], device: str | torch.device = "cpu"
                  ) -> tuple[EncoderCNN, DecoderRNN, Vocabulary, Config]:
     """Rebuild encoder, decoder, vocabulary and config from a loaded checkpoint, in eval mode on device."""
-    config = Config.from_dict(state["config"])
-    vocab = Vocabulary.from_dict(state["vocab"])
+    try:
+        config = Config.from_dict(state["config"]).validate()
+        vocab = Vocabulary.from_dict(state["vocab"])
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"the checkpoint's settings or vocabulary are not usable: {error}") from None
     # The weights come from the checkpoint, so never fetch ImageNet weights here.
     encoder = EncoderCNN(config.embed_size, config.backbone, pretrained="no", train_backbone="no")
     decoder = make_decoder(config, vocab)
@@ -89,11 +105,3 @@ def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], name
         raise CheckpointError(f"the {name} weights do not fit the model built from the checkpoint's settings "
                               f"and vocabulary ({details})")
     module.load_state_dict(weights)
-
-
-def check_vocabulary(state: dict[str, Any], vocab: Vocabulary, source: str) -> None:
-    """Refuse to combine a checkpoint with a vocabulary other than the one it was trained with."""
-    if Vocabulary.from_dict(state["vocab"]) != vocab:
-        raise CheckpointError(f"the vocabulary in {source} ({len(vocab)} words) is not the one this checkpoint was "
-                              f"trained with ({len(state['vocab']['word2idx'])} words); delete it or pass "
-                              f"--vocab-from-file false to rebuild, or start a new run in another --out folder")

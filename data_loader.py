@@ -54,7 +54,10 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
     its shorter side stays at least min_side: far less work than decoding at full size and shrinking afterwards.
     """
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # PIL's DecompressionBombWarning: the size is checked here instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as image:
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise ImageLoadError(f"{path}: {image.width}x{image.height} is too large to be a photo")
             if min_side and image.format == "JPEG":

@@ -30,6 +30,8 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
              out: str | Path | None = None, batch_size: int = 64, max_images: int = 0, device: str = "auto",
              num_workers: int = 0, progress: bool = True, captioner: Captioner | None = None) -> dict[str, Any]:
     """Caption a split with the checkpoint and score it next to the best constant caption; returns the report."""
+    if out and Path(out).is_dir():  # found before captioning the split, not after
+        raise ValueError(f"--out {out} is a folder; give the results file's path, e.g. {Path(out) / 'results.json'}")
     captioner = captioner or Captioner(checkpoint, device)
     data_dir = Path(data_dir or captioner.config.data_dir)
     captions, skipped = captioner.caption_split(data_dir, split, beam_size, batch_size, num_workers, max_images,
@@ -44,7 +46,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
     constant = metrics.best_constant_caption(references(data_dir, captioner.config.train_split))
     baseline_scores = metrics.constant_caption_scores(constant, scored)
     return {"split": split, "images": len(captions), "skipped_images": len(skipped), "beam_size": beam_size,
-            "model": model_scores, "baseline": {"caption": constant, **baseline_scores},
+            "skipped": skipped, "model": model_scores, "baseline": {"caption": constant, **baseline_scores},
             "cider_vs_baseline": model_scores["CIDEr"] / max(baseline_scores["CIDEr"], 1e-9),
             "meteor": "computed" if "METEOR" in model_scores else "skipped: Java not found",
             "results_file": str(out) if out else None, "captions": captions}
@@ -69,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # e.g. --out in a folder without write permission
+        print(f"error: {error.strerror or error}: {error.filename or args.out}", file=sys.stderr)
+        return 2
     report.pop("captions")
+    for error in report.pop("skipped"):
+        print(f"skipped unreadable image: {error}", file=sys.stderr)
     print(format_table(report), file=sys.stderr)
     print(json.dumps(report))
     return 0

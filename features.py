@@ -102,7 +102,11 @@ def extract_features(encoder: EncoderCNN, config: Config, split: str, device: to
     encoder.train(was_training)
     array_path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=array_path.parent, suffix=".npy.tmp")
-    with os.fdopen(handle, "wb") as file:
-        np.save(file, array)
-    os.replace(temp_name, array_path)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.save(file, array)
+        os.replace(temp_name, array_path)
+    except BaseException:  # a full disk or Ctrl-C must not leave a stray temp file
+        Path(temp_name).unlink(missing_ok=True)
+        raise
     return {"image_ids": image_ids, "missing": missing, "feature_size": encoder.feature_size}

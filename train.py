@@ -8,27 +8,36 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import math
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import metrics
-from checkpoint import CheckpointError, load_checkpoint, load_weights, make_decoder, save_checkpoint
+from checkpoint import (CheckpointError, load_checkpoint, load_weights, make_decoder, remove_partial_saves,
+                        save_checkpoint)
 from config import Config, add_config_arguments, config_from_args, make_config
-from data_loader import Batch, annotation_path, build_transform, get_loader
+from data_loader import Batch, annotation_path, build_transform, get_loader, load_coco
 from model import DecoderRNN, EncoderCNN, decode, encoder_autocast
 from vocabulary import Vocabulary, get_vocabulary
 
 LOG_NAME = "train_log.jsonl"
+# What a resumed run takes from the caller (more epochs, another machine, data that moved); the rest from last.pt.
+RESUMABLE = ("epochs", "device", "num_workers", "data_dir")
+# What --resume reads from last.pt besides the weights, config and vocabulary.
+RESUME_KEYS = ("epoch", "batches_done", "global_step", "optimizer", "scheduler", "scaler", "best_score",
+               "stale_epochs", "fine_tuning", "encoder_pretrained", "history", "skipped_images", "torch_rng")
 
 
 @dataclass
@@ -69,6 +78,8 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
     """Vocabulary (built or loaded unless given), models, optimizer and schedule for a fresh run."""
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
+    # Validation first runs after a whole epoch: a missing or empty val split must not take that long to show.
+    load_coco(annotation_path(config.data_dir, config.val_split))
     if vocab is None:
         vocab = get_vocabulary(config.vocab_path, config.vocab_threshold,
                                [annotation_path(config.data_dir, config.train_split)], config.vocab_from_file)
@@ -219,16 +230,21 @@ def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
     for batch in loader:
         if run.batches_done >= limit:
             break
-        run.skipped_images += report_skipped(batch)
-        if batch.captions is not None:
-            loss = train_step(run, batch.to(run.device, non_blocking=True))
+        step, loss = run.global_step, None
+        # A step and the counters that record it happen together: an interrupt takes effect after the step, so a
+        # resumed run neither repeats nor skips a batch (nor counts its skipped images twice).
+        with signals_deferred():
+            run.skipped_images += report_skipped(batch)
+            if batch.captions is not None:
+                loss = train_step(run, batch.to(run.device, non_blocking=True))
+                run.global_step += 1
+            run.batches_done += 1
+        if loss is not None:
             total, count = total + loss, count + 1
-            if run.global_step % run.config.log_every == 0:
-                log({"kind": "step", "epoch": run.epoch + 1, "step": run.global_step, "loss": loss,
+            if step % run.config.log_every == 0:
+                log({"kind": "step", "epoch": run.epoch + 1, "step": step, "loss": loss,
                      "perplexity": math.exp(min(loss, 50)), "lr": run.optimizer.param_groups[0]["lr"]})
-            run.global_step += 1
             bar.set_postfix(loss=f"{loss:.3f}")
-        run.batches_done += 1
         bar.update()
     bar.close()
     return total / max(count, 1)
@@ -275,24 +291,47 @@ def is_better(run: Run, score: float) -> bool:
     return score < run.best_score if run.config.val_metric == "loss" else score > run.best_score
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then act on them as usual (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    # Python-level handlers rather than a signal mask: a mask covers one thread, and any of torch's threads
+    # can receive a signal that Python then raises in the main thread.
+    received: list[int] = []
+    previous = {number: signal.signal(number, lambda caught, frame: received.append(caught))
+                for number in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(number) is not None}  # None: a handler set outside Python, left alone
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
 def end_of_epoch(run: Run, scores: dict[str, float], log) -> bool:
     """Schedule, best.pt, last.pt, early stopping; returns True when training should stop."""
     score = scores["val_loss" if run.config.val_metric == "loss" else run.config.val_metric]
-    run.scheduler.step(score)
-    improved = is_better(run, score)
-    if improved:
-        run.best_score, run.stale_epochs = score, 0
-    else:
-        run.stale_epochs += 1
-    run.epoch, run.batches_done = run.epoch + 1, 0
-    entry = {"kind": "epoch", "epoch": run.epoch, **scores, "lr": run.optimizer.param_groups[0]["lr"],
-             "best": improved, "skipped_images": run.skipped_images}
-    run.history.append(entry)
-    log(entry)
-    state = checkpoint_state(run)
-    save_checkpoint(run.out / "last.pt", state)
-    if improved:
-        save_checkpoint(run.out / "best.pt", state)
+    # A Ctrl-C in here would leave the counters advanced but best.pt unwritten; it waits until both files exist.
+    with signals_deferred():
+        run.scheduler.step(score)
+        improved = is_better(run, score)
+        if improved:
+            run.best_score, run.stale_epochs = score, 0
+        else:
+            run.stale_epochs += 1
+        run.epoch, run.batches_done = run.epoch + 1, 0
+        entry = {"kind": "epoch", "epoch": run.epoch, **scores, "lr": run.optimizer.param_groups[0]["lr"],
+                 "best": improved, "skipped_images": run.skipped_images}
+        run.history.append(entry)
+        log(entry)
+        state = checkpoint_state(run)
+        save_checkpoint(run.out / "last.pt", state)
+        if improved:
+            save_checkpoint(run.out / "best.pt", state)
     patience = run.config.early_stop_patience
     return bool(patience) and run.stale_epochs >= patience
 
@@ -316,31 +355,75 @@ def read_log(out: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def prepare(config: Config, resume: bool) -> Run:
-    """A fresh run, or with resume the run last.pt left off (its hyperparameters win over the config's)."""
+def prepare(config: Config, resume: bool, given: Iterable[str] | None = None) -> Run:
+    """A fresh run, or with resume the run last.pt left off (its hyperparameters win over the config's).
+
+    given names the settings the caller chose (the command line's flags; None = all of config). A resumed run
+    takes epochs, device, num_workers and data_dir from them; any other given setting must agree with last.pt.
+    The run's folder is config.out, wherever the checkpoint was first written.
+    """
     last = Path(config.out) / "last.pt"
     if not resume:
         return build_run(config)
     if not last.exists():
         raise CheckpointError(f"--resume: no checkpoint to resume from at {last}")
     state = load_checkpoint(last)
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"cannot resume from {last}: it lacks {', '.join(missing)}; start a new run in "
+                              f"another --out folder")
     saved = Config.from_dict(state["config"])
+    given = set(RESUMABLE) if given is None else set(given)
+    check_resume_settings(config, saved, given - set(RESUMABLE) - {"out"}, last)
     # The weights come from the checkpoint, so the backbone is built without ImageNet weights; whether it trains
     # follows what the original run decided.
     trainable = {"yes": True, "no": False, "auto": not state["encoder_pretrained"]}[saved.train_backbone]
-    run = build_run(saved.replace(epochs=config.epochs, device=config.device, num_workers=config.num_workers,
-                                  pretrained="no", train_backbone="yes" if trainable else "no"),
+    chosen = {name: getattr(config, name) for name in RESUMABLE if name in given}
+    run = build_run(saved.replace(**chosen, out=config.out, pretrained="no",
+                                  train_backbone="yes" if trainable else "no"),
                     vocab=Vocabulary.from_dict(state["vocab"]))
     restore(run, state)
     run.config = run.config.replace(pretrained=saved.pretrained, train_backbone=saved.train_backbone)
+    repair_best(run, state, last)
     return run
 
 
+def check_resume_settings(config: Config, saved: Config, names: Iterable[str], last: Path) -> None:
+    """Refuse settings given for a resumed run that differ from the ones it was trained with."""
+    def same(name: str) -> bool:
+        ours, theirs = getattr(config, name), getattr(saved, name)
+        if name == "vocab_file" and ours and theirs:
+            return Path(ours).resolve() == Path(theirs).resolve()
+        return ours == theirs
+    differ = [f"{name} {getattr(config, name)!r} (the checkpoint has {getattr(saved, name)!r})"
+              for name in sorted(names) if not same(name)]
+    if differ:
+        raise CheckpointError(f"--resume continues {last} with the settings it was trained with, but you gave "
+                              f"{'; '.join(differ)}: drop those flags, or start a new run in another --out folder")
+
+
+def repair_best(run: Run, state: dict[str, Any], last: Path) -> None:
+    """Rewrite best.pt from last.pt when the run was killed between writing the two at the end of its best epoch."""
+    history = state["history"]
+    if state["batches_done"] or not history or not history[-1]["best"] or history[-1]["epoch"] != state["epoch"]:
+        return  # last.pt is not the end of a best epoch, so it is not what best.pt should hold
+    best = run.out / "best.pt"
+    # Written after last.pt, so a best.pt at least as new is that epoch's; an older one is an earlier epoch's.
+    if best.is_file() and best.stat().st_mtime_ns >= last.stat().st_mtime_ns:
+        return
+    save_checkpoint(best, state)
+    print(f"rewrote {best} from {last}: the run stopped before saving it", file=sys.stderr)
+
+
 def train(config: Config | None = None, resume: bool = False, progress: bool = True,
-          **overrides: Any) -> list[dict[str, Any]]:
-    """Train (or with resume, continue) a captioner; returns the per-epoch history. Ctrl-C saves and stops."""
+          given: Iterable[str] | None = None, **overrides: Any) -> list[dict[str, Any]]:
+    """Train (or with resume, continue) a captioner; returns the per-epoch history. Ctrl-C saves and stops.
+
+    given: with resume, the config fields the caller set on purpose (see prepare); None = all of them.
+    """
     config = (config or Config()).replace(**overrides).validate()
-    run = prepare(config, resume)
+    run = prepare(config, resume, None if given is None else set(given) | set(overrides))
+    remove_partial_saves(run.out)  # half-written checkpoints of a killed run; last.pt and best.pt are intact
     log = open_log(run.out, fresh=not resume)
     if resume:
         message = f"resuming from {run.out / 'last.pt'}: epoch {run.epoch + 1}, batch {run.batches_done}, " \
@@ -353,11 +436,12 @@ def train(config: Config | None = None, resume: bool = False, progress: bool = T
     try:
         train_epochs(run, log, progress)
     except KeyboardInterrupt:
-        save_checkpoint(run.out / "last.pt", checkpoint_state(run))
-        message = f"interrupted: saved {run.out / 'last.pt'} at epoch {run.epoch + 1}, batch {run.batches_done}; " \
-                  f"continue with --resume"
-        print(message, file=sys.stderr)
-        log({"kind": "interrupted", "message": message})
+        with signals_deferred():  # a second Ctrl-C waits for this save rather than cutting it short
+            save_checkpoint(run.out / "last.pt", checkpoint_state(run))
+            message = f"interrupted: saved {run.out / 'last.pt'} at epoch {run.epoch + 1}, " \
+                      f"batch {run.batches_done}; continue with --resume"
+            print(message, file=sys.stderr)
+            log({"kind": "interrupted", "message": message})
         raise
     return run.history
 
@@ -388,13 +472,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # SIGTERM (e.g. a job scheduler) is treated like Ctrl-C: save and stop.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    given = [item.name for item in dataclasses.fields(Config) if getattr(args, item.name, None) is not None]
     try:
         config = config_from_args(args)
-        train(config, resume=args.resume, progress=not args.no_progress)
+        train(config, resume=args.resume, progress=not args.no_progress, given=given)
     except KeyboardInterrupt:
         return 130
     except (FileNotFoundError, ValueError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # e.g. --out names a file, a full disk, no permission: the environment, not a bug
+        print(f"error: {error.strerror or error}: {error.filename or 'file system'}", file=sys.stderr)
         return 2
     return 0
 

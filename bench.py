@@ -1,0 +1,555 @@
+"""Benchmark: each speed-up of the pipeline measured against the original way, side by side, on the same data.
+
+    python bench.py                      # about five minutes on a 2-core CPU
+    python bench.py --quick              # tiny sizes, a smoke test of under a minute
+    python bench.py --device cuda --data-dir data/bench
+
+It writes a COCO-like synthetic set (640x480 JPEGs) to a temporary folder (or --data-dir, kept), then times:
+1. training (captions/s): projection + decoder from cached ResNet-50 features vs the frozen ResNet-50 run in fp32
+   on every batch, images decoded with plain Pillow each step;
+2. feature extraction (images/s): bf16 autocast (CUDA: AMP) + channels_last vs fp32;
+3. image loading + preprocessing (images/s): load_image's JPEG draft mode vs a full-size Pillow decode, plus
+   candidate faster paths, each with its difference from the reference pixels;
+4. captioning (images/s): batched greedy vs one image at a time, and batched beam search, decoder only;
+5. loader start-up: the token cache warm vs tokenizing every caption again.
+Old and new ways are timed in alternating rounds and the median round is reported, so a change in machine load
+hits both alike. The last line printed is one JSON object of the figures (ratios are new/old: higher is better).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
+from torchvision.transforms import v2
+
+import synthetic_data
+import train
+from checkpoint import make_decoder
+from config import Config
+from data_loader import (IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, annotation_path, build_transform,
+                         get_loader, load_image, write_json_atomic)
+from features import FeatureStore, feature_store
+from model import DecoderRNN, autocast_dtype, encoder_autocast
+from vocabulary import Vocabulary, build_vocabulary
+
+
+@dataclass
+class BenchSettings:
+    """Sizes of one benchmark run; the defaults take about five minutes on a 2-core CPU."""
+
+    images: int = 96  # synthetic training images
+    width: int = 640  # COCO images are about 640x480
+    height: int = 480
+    image_size: int = 224  # crop fed to ResNet-50
+    resize_size: int = 256  # shorter side before the crop
+    batch_size: int = 16  # images per training and encoder batch (five captions each)
+    caption_batch: int = 32  # images per batched captioning call
+    single_images: int = 16  # images captioned one at a time (the slow way needs fewer to time)
+    vocab_size: int = 10_000  # output layer padded to COCO's size (~10k words at threshold 5); 0 = synthetic words
+    token_captions: int = 25_000  # captions in the loader start-up test (COCO train2014 has 414,113)
+    rounds: int = 5  # timed rounds of each way; the median is reported
+    round_seconds: float = 1.0  # a round repeats its work until this much time has passed
+    warmup: int = 1  # untimed calls of each way first (allocator, oneDNN/cuDNN kernel choice)
+    max_len: int = 20  # longest generated caption
+    beam_size: int = 3
+
+    @classmethod
+    def quick(cls) -> "BenchSettings":
+        """Tiny sizes: checks that every part runs, in seconds; the figures mean little."""
+        return cls(images=8, width=320, height=240, image_size=112, resize_size=128, batch_size=4, caption_batch=8,
+                   single_images=4, vocab_size=1000, token_captions=500, rounds=2, round_seconds=0.05)
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    section: str
+    way: str
+    rate: float
+    unit: str
+    speedup: float | None = None  # vs the section's old way
+    note: str = ""
+
+
+# ------------------------------------------------------------------------------------------------------ timing
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that the clock measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compare(work: dict[str, Callable[[], int]], settings: BenchSettings, device: torch.device,
+            warmup: int | None = None) -> dict[str, float]:
+    """Median items/s of each way; ways alternate round by round so that a change in load hits all of them alike.
+
+    Each callable does one unit of work and returns how many items (images, captions) it processed.
+    """
+    for function in work.values():
+        for _ in range(settings.warmup if warmup is None else warmup):
+            function()
+    synchronize(device)
+    rates: dict[str, list[float]] = {name: [] for name in work}
+    for _ in range(settings.rounds):
+        for name, function in work.items():
+            items, started = 0, time.perf_counter()
+            while True:
+                items += function()
+                synchronize(device)
+                elapsed = time.perf_counter() - started
+                if elapsed >= settings.round_seconds:
+                    break
+            rates[name].append(items / elapsed)
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def endless(loader: DataLoader) -> Iterator:
+    """The loader's batches, epoch after epoch."""
+    epoch = 0
+    while True:
+        loader.batch_sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """bf16 / fp16 / fp32 for an autocast dtype (None = no autocast)."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
+def say(message: str) -> None:
+    """Progress on stderr, so that stdout holds only the table and the JSON line."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------- set-up
+
+
+def bench_config(settings: BenchSettings, data_dir: Path, work: Path, device: str, pretrained: str) -> Config:
+    """The product's model (ResNet-50, embed 256, LSTM 512) with a frozen backbone, sized by the settings."""
+    return Config(data_dir=str(data_dir), train_split="train", val_split="train", backbone="resnet50",
+                  pretrained=pretrained, train_backbone="no", image_size=settings.image_size,
+                  resize_size=settings.resize_size, batch_size=settings.batch_size, vocab_threshold=1,
+                  max_len=settings.max_len,
+                  device=device, out=str(work / "run")).validate()
+
+
+def padded_vocabulary(config: Config, size: int) -> Vocabulary:
+    """The synthetic captions' vocabulary, padded with unused words to `size` so the output layer is COCO-sized."""
+    annotations = json.loads(annotation_path(config.data_dir, config.train_split).read_text())["annotations"]
+    vocab = build_vocabulary([annotation["caption"] for annotation in annotations], config.vocab_threshold)
+    for index in range(len(vocab), size):
+        vocab.add_word(f"<unused{index}>")
+    return vocab
+
+
+def write_caption_only_split(directory: Path, count: int, seed: int = 0) -> str:
+    """A split of `count` synthetic captions (five per image) without image files: enough to build the dataset."""
+    images, annotations = [], []
+    for index in range(math.ceil(count / 5)):
+        rng = np.random.default_rng([seed, 7, index])
+        scene = synthetic_data.sample_scene(rng, 640, 480)
+        images.append({"id": index + 1, "file_name": f"{index + 1:06d}.jpg", "width": 640, "height": 480})
+        for caption in synthetic_data.caption_scene(rng, scene)[:count - len(annotations)]:
+            annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "caption": caption})
+    write_json_atomic(directory / "annotations" / "captions_tokens.json",
+                      {"images": images, "annotations": annotations})
+    return "tokens"
+
+
+# -------------------------------------------------------------------------------------------------- sections
+
+
+def original_train_step(run: train.Run, batch) -> None:
+    """The original step: the frozen ResNet-50 runs in fp32 on every batch (no autocast, no channels_last)."""
+    features = run.encoder(batch.images)  # (images, embed)
+    loss, _ = train.caption_loss(run, batch, features)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for group in run.optimizer.param_groups for p in group["params"]],
+                                   run.config.grad_clip)
+    run.optimizer.step()
+
+
+def bench_training(settings: BenchSettings, config: Config, vocab: Vocabulary, device: torch.device, work: Path
+                   ) -> tuple[list[Row], dict, train.Run, FeatureStore]:
+    """Training captions/s: from the feature cache vs the encoder in the loop. Returns the new run and its cache."""
+    new_run = train.build_run(config, vocab)
+    started = time.perf_counter()
+    store = feature_store(new_run.encoder, config, config.train_split, device, cache_dir=work / "features",
+                          progress=False)
+    synchronize(device)
+    build_seconds = time.perf_counter() - started
+    new_loader = get_loader(None, mode="train", batch_size=config.batch_size, data_dir=config.data_dir,
+                            split=config.train_split, vocab=vocab, features=store, seed=config.seed,
+                            pin_memory=device.type == "cuda")
+    old_run = train.build_run(config.replace(feature_cache="off", precision="fp32"), vocab)
+    old_run.encoder.to(memory_format=torch.contiguous_format)
+    transform = build_transform(config.image_size, config.resize_size, train=True, random_crop=config.random_crop,
+                                hflip=config.hflip)
+    # A plain function hides the Resize from load_image, so it decodes at full size like the original loader.
+    old_loader = get_loader(lambda image: transform(image), mode="train", batch_size=config.batch_size,
+                            data_dir=config.data_dir, split=config.train_split, vocab=vocab, seed=config.seed,
+                            pin_memory=device.type == "cuda")
+    new_batches, old_batches = endless(new_loader), endless(old_loader)
+    for run in (new_run, old_run):
+        run.encoder.train()  # frozen BatchNorm stays in eval mode (EncoderCNN.train)
+        run.decoder.train()
+
+    def new_step() -> int:
+        batch = next(new_batches).to(device, non_blocking=True)
+        train.train_step(new_run, batch)
+        return 0 if batch.captions is None else batch.captions.size(0)
+
+    def old_step() -> int:
+        batch = next(old_batches).to(device, non_blocking=True)
+        original_train_step(old_run, batch)
+        return 0 if batch.captions is None else batch.captions.size(0)
+
+    rates = compare({"old": old_step, "new": new_step}, settings, device)
+    captions = sum(new_loader.dataset.caption_counts())
+    first_epoch = captions / (build_seconds + captions / rates["new"])  # the cache built within the first epoch
+    dtype = precision_name(autocast_dtype(device, config.precision))
+    rows = [Row("1 training", "encoder in the loop: ResNet-50 fp32 + Pillow", rates["old"], "captions/s"),
+            Row("", "feature cache: projection + decoder", rates["new"], "captions/s", rates["new"] / rates["old"]),
+            Row("", f"building the cache ({len(store)} images, {dtype})", len(store) / build_seconds,
+                "images/s", note="once per split and backbone"),
+            Row("", "first epoch including the cache build", first_epoch, "captions/s", first_epoch / rates["old"],
+                note=f"{captions} captions; longer epochs amortise more")]
+    figures = {"train_cache_speedup": rates["new"] / rates["old"], "train_captions_per_s_old": rates["old"],
+               "train_captions_per_s_new": rates["new"], "cache_build_images_per_s": len(store) / build_seconds}
+    return rows, figures, new_run, store
+
+
+def bench_encoder(settings: BenchSettings, config: Config, run: train.Run, device: torch.device
+                  ) -> tuple[list[Row], dict]:
+    """Feature extraction images/s: autocast + channels_last vs fp32, and whether the captions stay the same."""
+    loader = get_loader(build_transform(config.image_size, config.resize_size), mode="test",
+                        batch_size=config.batch_size, data_dir=config.data_dir, split=config.train_split)
+    images = next(iter(loader)).images.to(device)  # (batch, 3, image_size, image_size)
+    fast_encoder = run.encoder.eval()
+    fp32_encoder = copy.deepcopy(fast_encoder).to(memory_format=torch.contiguous_format)
+    fast_images = images.contiguous(memory_format=torch.channels_last)
+    outputs = {}
+
+    @torch.no_grad()
+    def fp32() -> int:
+        outputs["fp32"] = fp32_encoder.pooled_features(images)
+        return images.size(0)
+
+    @torch.no_grad()
+    def fast() -> int:
+        with encoder_autocast(device, "auto"):
+            outputs["fast"] = fast_encoder.pooled_features(fast_images)
+        return images.size(0)
+
+    rates = compare({"old": fp32, "new": fast}, settings, device)
+    reference, reduced = outputs["fp32"].float(), outputs["fast"].float()
+    cosine = torch.nn.functional.cosine_similarity(reference, reduced, dim=1)  # (batch,)
+    # Features of different images share a large common part (especially with random weights); without it the
+    # cosine measures whether what tells the images apart survives the lower precision.
+    mean = reference.mean(dim=0, keepdim=True)
+    centred = torch.nn.functional.cosine_similarity(reference - mean, reduced - mean, dim=1)  # (batch,)
+    torch.manual_seed(config.seed + 1)
+    untrained = make_decoder(config, run.vocab).to(device)  # random logits: its argmax flips at the least change
+    trained_same, trained_distinct = caption_agreement(run, run.decoder, reference, reduced)
+    untrained_same, untrained_distinct = caption_agreement(run, untrained, reference, reduced)
+    dtype = precision_name(autocast_dtype(device, "auto"))
+    name = f"{'AMP' if device.type == 'cuda' else 'autocast'} {dtype}" if dtype != "fp32" else "fp32 (no bf16 CPU)"
+    baseline = "fp32, NCHW" + (" (cuDNN's default TF32 convolutions)" if device.type == "cuda" else "")
+    rows = [Row("2 encoder", f"ResNet-50 {baseline}", rates["old"], "images/s"),
+            Row("", f"ResNet-50 {name} + channels_last", rates["new"], "images/s", rates["new"] / rates["old"]),
+            Row("", "feature cosine similarity to fp32 (min)", cosine.min().item(), "",
+                note=f"mean {cosine.mean().item():.5f}, {images.size(0)} images"),
+            Row("", "... of the image-specific part (batch mean removed)", centred.min().item(), "",
+                note=f"mean {centred.mean().item():.5f}"),
+            Row("", "same greedy caption, briefly trained decoder", trained_same, "fraction",
+                note=f"{trained_distinct} distinct captions among {images.size(0)}"),
+            Row("", "same greedy caption, untrained decoder", untrained_same, "fraction",
+                note=f"{untrained_distinct} distinct captions among {images.size(0)}")]
+    figures = {"encoder_fast_speedup": rates["new"] / rates["old"], "encoder_images_per_s_fp32": rates["old"],
+               "encoder_images_per_s_fast": rates["new"], "encoder_dtype": dtype,
+               "feature_cosine_min": cosine.min().item(), "feature_centred_cosine_min": centred.min().item(),
+               "greedy_caption_agreement": trained_same,
+               "greedy_caption_agreement_untrained": untrained_same}
+    return rows, figures
+
+
+@torch.no_grad()
+def caption_agreement(run: train.Run, decoder: DecoderRNN, reference: torch.Tensor, reduced: torch.Tensor
+                      ) -> tuple[float, int]:
+    """Fraction of images whose greedy caption is the same from both pooled features; distinct reference captions."""
+    decoder.eval()
+    captions = [[run.vocab.clean_sentence(ids) for ids in decoder.sample(run.encoder.project(pooled),
+                                                                       run.config.max_len).tolist()]
+                for pooled in (reference, reduced)]
+    same = sum(a == b for a, b in zip(*captions)) / len(captions[0])
+    return same, len(set(captions[0]))
+
+
+def tensor_transform(image_size: int, resize_size: int) -> v2.Compose:
+    """build_transform's evaluation steps on a (3, H, W) uint8 tensor, resized by torch instead of Pillow."""
+    return v2.Compose([v2.Resize(resize_size, antialias=True), v2.CenterCrop(image_size),
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def bench_loading(settings: BenchSettings, config: Config) -> tuple[list[Row], dict]:
+    """Image decoding + preprocessing images/s, one thread (as in a DataLoader worker), with candidate fast paths."""
+    files = sorted((Path(config.data_dir) / "images" / config.train_split).glob("*.jpg"))[:32]
+    transform = build_transform(config.image_size, config.resize_size)
+    on_tensors = tensor_transform(config.image_size, config.resize_size)
+    # Decoding at 1/2 scale is allowed when the short side stays >= 90% of resize_size; Resize then upsamples.
+    near_side = math.ceil(0.9 * config.resize_size)
+
+    def pillow(path: Path) -> torch.Tensor:
+        with Image.open(path) as image:
+            return transform(image.convert("RGB"))
+
+    ways: dict[str, tuple[str, Callable[[Path], torch.Tensor]]] = {
+        "old": ("Image.open().convert('RGB') + transform", pillow),
+        "new": ("load_image (draft >= resize) + build_transform", lambda path: transform(
+            load_image(path, min_side=config.resize_size))),
+        "draft_near": ("candidate: draft >= 0.9 x resize, then upsample", lambda path: transform(
+            load_image(path, min_side=near_side))),
+        "pillow_tensor_resize": ("candidate: load_image + resize on uint8 tensors", lambda path: on_tensors(
+            v2.functional.pil_to_tensor(load_image(path, min_side=config.resize_size)))),
+        "decode_jpeg": ("candidate: torchvision decode_jpeg + tensor resize", lambda path: on_tensors(
+            decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB))),
+    }
+
+    def batch_of(function: Callable[[Path], torch.Tensor]) -> Callable[[], int]:
+        def run() -> int:
+            for path in files:
+                function(path)
+            return len(files)
+        return run
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rates = compare({key: batch_of(function) for key, (_, function) in ways.items()}, settings,
+                        torch.device("cpu"))
+        reference = torch.stack([pillow(path) for path in files[:8]])
+        differences = {key: (torch.stack([function(path) for path in files[:8]]) - reference).abs().mean().item()
+                       for key, (_, function) in ways.items()}
+    finally:
+        torch.set_num_threads(threads)
+    rows = [Row("3 image loading" if key == "old" else "", label, rates[key], "images/s",
+                None if key == "old" else rates[key] / rates["old"],
+                f"mean |diff| {differences[key]:.1e}" if key != "old" else f"{settings.width}x{settings.height} JPEG")
+            for key, (label, _) in ways.items()]
+    figures = {"decode_speedup": rates["new"] / rates["old"], "decode_images_per_s_old": rates["old"],
+               "decode_images_per_s_new": rates["new"],
+               "decode_candidates": {key: {"speedup": rates[key] / rates["old"], "mean_abs_diff": differences[key]}
+                                     for key in ways if key not in ("old", "new")}}
+    return rows, figures
+
+
+def bench_captioning(settings: BenchSettings, config: Config, run: train.Run, store: FeatureStore,
+                     device: torch.device) -> tuple[list[Row], dict]:
+    """Captioning images/s from cached features (decoder only, so the CNN does not dominate)."""
+    with torch.no_grad():
+        rows = [store.get(image_id) for image_id in store.meta["image_ids"]]
+        pooled = torch.stack([row for row in rows if row is not None])  # (images, feature_size)
+        features = run.encoder.project(pooled.to(device))  # (images, embed)
+    decoder = run.decoder.eval()
+    chunks = features.split(settings.caption_batch)
+    lengths = []
+
+    def batched_greedy() -> int:
+        for chunk in chunks:
+            lengths.append((decoder.sample(chunk, config.max_len) != decoder.pad_index).sum(1).float().mean())
+        return features.size(0)
+
+    def single_greedy() -> int:
+        for index in range(min(settings.single_images, features.size(0))):
+            decoder.sample(features[index:index + 1], config.max_len)
+        return min(settings.single_images, features.size(0))
+
+    def batched_beam() -> int:
+        for chunk in chunks:
+            decoder.beam_search(chunk, beam_size=settings.beam_size, max_len=config.max_len)
+        return features.size(0)
+
+    rates = compare({"old": single_greedy, "new": batched_greedy, "beam": batched_beam}, settings, device)
+    note = f"decoder only, {run.decoder.vocab_size} words, mean {torch.stack(lengths).mean().item():.1f} tokens"
+    rows = [Row("4 captioning", "greedy, one image at a time", rates["old"], "images/s", note=note),
+            Row("", f"greedy, batches of {settings.caption_batch}", rates["new"], "images/s",
+                rates["new"] / rates["old"]),
+            Row("", f"beam {settings.beam_size}, batches of {settings.caption_batch}", rates["beam"], "images/s",
+                rates["beam"] / rates["old"])]
+    figures = {"batched_caption_speedup": rates["new"] / rates["old"], "caption_images_per_s_single": rates["old"],
+               "caption_images_per_s_batched": rates["new"], "beam_images_per_s_batched": rates["beam"]}
+    return rows, figures
+
+
+def bench_token_cache(settings: BenchSettings, vocab: Vocabulary, work: Path) -> tuple[list[Row], dict]:
+    """Loader start-up captions/s: CocoCaptionDataset with its token cache warm vs tokenizing every caption."""
+    directory, cache = work / "tokens", work / "tokens" / "cache"
+    split = write_caption_only_split(directory, settings.token_captions)
+    started = time.perf_counter()
+    CocoCaptionDataset(directory, split, vocab, cache_dir=cache)  # tokenizes and writes the cache
+    cold_seconds = time.perf_counter() - started
+    count = settings.token_captions
+
+    def tokenize_again() -> int:
+        CocoCaptionDataset(directory, split, vocab, cache_dir=None)
+        return count
+
+    def warm_cache() -> int:
+        CocoCaptionDataset(directory, split, vocab, cache_dir=cache)
+        return count
+
+    rates = compare({"old": tokenize_again, "new": warm_cache}, settings, torch.device("cpu"), warmup=0)
+    rows = [Row("5 loader start-up", "tokenize every caption", rates["old"], "captions/s",
+                note=f"{count} captions: {count / rates['old']:.2f} s"),
+            Row("", "token cache warm", rates["new"], "captions/s", rates["new"] / rates["old"],
+                note=f"{count / rates['new']:.2f} s; first run (writes it) {cold_seconds:.2f} s")]
+    figures = {"token_cache_speedup": rates["new"] / rates["old"], "startup_seconds_tokenize": count / rates["old"],
+               "startup_seconds_cached": count / rates["new"]}
+    return rows, figures
+
+
+# ---------------------------------------------------------------------------------------------------- report
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model from /proc/cpuinfo with its core and thread counts."""
+    if device.type == "cuda":
+        return f"CUDA {torch.cuda.get_device_name(device)}"
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass  # not Linux
+    return f"CPU {model} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """Peak resident memory of this process and, on CUDA, peak GPU memory allocated by torch (MiB)."""
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20}
+    if device.type == "cuda":
+        peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return peak
+
+
+def load_average() -> float | None:
+    """The one-minute load average, when the platform has one."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def print_table(rows: list[Row]) -> None:
+    """A fixed-width table: section, way, figure, unit, speed-up vs the old way, note."""
+    print(f"{'section':<18}{'way':<52}{'figure':>11}  {'unit':<11}{'vs old':>8}  note")
+    for row in rows:
+        if row.section:
+            print("-" * 120)
+        figure = f"{row.rate:.5f}" if row.unit in ("", "fraction") else f"{row.rate:.1f}"
+        speedup = f"{row.speedup:.2f}x" if row.speedup is not None else ""
+        print(f"{row.section:<18}{row.way:<52}{figure:>11}  {row.unit:<11}{speedup:>8}  {row.note}")
+
+
+def run_benchmark(settings: BenchSettings, data_dir: Path, work: Path, device: torch.device,
+                  pretrained: str) -> dict:
+    """Generate the data, run every section, print the table; returns the JSON figures."""
+    started, load_before = time.perf_counter(), load_average()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    say(f"writing {settings.images} synthetic {settings.width}x{settings.height} images to {data_dir}")
+    synthetic_data.generate(data_dir, n_train=settings.images, n_val=0, n_test=0, seed=0, width=settings.width,
+                            height=settings.height)
+    config = bench_config(settings, data_dir, work, device.type, pretrained)
+    vocab = padded_vocabulary(config, settings.vocab_size)
+    say("1/5 training throughput")
+    rows, figures, run, store = bench_training(settings, config, vocab, device, work)
+    say("2/5 encoder feature extraction")
+    more_rows, more = bench_encoder(settings, config, run, device)
+    rows, figures = rows + more_rows, {**figures, **more}
+    say("3/5 image loading")
+    more_rows, more = bench_loading(settings, config)
+    rows, figures = rows + more_rows, {**figures, **more}
+    say("4/5 captioning")
+    more_rows, more = bench_captioning(settings, config, run, store, device)
+    rows, figures = rows + more_rows, {**figures, **more}
+    say("5/5 loader start-up")
+    more_rows, more = bench_token_cache(settings, vocab, work)
+    rows, figures = rows + more_rows, {**figures, **more}
+    memory = peak_memory_mb(device)
+    loads = (load_before, load_average())
+    load_text = f"; load average {loads[0]:.2f} before, {loads[1]:.2f} after" if loads[0] is not None else ""
+    print(f"device: {device_name(device)}; torch {torch.__version__}{load_text}")
+    if device.type == "cpu" and loads[0] is not None and loads[0] > 0.5:
+        print(f"note: other processes were using the CPU (load {loads[0]:.2f} before the run); threads that wait "
+              "for each other slow small operations most, so figures vary between runs (--threads 1 is steadier)")
+    print(f"ResNet-50 weights: {'ImageNet' if run.encoder.pretrained else 'random (timings do not depend on them)'}; "
+          f"vocabulary {len(vocab)} words; {settings.rounds} alternating rounds per comparison, median shown")
+    print_table(rows)
+    print("-" * 120)
+    print(", ".join(f"{key} {value:.0f} MiB" for key, value in memory.items())
+          + f"; total {time.perf_counter() - started:.0f} s")
+    return {**figures, "device": device_name(device),
+            "device_type": device.type, **memory, "load_average": loads, "settings": dataclasses.asdict(settings),
+            "seconds": time.perf_counter() - started}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of under a minute")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--data-dir", type=Path, help="where to write (and keep) the synthetic images; "
+                                                      "default: a temporary folder, removed afterwards")
+    parser.add_argument("--pretrained", default="no", choices=("no", "auto", "yes"),
+                        help="ImageNet weights for ResNet-50 (timings do not depend on them; default no)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default: torch's choice; 1 avoids stalls on a busy machine)")
+    args = parser.parse_args(argv)
+    if args.threads < 0:
+        parser.error("--threads must be 0 (torch's choice) or more")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = BenchSettings.quick() if args.quick else BenchSettings()
+    try:
+        device = train.resolve_device(args.device)
+        if args.data_dir:
+            args.data_dir.mkdir(parents=True, exist_ok=True)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: cannot create --data-dir {args.data_dir} ({error.strerror or error}); choose a writable folder",
+              file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="bench_") as temporary:
+        work = Path(temporary)
+        figures = run_benchmark(settings, args.data_dir or work / "data", work, device, args.pretrained)
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Command lines: user errors get one clear message and a non-zero exit, never a traceback; the happy paths print
+what they promise (caption.py: `path<TAB>caption`; evaluate.py: one JSON line and a COCO results file)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import caption
+import evaluate
+import metrics
+import prepare_data
+import train
+from checkpoint import load_checkpoint, save_checkpoint
+from conftest import ROOT
+from vocabulary import Vocabulary
+
+TINY_FLAGS = ["--config", "configs/synthetic.json", "--backbone", "resnet18", "--image-size", "32",
+              "--resize-size", "32", "--embed-size", "16", "--hidden-size", "32", "--vocab-threshold", "1",
+              "--precision", "fp32", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run several times faster on one thread when other processes want the CPU too."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    """A script run as a user runs it: its own process, from the repository root."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def error_lines(err: str) -> list[str]:
+    """The error messages among a CLI's stderr lines (progress bars and warnings may surround them)."""
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def one_line_error(err: str) -> str:
+    """The single line a CLI printed on stderr, which must be an error message."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def write_blank_png(path: Path, width: int, height: int) -> Path:
+    """A 1-bit black PNG written by hand: 10,000 x 10,000 pixels take a few kilobytes and no memory to make."""
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte, then the packed bits
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+# Each kind of unusable checkpoint and what its error message must say.
+EXPECTED = {"vocabulary": "do not fit", "sizes": "do not fit", "settings": "backbone must be one of",
+            "garbage": "not a checkpoint", "missing": "not found"}
+
+
+@pytest.fixture(scope="module")
+def mismatched(trained_checkpoint, tmp_path_factory) -> dict[str, Path]:
+    """Checkpoints that do not fit together: a vocabulary with a word more than the decoder has, sizes that differ
+    from the weights, settings no model can be built from, and a file that is no checkpoint at all."""
+    folder = tmp_path_factory.mktemp("mismatched")
+    state = load_checkpoint(trained_checkpoint)
+    vocab = Vocabulary.from_dict(state["vocab"])
+    vocab.add_word("zebra")
+    save_checkpoint(folder / "vocabulary.pt", {**state, "vocab": vocab.to_dict()})
+    light = {key: value for key, value in state.items() if key not in ("optimizer", "scheduler")}
+    save_checkpoint(folder / "sizes.pt", {**light, "config": {**state["config"], "hidden_size": 48}})
+    save_checkpoint(folder / "settings.pt", {**light, "config": {**state["config"], "backbone": "resnet9"}})
+    (folder / "garbage.pt").write_text("this is not a checkpoint\n")
+    return {kind: folder / f"{kind}.pt" for kind in EXPECTED}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+@pytest.mark.parametrize("cli", [caption, evaluate], ids=["caption", "evaluate"])
+def test_a_checkpoint_that_does_not_fit_is_one_clear_error(cli, kind, mismatched, synthetic_dir, capsys):
+    image = next((synthetic_dir / "images" / "test").iterdir())
+    args = [str(image)] if cli is caption else ["--data-dir", str(synthetic_dir), "--split", "test"]
+    assert cli.main(["--checkpoint", str(mismatched[kind]), "--device", "cpu", *args]) == 2
+    captured = capsys.readouterr()
+    message = one_line_error(captured.err)
+    assert EXPECTED[kind] in message
+    if kind in ("garbage", "missing"):
+        assert str(mismatched[kind]) in message
+    assert captured.out == ""
+
+
+def test_resuming_a_checkpoint_that_does_not_fit_is_refused(mismatched, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    os.link(mismatched["vocabulary"], out / "last.pt")
+    assert train.main(["--out", str(out), "--resume"]) == 2
+    assert "do not fit" in one_line_error(capsys.readouterr().err)
+
+
+def test_resuming_with_other_model_sizes_is_refused(trained_checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    os.link(trained_checkpoint.parent / "last.pt", out / "last.pt")
+    assert train.main(["--out", str(out), "--resume", "--hidden-size", "99"]) == 2
+    message = one_line_error(capsys.readouterr().err)
+    assert "hidden_size 99" in message and "64" in message
+
+
+@pytest.fixture
+def damaged_data(synthetic_dir, tmp_path) -> Path:
+    """A copy of the synthetic set whose train split has an empty annotation file."""
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir / "annotations", data / "annotations")
+    (data / "annotations" / "captions_train.json").write_text("")
+    return data
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing data", "nowhere"),
+    ("missing val split", "captions_nope.json"),
+    ("empty annotation file", "captions_train.json"),
+    ("only caption-less images", "no captioned images"),
+    ("missing recipe", "recipe file not found"),
+    ("out is a file", "File exists"),
+    ("resume without a checkpoint", "no checkpoint to resume from"),
+    ("resume from a non-checkpoint", "not a checkpoint"),
+])
+def test_train_cli_user_errors(case, expected, synthetic_dir, damaged_data, tmp_path, capsys):
+    out, data = tmp_path / "run", synthetic_dir
+    flags = [*TINY_FLAGS, "--epochs", "1"]
+    if case == "missing data":
+        data = tmp_path / "nowhere"
+    elif case == "missing val split":
+        flags += ["--val-split", "nope"]
+    elif case == "empty annotation file":
+        data = damaged_data
+    elif case == "only caption-less images":
+        data = damaged_data
+        coco = json.loads((synthetic_dir / "annotations" / "captions_train.json").read_text())
+        (data / "annotations" / "captions_train.json").write_text(json.dumps({**coco, "annotations": []}))
+    elif case == "missing recipe":
+        flags[1] = str(tmp_path / "recipe.json")
+    elif case == "out is a file":
+        out.write_text("")
+    elif case == "resume without a checkpoint":
+        flags.append("--resume")
+    elif case == "resume from a non-checkpoint":
+        out.mkdir()
+        (out / "last.pt").write_bytes(b"\x89PNG not really")
+        flags.append("--resume")
+    assert train.main([*flags, "--data-dir", str(data), "--out", str(out)]) == 2
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and expected in errors[0], errors
+    assert not [entry for entry in train.read_log(out) if entry["kind"] == "step"]  # refused before training
+
+
+@pytest.fixture(scope="module")
+def odd_images(tmp_path_factory) -> dict[str, Path]:
+    """A 1x1 image, a 10,000 x 10,000 one, a text file named .jpg, and a path with nothing behind it."""
+    folder = tmp_path_factory.mktemp("odd_images")
+    Image.new("RGB", (1, 1), (30, 120, 200)).save(folder / "one_pixel.png")
+    (folder / "not_an_image.jpg").write_text("GIF? JPEG? no, just text")
+    return {"one_pixel": folder / "one_pixel.png", "huge": write_blank_png(folder / "huge.png", 10_000, 10_000),
+            "not_an_image": folder / "not_an_image.jpg", "missing": folder / "missing.jpg"}
+
+
+def test_caption_prints_path_tab_caption(trained_checkpoint, synthetic_dir, capsys):
+    images = sorted((synthetic_dir / "images" / "test").iterdir())[:3]
+    assert caption.main(["--checkpoint", str(trained_checkpoint), "--device", "cpu", *map(str, images)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(image) for image in images]
+    vocab = Vocabulary.from_dict(load_checkpoint(trained_checkpoint)["vocab"])
+    for line in lines:
+        words = line.split("\t")[1].split()
+        assert words and all(word in vocab for word in words)
+
+
+def test_caption_skips_bad_images_and_prints_the_good_ones(trained_checkpoint, synthetic_dir, odd_images):
+    good = sorted((synthetic_dir / "images" / "test").iterdir())[:2]
+    images = [good[0], odd_images["missing"], odd_images["one_pixel"], odd_images["not_an_image"],
+              odd_images["huge"], good[1]]
+    result = run_cli(["caption.py", "--checkpoint", str(trained_checkpoint), "--device", "cpu",
+                      *map(str, images)])
+    assert result.returncode == 1
+    printed = [line.split("\t")[0] for line in result.stdout.splitlines()]
+    assert printed == [str(good[0]), str(odd_images["one_pixel"]), str(odd_images["huge"]), str(good[1])]
+    errors = error_lines(result.stderr)
+    assert len(errors) == 2
+    assert str(odd_images["missing"]) in errors[0] and "not found" in errors[0]
+    assert str(odd_images["not_an_image"]) in errors[1] and "cannot read image" in errors[1]
+    assert "Traceback" not in result.stderr and "DecompressionBomb" not in result.stderr
+
+
+@pytest.fixture
+def damaged_split(synthetic_dir, tmp_path, odd_images) -> tuple[Path, set[str]]:
+    """The synthetic set with a test split holding a non-image, a missing file, a 1x1 image and an uncaptioned
+    image; returns the folder and the names of the two unreadable files."""
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir / "annotations", data / "annotations")
+    shutil.copytree(synthetic_dir / "images" / "test", data / "images" / "test")
+    folder = data / "images" / "test"
+    names = sorted(path.name for path in folder.iterdir())
+    shutil.copy(odd_images["not_an_image"], folder / names[0])
+    (folder / names[1]).unlink()
+    shutil.copy(odd_images["one_pixel"], folder / names[2])  # a PNG under a .jpg name: read by its content
+    annotations = data / "annotations" / "captions_test.json"
+    coco = json.loads(annotations.read_text())
+    shutil.copy(folder / names[3], folder / "uncaptioned.jpg")
+    coco["images"].append({"id": 77, "file_name": "uncaptioned.jpg", "width": 64, "height": 64})
+    annotations.write_text(json.dumps(coco))
+    return data, {names[0], names[1]}
+
+
+def test_evaluate_end_to_end_with_unreadable_images_skipped_and_counted(trained_checkpoint, damaged_split,
+                                                                        tmp_path, capsys):
+    data, unreadable = damaged_split
+    results = tmp_path / "results.json"
+    assert evaluate.main(["--checkpoint", str(trained_checkpoint), "--data-dir", str(data), "--split",
+                          "test", "--out", str(results), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    keys = {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"} | ({"METEOR"} if metrics.java_available()
+                                                                          else set())
+    assert set(report["model"]) == keys and keys < set(report["baseline"])
+    assert report["skipped_images"] == 2
+    assert report["images"] == 4  # readable and captioned: the uncaptioned image has nothing to be scored against
+    skipped = [line for line in captured.err.splitlines() if line.startswith("skipped unreadable image")]
+    assert len(skipped) == 2 and all(any(name in line for line in skipped) for name in unreadable)
+
+    coco = json.loads((data / "annotations" / "captions_test.json").read_text())
+    readable = {image["id"] for image in coco["images"] if image["file_name"] not in unreadable}
+    written = json.loads(results.read_text())
+    assert isinstance(written, list) and all(set(entry) == {"image_id", "caption"} for entry in written)
+    assert {entry["image_id"] for entry in written} == readable and len(readable) == 5
+    assert all(isinstance(entry["caption"], str) for entry in written)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing data", "annotation file not found"),
+    ("missing split", "captions_nope.json"),
+    ("empty annotation file", "not valid JSON"),
+    ("out is a folder", "is a folder"),
+])
+def test_evaluate_cli_user_errors(case, expected, trained_checkpoint, synthetic_dir, tmp_path, capsys):
+    data, split, out = synthetic_dir, "test", tmp_path / "results.json"
+    if case == "missing data":
+        data = tmp_path / "nowhere"
+    elif case == "missing split":
+        split = "nope"
+    elif case == "empty annotation file":
+        data = tmp_path / "data"
+        (data / "annotations").mkdir(parents=True)
+        (data / "annotations" / "captions_test.json").write_text("")
+    elif case == "out is a folder":
+        out = tmp_path
+    assert evaluate.main(["--checkpoint", str(trained_checkpoint), "--data-dir", str(data), "--split", split,
+                          "--out", str(out), "--device", "cpu"]) == 2
+    assert expected in one_line_error(capsys.readouterr().err)
+
+
+def test_prepare_data_cli_user_errors(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    result = run_cli(["prepare_data.py", "synthetic", "--out", str(a_file), "--train", "2"])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert str(a_file) in one_line_error(result.stderr)
+    with pytest.raises(SystemExit) as stopped:
+        prepare_data.main(["synthetic", "--out", str(tmp_path / "x"), "--train", "-1"])
+    assert stopped.value.code == 2 and "--train" in capsys.readouterr().err
+    assert prepare_data.main(["coco", "--out", str(tmp_path / "coco"), "--karpathy-split",
+                              str(tmp_path / "dataset_coco.json")]) == 1
+    assert "dataset_coco.json does not exist" in one_line_error(capsys.readouterr().err)
+    assert prepare_data.main(["coco", "--out", str(tmp_path / "coco"), "--year", "1999"]) == 1
+    assert "--year" in one_line_error(capsys.readouterr().err)
+    assert not (tmp_path / "coco").exists()  # nothing downloaded or created
