@@ -34,9 +34,17 @@ def run_notebooks(parameters: dict[str, dict] | None = None, output_dir: str | P
         target = Path(output_dir) / name if output_dir else ROOT / name
         target.parent.mkdir(parents=True, exist_ok=True)
         print(f"running {name} -> {target}", flush=True)
-        papermill.execute_notebook(str(ROOT / name), str(target), parameters=(parameters or {}).get(name, {}),
+        papermill.execute_notebook(_shown(ROOT / name), _shown(target), parameters=(parameters or {}).get(name, {}),
                                    cwd=str(ROOT), kernel_name="python3", progress_bar=False)
     return time.time() - started
+
+
+def _shown(path: Path) -> str:
+    """The path relative to the working directory when it is below it: papermill records it in the notebook."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:

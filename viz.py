@@ -128,7 +128,7 @@ def show_captions(data_dir: str | Path, split: str, captions: dict[int, str], im
                   scores: dict[int, float] | None = None, columns: int = 4) -> plt.Figure:
     """Images with the generated caption (bold, with its CIDEr) above the human captions."""
     coco = load_coco(annotation_path(data_dir, split))
-    figure, axes = _grid(len(image_ids), columns, (4.0, 5.0))
+    figure, axes = _grid(len(image_ids), columns, (4.0, 6.2))  # room for five human captions under each image
     for axis, image_id in zip(axes, image_ids):
         axis.imshow(load_image(image_path(data_dir, split, coco.imgs[image_id]["file_name"])))
         score = f"  (CIDEr {scores[image_id]:.2f})" if scores and image_id in scores else ""
