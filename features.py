@@ -19,10 +19,10 @@ import torch
 from tqdm.auto import tqdm
 
 from config import Config
-from data_loader import annotation_path, build_transform, get_loader, write_json_atomic
+from data_loader import DRAFT_TOLERANCE, annotation_path, build_transform, get_loader, write_json_atomic
 from model import EncoderCNN, autocast_dtype, encoder_autocast
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class FeatureStore:
@@ -57,7 +57,9 @@ def cache_key(encoder: EncoderCNN, config: Config, split: str, device: torch.dev
     annotations = annotation_path(config.data_dir, split)
     stat = annotations.stat()
     return {"version": CACHE_VERSION, "backbone": config.backbone, "weights": backbone_fingerprint(encoder),
-            "image_size": config.image_size, "resize_size": config.resize_size, "transform": "resize+center_crop",
+            "image_size": config.image_size, "resize_size": config.resize_size,
+            "transform": repr(build_transform(config.image_size, config.resize_size)),
+            "decode": f"jpeg draft >= {DRAFT_TOLERANCE} x resize_size",
             "precision": str(autocast_dtype(device, config.precision)), "annotations": annotations.name,
             "annotations_size": stat.st_size, "annotations_mtime_ns": stat.st_mtime_ns}
 

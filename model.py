@@ -131,16 +131,23 @@ class DecoderRNN(nn.Module):
         """Teacher-forced scores: (batch, embed) features, (batch, T) captions -> (batch, T, vocab) scores.
 
         As in the original, output t predicts captions[:, t]; the inputs are the image then captions[:, :-1].
-        With lengths, padding is skipped by packing and its scores are zero.
+        With lengths, padding is skipped by packing and its scores are those of a zero hidden state.
         """
+        return self.scores(self.hidden_states(features, captions, lengths))  # (batch, T, vocab)
+
+    def hidden_states(self, features: torch.Tensor, captions: torch.Tensor,
+                      lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The LSTM outputs of forward(), before the output layer: (batch, T, hidden); zero at padding."""
         words = self.dropout(self.embed(captions[:, :-1]))  # (batch, T-1, embed)
         inputs = torch.cat([features.unsqueeze(1), words], dim=1)  # (batch, T, embed)
         if lengths is None:
-            hidden, _ = self.lstm(inputs)
-        else:
-            packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            hidden, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=captions.size(1))
-        return self.fc(self.dropout(hidden))  # (batch, T, vocab)
+            return self.lstm(inputs)[0]
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=captions.size(1))[0]
+
+    def scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Word scores for LSTM outputs: (..., hidden) -> (..., vocab)."""
+        return self.fc(self.dropout(hidden))
 
     def bow_logits(self, features: torch.Tensor) -> torch.Tensor:
         """(batch, embed) features -> (batch, vocab) logits of each word occurring in the image's captions."""

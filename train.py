@@ -171,10 +171,11 @@ def caption_loss(run: Run, batch: Batch, features: torch.Tensor, inputs: torch.T
     inputs, when given, replaces the teacher-forced input words (scheduled sampling); the targets stay the captions.
     """
     words = batch.captions if inputs is None else inputs
-    scores = run.decoder(features[batch.image_index], words, batch.lengths)  # (captions, T, vocab)
+    hidden = run.decoder.hidden_states(features[batch.image_index], words, batch.lengths)  # (captions, T, hidden)
     targets = batch.captions[:, 1:]
     mask = targets != run.vocab.pad_index
-    loss = F.cross_entropy(scores[:, 1:][mask], targets[mask])
+    # The output layer (hidden x vocab, the largest matrix product) runs only where a word is scored, not on padding.
+    loss = F.cross_entropy(run.decoder.scores(hidden[:, 1:][mask]), targets[mask])  # (words, vocab) scores
     return loss, mask.sum()
 
 

@@ -5,13 +5,14 @@ import json
 import shutil
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import data_loader
-from data_loader import (CocoCaptionDataset, ImageBatchSampler, ImageLoadError, build_transform, get_loader,
-                         load_image)
+from data_loader import (IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, ImageBatchSampler, ImageLoadError,
+                         build_transform, get_loader, load_image)
 from vocabulary import Vocabulary
 
 
@@ -122,11 +123,30 @@ def test_loader_skips_and_counts_unreadable_images(tmp_path):
     assert sorted(skipped) == sorted(set(range(1, len(images) + 1)) - ok_ids)
 
 
-def test_jpeg_is_decoded_at_reduced_scale_but_never_below_the_resize(tmp_path):
+def test_jpeg_is_decoded_at_reduced_scale_but_never_far_below_the_resize(tmp_path):
     Image.new("RGB", (640, 480), (10, 20, 30)).save(tmp_path / "big.jpg", quality=90)
     image = load_image(tmp_path / "big.jpg", min_side=100)
-    assert min(image.size) >= 100 and image.size[0] < 640
-    assert load_image(tmp_path / "big.jpg", min_side=256).size[1] >= 256
+    assert image.size == (160, 120)  # 1/4 scale: 1/8 would give 60 rows, below 0.9 x 100
+    assert load_image(tmp_path / "big.jpg", min_side=256).size == (320, 240)  # 240 >= 0.9 x 256
+    assert load_image(tmp_path / "big.jpg", min_side=300).size == (640, 480)  # 240 < 0.9 x 300: full scale
+    assert load_image(tmp_path / "big.jpg").size == (640, 480)
+
+
+def test_preprocess_matches_the_pil_transforms_and_takes_tensors():
+    from torchvision import transforms
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 90, 3), dtype=np.uint8))
+    reference = transforms.Compose([transforms.Resize(40, antialias=True), transforms.CenterCrop(32),
+                                    transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    ours = build_transform(32, 40)(image)
+    assert ours.shape == (3, 32, 32) and ours.dtype == torch.float32
+    # Resampling on uint8 tensors rounds a little differently from Pillow: within a grey level or two.
+    assert (ours - reference(image)).abs().max() < 3 / 255 / min(IMAGENET_STD)
+    assert torch.equal(build_transform(32, 40)(torch.from_numpy(np.array(image)).permute(2, 0, 1)), ours)
+    train = build_transform(32, 40, train=True, random_crop=True, hflip=True)
+    assert train(image).shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        build_transform(32, 24)
 
 
 def test_missing_or_empty_annotation_file_is_named(tmp_path):
