@@ -92,7 +92,7 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
     head = list(encoder.embed.parameters()) + list(decoder.parameters())
     optimizer = torch.optim.Adam([{"params": head, "lr": config.lr},
                                   {"params": list(encoder.backbone.parameters()), "lr": config.backbone_lr}],
-                                 weight_decay=config.weight_decay)
+                                 weight_decay=config.weight_decay, fused=True)  # one kernel for all tensors
     mode = "min" if config.val_metric == "loss" else "max"
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=config.lr_factor,
                                                            patience=config.lr_patience)

@@ -144,7 +144,7 @@ def test_cli_reports_a_wrong_data_dir(tmp_path, capsys):
 
 def test_scheduled_sampling_feeds_predictions_but_keeps_targets(synthetic_dir, tmp_path):
     run = train.build_run(tiny_config(synthetic_dir, tmp_path, scheduled_sampling=1.0, epochs=2))
-    batch = next(iter(train.make_loader(run, "train", "train")))
+    batch = next(iter(train.make_loader(run, "train", "train"))).to(run.device)
     features = train.encode(run, batch)
     run.epoch = 0
     assert train.sampled_inputs(run, batch, features) is None  # the ramp starts at zero
