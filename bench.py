@@ -1,6 +1,6 @@
 """Benchmark: each speed-up of the pipeline measured against the original way, side by side, on the same data.
 
-    python bench.py                      # about five minutes on a 2-core CPU
+    python bench.py                      # about three minutes on a 2-core CPU
     python bench.py --quick              # tiny sizes, a smoke test of under a minute
     python bench.py --device cuda --data-dir data/bench
 
@@ -55,7 +55,7 @@ COCO_TRAIN_CAPTIONS = 414_113  # captions in captions_train2014.json
 
 @dataclass
 class BenchSettings:
-    """Sizes of one benchmark run; the defaults take about five minutes on a 2-core CPU."""
+    """Sizes of one benchmark run; the defaults take about three minutes on a 2-core CPU."""
 
     images: int = 96  # synthetic training images
     width: int = 640  # COCO images are about 640x480
