@@ -71,7 +71,8 @@ class Config:
 
     # --- runtime --------------------------------------------------------------------------------------------
     device: str = "auto"  # auto = CUDA when available
-    precision: str = "auto"  # encoder autocast: bf16 on CPUs that support it, bf16/fp16 on CUDA, else fp32
+    precision: str = "auto"  # training autocast and the encoder's at inference: bf16 on CPUs that support it,
+    # bf16/fp16 on CUDA, else fp32 (decoding and the losses stay fp32)
     feature_cache: str = "auto"  # auto = cache pooled features when the backbone is frozen
     num_workers: int = 0  # DataLoader worker processes
     seed: int = 0

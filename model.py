@@ -248,7 +248,10 @@ def cpu_supports_bf16() -> bool:
 
 
 def encoder_autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Autocast context for the CNN (the decoder stays fp32: it is cheap and its recurrence is precision-sensitive)."""
+    """Autocast context for the CNN, and for the whole forward pass while training (train.train_step).
+
+    Decoding (greedy, beam search) stays fp32: it is cheap, and an argmax over close scores is precision-sensitive.
+    """
     dtype = autocast_dtype(device, precision)
     if dtype is None:
         return contextlib.nullcontext()

@@ -175,7 +175,7 @@ def caption_loss(run: Run, batch: Batch, features: torch.Tensor, inputs: torch.T
     targets = batch.captions[:, 1:]
     mask = targets != run.vocab.pad_index
     # The output layer (hidden x vocab, the largest matrix product) runs only where a word is scored, not on padding.
-    loss = F.cross_entropy(run.decoder.scores(hidden[:, 1:][mask]), targets[mask])  # (words, vocab) scores
+    loss = F.cross_entropy(run.decoder.scores(hidden[:, 1:][mask]).float(), targets[mask])  # (words, vocab) scores
     return loss, mask.sum()
 
 
@@ -200,14 +200,21 @@ def bow_loss(run: Run, batch: Batch, features: torch.Tensor) -> torch.Tensor:
     targets = torch.zeros(features.size(0), len(run.vocab), device=features.device)
     targets[batch.image_index.unsqueeze(1).expand_as(batch.captions), batch.captions] = 1.0
     targets[:, [run.vocab.pad_index, run.vocab.start_index, run.vocab.end_index, run.vocab.unk_index]] = 0.0
-    return F.binary_cross_entropy_with_logits(run.decoder.bow_logits(features), targets)
+    return F.binary_cross_entropy_with_logits(run.decoder.bow_logits(features).float(), targets)
 
 
 def train_step(run: Run, batch: Batch) -> float:
-    """One optimisation step; returns the caption loss."""
-    features = encode(run, batch)
-    loss, _ = caption_loss(run, batch, features, sampled_inputs(run, batch, features))
-    total = loss + run.config.bow_loss_weight * bow_loss(run, batch, features) if run.config.bow_loss_weight else loss
+    """One optimisation step; returns the caption loss.
+
+    The forward pass runs under autocast (config.precision: bf16 on CPUs with AMX/AVX512-BF16, AMP on CUDA), the
+    decoder included: its output layer is the largest matrix product of a step from cached features. Weights, their
+    gradients and Adam stay fp32, and the losses are computed in fp32.
+    """
+    with encoder_autocast(run.device, run.config.precision):
+        features = encode(run, batch)
+        loss, _ = caption_loss(run, batch, features, sampled_inputs(run, batch, features))
+        total = loss + run.config.bow_loss_weight * bow_loss(run, batch, features) if run.config.bow_loss_weight \
+            else loss
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(total).backward()
     if run.config.grad_clip:

@@ -155,3 +155,13 @@ def test_scheduled_sampling_feeds_predictions_but_keeps_targets(synthetic_dir, t
     assert not torch.equal(inputs, batch.captions)  # an untrained model's guesses differ from the captions
     loss, words = train.caption_loss(run, batch, features, inputs)
     assert loss.item() > 0 and words == (~padding[:, 1:]).sum()
+
+
+def test_a_bf16_training_step_keeps_fp32_weights_and_learns(synthetic_dir, tmp_path):
+    run = train.build_run(tiny_config(synthetic_dir, tmp_path, precision="bf16", bow_loss_weight=1.0))
+    batch = next(iter(train.make_loader(run, "train", "train"))).to(run.device)
+    losses = [train.train_step(run, batch) for _ in range(8)]
+    parameters = list(run.encoder.parameters()) + list(run.decoder.parameters())
+    assert all(parameter.dtype == torch.float32 for parameter in parameters)
+    assert all(parameter.grad is None or parameter.grad.dtype == torch.float32 for parameter in parameters)
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]  # the same batch: its loss falls
