@@ -45,7 +45,7 @@ from checkpoint import make_decoder
 from config import Config
 from data_loader import (IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, annotation_path, build_transform,
                          get_loader, load_image, write_json_atomic)
-from features import FeatureStore, feature_store
+from features import EXTRACT_BATCH, FeatureStore, feature_store
 from model import DecoderRNN, autocast_dtype, encoder_autocast
 from vocabulary import Vocabulary, build_vocabulary
 
@@ -62,7 +62,8 @@ class BenchSettings:
     height: int = 480
     image_size: int = 224  # crop fed to ResNet-50
     resize_size: int = 256  # shorter side before the crop
-    batch_size: int = 16  # images per training and encoder batch (five captions each)
+    batch_size: int = 16  # images per training batch (five captions each)
+    extract_batch: int = EXTRACT_BATCH  # images per encoder batch, as features.py extracts them
     caption_batch: int = 32  # images per batched captioning call
     single_images: int = 16  # images captioned one at a time (the slow way needs fewer to time)
     vocab_size: int = 10_000  # output layer padded to COCO's size (~10k words at threshold 5); 0 = synthetic words
@@ -76,8 +77,9 @@ class BenchSettings:
     @classmethod
     def quick(cls) -> "BenchSettings":
         """Tiny sizes: checks that every part runs, in seconds; the figures mean little."""
-        return cls(images=8, width=320, height=240, image_size=112, resize_size=128, batch_size=4, caption_batch=8,
-                   single_images=4, vocab_size=1000, token_captions=500, rounds=2, round_seconds=0.05)
+        return cls(images=8, width=320, height=240, image_size=112, resize_size=128, batch_size=4, extract_batch=8,
+                   caption_batch=8, single_images=4, vocab_size=1000, token_captions=500, rounds=2,
+                   round_seconds=0.05)
 
 
 @dataclass
@@ -249,16 +251,20 @@ def bench_training(settings: BenchSettings, config: Config, vocab: Vocabulary, d
                 note=f"{COCO_TRAIN_CAPTIONS:,} captions at the cache rate; the original way: "
                      f"{COCO_TRAIN_CAPTIONS / rates['old'] / 3600:.1f} h")]
     figures = {"coco_epoch_seconds_cache": COCO_TRAIN_CAPTIONS / rates["new"],
-               "coco_epoch_seconds_original": COCO_TRAIN_CAPTIONS / rates["old"], "train_cache_speedup": rates["new"] / rates["old"], "train_captions_per_s_old": rates["old"],
+               "coco_epoch_seconds_original": COCO_TRAIN_CAPTIONS / rates["old"],
+               "train_cache_speedup": rates["new"] / rates["old"], "train_captions_per_s_old": rates["old"],
                "train_captions_per_s_new": rates["new"], "cache_build_images_per_s": len(store) / build_seconds}
     return rows, figures, new_run, store
 
 
 def bench_encoder(settings: BenchSettings, config: Config, run: train.Run, device: torch.device
                   ) -> tuple[list[Row], dict]:
-    """Feature extraction images/s: autocast + channels_last vs fp32, and whether the captions stay the same."""
+    """Feature extraction images/s: autocast + channels_last vs fp32, and whether the captions stay the same.
+
+    Batches are as large as features.extract_features makes them (settings.extract_batch), not training batches.
+    """
     loader = get_loader(build_transform(config.image_size, config.resize_size), mode="test",
-                        batch_size=config.batch_size, data_dir=config.data_dir, split=config.train_split)
+                        batch_size=settings.extract_batch, data_dir=config.data_dir, split=config.train_split)
     images = next(iter(loader)).images.to(device)  # (batch, 3, image_size, image_size)
     fast_encoder = run.encoder.eval()
     fp32_encoder = copy.deepcopy(fast_encoder).to(memory_format=torch.contiguous_format)
@@ -539,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrained", default="no", choices=("no", "auto", "yes"),
                         help="ImageNet weights for ResNet-50 (timings do not depend on them; default no)")
     parser.add_argument("--batch-size", type=int, default=0,
-                        help="images per training and encoder batch (default 16; a GPU wants more, e.g. 64)")
+                        help="images per training batch (default 16; a GPU wants more, e.g. 64)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (default: torch's choice; 1 avoids stalls on a busy machine)")
     args = parser.parse_args(argv)

@@ -23,6 +23,7 @@ from data_loader import DRAFT_TOLERANCE, annotation_path, build_transform, get_l
 from model import EncoderCNN, autocast_dtype, encoder_autocast
 
 CACHE_VERSION = 2
+EXTRACT_BATCH = 64  # images per forward pass when extracting features
 
 
 class FeatureStore:
@@ -85,7 +86,7 @@ def extract_features(encoder: EncoderCNN, config: Config, split: str, device: to
                      progress: bool = True) -> dict:
     """Run the backbone over every image of the split and save (images, feature_size) float16 rows atomically."""
     transform = build_transform(config.image_size, config.resize_size, train=False)
-    loader = get_loader(transform, mode="test", batch_size=64, num_workers=config.num_workers,
+    loader = get_loader(transform, mode="test", batch_size=EXTRACT_BATCH, num_workers=config.num_workers,
                         data_dir=config.data_dir, split=split, pin_memory=device.type == "cuda")
     image_ids = loader.dataset.image_ids
     row = {image_id: index for index, image_id in enumerate(image_ids)}
