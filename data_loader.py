@@ -169,7 +169,12 @@ def write_json_atomic(path: Path, data: object) -> None:
     """Write JSON so that a reader never sees a half-written file (temp file in the same folder, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as handle:
-        json.dump(data, handle)
+        try:
+            json.dump(data, handle)
+        except BaseException:  # not serialisable, disk full, interrupted: leave no temp file behind
+            handle.close()
+            os.unlink(handle.name)
+            raise
     os.replace(handle.name, path)
 
 

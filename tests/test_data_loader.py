@@ -179,3 +179,12 @@ def test_transform_is_deterministic_for_evaluation():
     transform = build_transform(32, 36, train=False)
     first, second = transform(image), transform(image)
     assert first.shape == (3, 32, 32) and torch.equal(first, second)
+
+
+def test_write_json_atomic_leaves_the_old_file_and_no_temp_file_when_it_fails(tmp_path):
+    target = tmp_path / "out.json"
+    data_loader.write_json_atomic(target, {"kept": 1})
+    with pytest.raises(TypeError):
+        data_loader.write_json_atomic(target, {"not serialisable": object()})
+    assert json.loads(target.read_text()) == {"kept": 1}
+    assert [path.name for path in tmp_path.iterdir()] == ["out.json"]
