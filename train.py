@@ -61,6 +61,8 @@ class Run:
     encoder_pretrained: bool = False  # whether the backbone started from ImageNet weights
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped_images: int = 0
+    epoch_loss_sum: float = 0.0  # caption loss summed over the steps of the epoch in progress, across a resume
+    epoch_loss_steps: int = 0
 
     @property
     def out(self) -> Path:
@@ -109,7 +111,9 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
             "batches_done": run.batches_done, "global_step": run.global_step,
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
             "scaler": run.scaler.state_dict(), "best_score": run.best_score, "stale_epochs": run.stale_epochs,
-            "fine_tuning": run.fine_tuning, "encoder_pretrained": run.encoder_pretrained, "history": run.history, "skipped_images": run.skipped_images,
+            "fine_tuning": run.fine_tuning, "encoder_pretrained": run.encoder_pretrained, "history": run.history,
+            "skipped_images": run.skipped_images, "epoch_loss_sum": run.epoch_loss_sum,
+            "epoch_loss_steps": run.epoch_loss_steps,
             "metrics": run.history[-1] if run.history else {}, "torch_rng": torch.get_rng_state()}
 
 
@@ -125,6 +129,9 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     for name in ("epoch", "batches_done", "global_step", "best_score", "stale_epochs", "history", "skipped_images",
                  "encoder_pretrained"):
         setattr(run, name, state[name])
+    # Checkpoints written before these existed resume with the epoch's mean loss over the steps after the resume.
+    run.epoch_loss_sum = float(state.get("epoch_loss_sum", 0.0))
+    run.epoch_loss_steps = int(state.get("epoch_loss_steps", 0))
     torch.set_rng_state(state["torch_rng"])
 
 
@@ -227,12 +234,12 @@ def train_step(run: Run, batch: Batch) -> float:
 
 
 def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
-    """Train over one epoch (or what is left of it after a resume); returns the mean caption loss."""
+    """Train over one epoch (or what is left of it after a resume); returns the epoch's mean caption loss, the
+    steps before an interruption included."""
     run.encoder.train()
     run.decoder.train()
     loader.batch_sampler.set_epoch(run.epoch, start_batch=run.batches_done)
     limit = run.config.max_steps_per_epoch or len(loader.batch_sampler)
-    total, count = 0.0, 0
     bar = tqdm(total=min(limit, len(loader.batch_sampler)) - run.batches_done, desc=f"epoch {run.epoch + 1}",
                disable=not progress, leave=False)
     for batch in loader:
@@ -246,16 +253,16 @@ def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
             if batch.captions is not None:
                 loss = train_step(run, batch.to(run.device, non_blocking=True))
                 run.global_step += 1
+                run.epoch_loss_sum, run.epoch_loss_steps = run.epoch_loss_sum + loss, run.epoch_loss_steps + 1
             run.batches_done += 1
         if loss is not None:
-            total, count = total + loss, count + 1
             if step % run.config.log_every == 0:
                 log({"kind": "step", "epoch": run.epoch + 1, "step": step, "loss": loss,
                      "perplexity": math.exp(min(loss, 50)), "lr": run.optimizer.param_groups[0]["lr"]})
             bar.set_postfix(loss=f"{loss:.3f}")
         bar.update()
     bar.close()
-    return total / max(count, 1)
+    return run.epoch_loss_sum / max(run.epoch_loss_steps, 1)
 
 
 def report_skipped(batch: Batch) -> int:
@@ -332,6 +339,7 @@ def end_of_epoch(run: Run, scores: dict[str, float], log) -> bool:
         else:
             run.stale_epochs += 1
         run.epoch, run.batches_done = run.epoch + 1, 0
+        run.epoch_loss_sum, run.epoch_loss_steps = 0.0, 0
         entry = {"kind": "epoch", "epoch": run.epoch, **scores, "lr": run.optimizer.param_groups[0]["lr"],
                  "best": improved, "skipped_images": run.skipped_images}
         run.history.append(entry)

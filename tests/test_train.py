@@ -87,6 +87,25 @@ def test_resume_mid_epoch_skips_the_batches_already_done(synthetic_dir, tmp_path
     assert final["epoch"] == 1 and final["global_step"] == batches
 
 
+def test_an_interrupted_epoch_reports_the_mean_loss_of_all_its_steps(synthetic_dir, tmp_path, monkeypatch):
+    config = tiny_config(synthetic_dir, tmp_path, epochs=1)
+    losses = iter([1.0, 2.0])
+
+    def fake_step(run, batch):  # two steps of known loss, then Ctrl-C
+        try:
+            return next(losses)
+        except StopIteration:
+            raise KeyboardInterrupt from None
+    monkeypatch.setattr(train, "train_step", fake_step)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config, progress=False)
+    monkeypatch.setattr(train, "train_step", lambda run, batch: 10.0)
+    train.train(config, resume=True, progress=False)
+    batches = -(-40 // config.batch_size)
+    history = load_checkpoint(tmp_path / "last.pt")["history"]
+    assert history[-1]["train_loss"] == pytest.approx((1.0 + 2.0 + 10.0 * (batches - 2)) / batches)
+
+
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):
