@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ class FeatureStore:
     """Read-only access to a split's cached features: get(image_id) -> (feature_size,) float tensor or None."""
 
     def __init__(self, array_path: Path, meta: dict) -> None:
+        self.path = Path(array_path)
         self.array = np.load(array_path, mmap_mode="r")  # (images, feature_size) float16
         self.meta = meta
         self.row = {image_id: row for row, image_id in enumerate(meta["image_ids"])}
@@ -67,18 +69,40 @@ def cache_key(encoder: EncoderCNN, config: Config, split: str, device: torch.dev
 
 def feature_store(encoder: EncoderCNN, config: Config, split: str, device: torch.device,
                   cache_dir: str | Path | None = None, progress: bool = True) -> FeatureStore:
-    """The split's features: loaded when a cache with the same key exists, else extracted and written first."""
-    cache_dir = Path(cache_dir) if cache_dir else Path(config.data_dir) / "cache"
+    """The split's features: loaded when a cache with the same key exists, else extracted and written first.
+
+    Without cache_dir the cache lives in <data_dir>/cache, or in <out>/cache when the data folder cannot be written
+    (a shared, read-only COCO copy): that is checked before extracting, so no extraction is thrown away.
+    """
+    folders = [Path(cache_dir)] if cache_dir else [Path(config.data_dir) / "cache", Path(config.out) / "cache"]
     key = cache_key(encoder, config, split, device)
     stem = f"features_{split}_{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}"
-    array_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
-    if meta_path.exists() and array_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key:
-            return FeatureStore(array_path, meta)
+    for folder in folders:
+        array_path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
+        if meta_path.exists() and array_path.exists():
+            meta = json.loads(meta_path.read_text())
+            if meta.get("key") == key:
+                return FeatureStore(array_path, meta)
+    folder = next((folder for folder in folders if writable(folder)), None)
+    if folder is None:
+        raise OSError(f"cannot write the feature cache to {' or '.join(map(str, folders))}: "
+                      "make one writable, or train with --feature-cache off")
+    if folder != folders[0]:
+        warnings.warn(f"{folders[0]} is not writable: the feature cache goes to {folder}")
+    array_path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
     meta = extract_features(encoder, config, split, device, array_path, progress)
     write_json_atomic(meta_path, {**meta, "key": key})  # written last: its presence marks a complete cache
     return FeatureStore(array_path, {**meta, "key": key})
+
+
+def writable(folder: Path) -> bool:
+    """Whether files can be created in folder (created if missing)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 @torch.no_grad()

@@ -179,3 +179,18 @@ def test_interrupted_cache_writes_leave_nothing_half_done(synthetic_dir, tmp_pat
     store = feature_store(encoder, config, "val", CPU, cache_dir=cache_dir, progress=False)
     assert calls["batches"] >= 1 and len(store) == 12
     assert not [name for name in cache_files(cache_dir) if name.endswith(".tmp")]
+
+
+def test_a_read_only_data_folder_gets_its_cache_in_the_run_folder(synthetic_dir, tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data_dir, ignore=shutil.ignore_patterns("cache"))
+    config = tiny_config(data_dir, tmp_path / "run")
+    writable = features.writable
+    # Tests run as root, which may write anywhere: the data folder is made to look read-only instead.
+    monkeypatch.setattr(features, "writable", lambda folder: folder != data_dir / "cache" and writable(folder))
+    with pytest.warns(UserWarning, match="not writable"):
+        store = feature_store(make_encoder(), config, "val", CPU, progress=False)
+    assert store.path.parent == tmp_path / "run" / "cache" and len(store) == 12
+    # Found there the next time, without extracting again.
+    monkeypatch.setattr(features, "extract_features", lambda *args, **kwargs: pytest.fail("extracted again"))
+    assert feature_store(make_encoder(), config, "val", CPU, progress=False).path == store.path
