@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 import synthetic_data
 from config import Config, make_config
@@ -18,6 +19,15 @@ def tiny_config(data_dir: Path, out: Path, **overrides) -> Config:
                   log_every=1)
     values.update(overrides)
     return make_config(ROOT / "configs" / "synthetic.json", **values)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run several times faster on one thread when other processes want the CPU too."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import zlib
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 import caption
@@ -29,13 +28,7 @@ TINY_FLAGS = ["--config", "configs/synthetic.json", "--backbone", "resnet18", "-
               "--precision", "fp32", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run several times faster on one thread when other processes want the CPU too."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess:

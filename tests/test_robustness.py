@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-import torch
 from PIL import Image
 
 import prepare_data
@@ -23,20 +22,12 @@ import train
 from checkpoint import load_checkpoint
 from conftest import ROOT, tiny_config
 
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="sends POSIX signals to child processes")
+pytestmark = [pytest.mark.skipif(os.name != "posix", reason="sends POSIX signals to child processes"),
+              pytest.mark.usefixtures("one_thread")]
 
 TINY_FLAGS = ["--backbone", "resnet18", "--image-size", "32", "--resize-size", "32", "--embed-size", "16",
               "--hidden-size", "32", "--vocab-threshold", "1", "--precision", "fp32", "--no-progress"]
 TRAIN_IMAGES = 40  # in the synthetic_dir fixture
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train several times faster on one thread when other processes want the CPU too."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def train_command(data_dir: Path, out: Path, *flags: str) -> list[str]:
