@@ -53,6 +53,21 @@ def load_backbone(backbone: str, pretrained: str) -> tuple[nn.Module, bool]:
     return model, True
 
 
+def zero_init_residual(resnet: nn.Module) -> None:
+    """Zero the last BatchNorm scale of every residual branch, so that each block starts as the identity.
+
+    What torchvision's zero_init_residual=True does (Goyal et al. 2017). For a ResNet trained from scratch it is the
+    difference between learning in a few epochs and barely at all: on the synthetic set, a ResNet-50 at 64 px told
+    to name the shapes' colours got 92% right after one epoch with it and 38% without (README). Only for random
+    initialisation: pretrained weights are left as they are.
+    """
+    for module in resnet.modules():
+        if isinstance(module, torchvision.models.resnet.Bottleneck):
+            nn.init.zeros_(module.bn3.weight)
+        elif isinstance(module, torchvision.models.resnet.BasicBlock):
+            nn.init.zeros_(module.bn2.weight)
+
+
 class EncoderCNN(nn.Module):
     """ResNet without its classifier, global-pooled and flattened, then a Linear projection to embed_size."""
 
@@ -65,6 +80,8 @@ class EncoderCNN(nn.Module):
         self.embed = nn.Linear(self.feature_size, embed_size)
         # Freezing random weights makes useless features, so "auto" freezes only what was pretrained.
         trainable = {"yes": True, "no": False, "auto": not self.pretrained}[train_backbone]
+        if trainable and not self.pretrained:
+            zero_init_residual(resnet)
         self.set_backbone_trainable(trainable)
 
     def set_backbone_trainable(self, trainable: bool, last_stages: int | None = None) -> None:

@@ -30,6 +30,16 @@ def test_encoder_output_shape_and_trainable_random_backbone(offline_hub):
     assert encoder.backbone_trainable  # auto: a random backbone must learn
 
 
+@pytest.mark.parametrize("backbone, last_norm", [("resnet18", "bn2"), ("resnet50", "bn3")])
+def test_a_backbone_trained_from_scratch_starts_with_identity_residual_blocks(offline_hub, backbone, last_norm):
+    def last_scales(encoder):
+        blocks = [block for stage in encoder.backbone_stages() for block in stage]
+        return [getattr(block, last_norm).weight for block in blocks]
+    assert all(not scale.any() for scale in last_scales(EncoderCNN(8, backbone, pretrained="no")))
+    # A frozen random backbone keeps torchvision's initialisation: zeroed branches would only throw features away.
+    assert all(scale.all() for scale in last_scales(EncoderCNN(8, backbone, pretrained="no", train_backbone="no")))
+
+
 def test_pretrained_yes_fails_clearly_offline(offline_hub):
     with pytest.raises(PretrainedWeightsUnavailable) as error:
         EncoderCNN(8, "resnet18", pretrained="yes")
