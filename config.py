@@ -19,6 +19,7 @@ CHOICES = {
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "feature_cache": ("auto", "off"),
     "device": ("auto", "cpu", "cuda"),
+    "lr_schedule": ("plateau", "cosine"),
 }
 
 
@@ -56,7 +57,8 @@ class Config:
     backbone_lr: float = 1e-4  # Adam, for trainable backbone layers
     weight_decay: float = 0.0
     grad_clip: float = 5.0  # max gradient norm; 0 disables clipping
-    lr_patience: int = 1  # epochs without a better validation score before the learning rate is cut
+    lr_schedule: str = "plateau"  # plateau: cut on a validation plateau; cosine: decay to 0 over all the epochs
+    lr_patience: int = 1  # plateau: epochs without a better validation score before the learning rate is cut
     lr_factor: float = 0.5  # ... by this factor
     early_stop_patience: int = 0  # stop after this many epochs without improvement; 0 = never stop early
     fine_tune_after: int = -1  # unfreeze the last `fine_tune_blocks` ResNet stages after this epoch; -1 = never

@@ -40,6 +40,35 @@ RESUME_KEYS = ("epoch", "batches_done", "global_step", "optimizer", "scheduler",
                "stale_epochs", "fine_tuning", "encoder_pretrained", "history", "skipped_images", "torch_rng")
 
 
+class CosineSchedule:
+    """Cosine decay of each parameter group's learning rate, from its configured value at the first step of the run
+    to zero after its last, set before every step from the run's position (epoch, batch), so that a resumed run
+    continues on the same curve. For a fixed budget of epochs; with --resume and more --epochs, the curve stretches.
+
+    Speaks ReduceLROnPlateau's language for the rest of train.py: step(score) after an epoch (nothing to do here),
+    state_dict and load_state_dict.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+
+    def set_position(self, fraction: float) -> None:
+        """Set the learning rates for a step taken this far (0 to 1) into the run."""
+        factor = 0.5 * (1.0 + math.cos(math.pi * min(max(fraction, 0.0), 1.0)))
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+
+    def step(self, score: float | None = None) -> None:
+        """End of an epoch: the learning rate follows the step position, not the validation score."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base_lrs = list(state["base_lrs"])
+
+
 @dataclass
 class Run:
     """Everything one training run holds while it goes."""
@@ -50,7 +79,7 @@ class Run:
     encoder: EncoderCNN
     decoder: DecoderRNN
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | CosineSchedule
     scaler: torch.amp.GradScaler
     epoch: int = 0  # the epoch in progress (0-based)
     batches_done: int = 0  # batches of that epoch already trained (non-zero only after an interruption)
@@ -95,9 +124,12 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
     optimizer = torch.optim.Adam([{"params": head, "lr": config.lr},
                                   {"params": list(encoder.backbone.parameters()), "lr": config.backbone_lr}],
                                  weight_decay=config.weight_decay, fused=True)  # one kernel for all tensors
-    mode = "min" if config.val_metric == "loss" else "max"
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=config.lr_factor,
-                                                           patience=config.lr_patience)
+    if config.lr_schedule == "cosine":
+        scheduler = CosineSchedule(optimizer)
+    else:
+        mode = "min" if config.val_metric == "loss" else "max"
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=config.lr_factor,
+                                                               patience=config.lr_patience)
     dtype = torch.float16 if device.type == "cuda" and config.precision == "fp16" else None
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     return Run(config, device, vocab, encoder, decoder, optimizer, scheduler, scaler,
@@ -240,12 +272,15 @@ def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
     run.decoder.train()
     loader.batch_sampler.set_epoch(run.epoch, start_batch=run.batches_done)
     limit = run.config.max_steps_per_epoch or len(loader.batch_sampler)
-    bar = tqdm(total=min(limit, len(loader.batch_sampler)) - run.batches_done, desc=f"epoch {run.epoch + 1}",
+    steps = min(limit, len(loader.batch_sampler))  # in this epoch
+    bar = tqdm(total=steps - run.batches_done, desc=f"epoch {run.epoch + 1}",
                disable=not progress, leave=False)
     for batch in loader:
         if run.batches_done >= limit:
             break
         step, loss = run.global_step, None
+        if isinstance(run.scheduler, CosineSchedule):
+            run.scheduler.set_position((run.epoch + run.batches_done / steps) / run.config.epochs)
         # A step and the counters that record it happen together: an interrupt takes effect after the step, so a
         # resumed run neither repeats nor skips a batch (nor counts its skipped images twice).
         with signals_deferred():

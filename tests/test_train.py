@@ -52,11 +52,13 @@ def test_best_follows_validation_score_not_the_last_epoch(synthetic_dir, tmp_pat
 
 
 def test_resume_continues_exactly(synthetic_dir, tmp_path):
+    # Resumed with more epochs, which a plateau schedule takes in its stride (a cosine one stretches: see below).
+    config = dict(max_steps_per_epoch=3, lr_schedule="plateau")
     straight = tmp_path / "straight"
-    train.train(tiny_config(synthetic_dir, straight, epochs=2, max_steps_per_epoch=3), progress=False)
+    train.train(tiny_config(synthetic_dir, straight, epochs=2, **config), progress=False)
     split = tmp_path / "split"
-    train.train(tiny_config(synthetic_dir, split, epochs=1, max_steps_per_epoch=3), progress=False)
-    train.train(tiny_config(synthetic_dir, split, epochs=2, max_steps_per_epoch=3), resume=True, progress=False)
+    train.train(tiny_config(synthetic_dir, split, epochs=1, **config), progress=False)
+    train.train(tiny_config(synthetic_dir, split, epochs=2, **config), resume=True, progress=False)
     a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(split / "last.pt")
     assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"] == 6
     for key in a["decoder"]:
@@ -184,3 +186,49 @@ def test_a_bf16_training_step_keeps_fp32_weights_and_learns(synthetic_dir, tmp_p
     assert all(parameter.dtype == torch.float32 for parameter in parameters)
     assert all(parameter.grad is None or parameter.grad.dtype == torch.float32 for parameter in parameters)
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]  # the same batch: its loss falls
+
+
+def test_cosine_schedule_decays_every_group_to_zero_over_the_run(synthetic_dir, tmp_path):
+    run = train.build_run(tiny_config(synthetic_dir, tmp_path, lr_schedule="cosine", lr=1e-3, backbone_lr=1e-4))
+    schedule = run.scheduler
+    assert isinstance(schedule, train.CosineSchedule)
+    rates = []
+    for fraction in (0.0, 0.25, 0.5, 1.0):
+        schedule.set_position(fraction)
+        rates.append([group["lr"] for group in run.optimizer.param_groups])
+    assert rates[0] == pytest.approx([1e-3, 1e-4])
+    assert rates[2] == pytest.approx([5e-4, 5e-5])  # half way down the cosine
+    assert rates[1][0] > rates[2][0] > rates[3][0] == 0.0
+    schedule.step(0.5)  # a validation score changes nothing
+    assert [group["lr"] for group in run.optimizer.param_groups] == rates[3]
+
+
+def test_cosine_schedule_sets_the_rate_before_each_step(synthetic_dir, tmp_path):
+    train.train(tiny_config(synthetic_dir, tmp_path, epochs=2, max_steps_per_epoch=2, lr_schedule="cosine",
+                            lr=1e-3, log_every=1), progress=False)
+    steps = [entry for entry in train.read_log(tmp_path) if entry["kind"] == "step"]
+    # 4 steps at positions 0, 1/4, 2/4, 3/4 of the run.
+    assert [entry["lr"] for entry in steps] == pytest.approx([1e-3, 8.5355e-4, 5e-4, 1.4645e-4], rel=1e-4)
+
+
+def test_interrupted_cosine_run_resumes_on_the_same_curve(synthetic_dir, tmp_path, monkeypatch):
+    config = dict(epochs=2, max_steps_per_epoch=3, lr_schedule="cosine")
+    train.train(tiny_config(synthetic_dir, tmp_path / "straight", **config), progress=False)
+    real_step, calls = train.train_step, {"n": 0}
+
+    def interrupt_fourth(run, batch):  # the first step of epoch 2
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_step(run, batch)
+    monkeypatch.setattr(train, "train_step", interrupt_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(tiny_config(synthetic_dir, tmp_path / "split", **config), progress=False)
+    monkeypatch.setattr(train, "train_step", real_step)
+    train.train(tiny_config(synthetic_dir, tmp_path / "split", **config), resume=True, progress=False)
+    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    assert a["global_step"] == b["global_step"] == 6
+    for key in a["decoder"]:
+        assert torch.allclose(a["decoder"][key], b["decoder"][key], atol=1e-6), key
+    steps = lambda out: [(entry["step"], entry["lr"]) for entry in train.read_log(out) if entry["kind"] == "step"]
+    assert steps(tmp_path / "split") == steps(tmp_path / "straight")  # the same rate at every step
