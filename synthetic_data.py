@@ -3,7 +3,7 @@
 The project's built-in default dataset. Each image shows one to three flat shapes (ten colours, six shape types,
 two sizes) on a light, slightly noisy background; each comes with five varied, human-like captions that are all
 true for it: colours, shapes, sizes, counts, positions and spatial relations read off the pixel positions.
-The scenes are simple enough for a CNN trained from scratch on 64-pixel inputs, and the captions depend on the
+The scenes are simple enough for a CNN trained from scratch on 96-pixel inputs, and the captions depend on the
 image enough that a constant, image-blind caption scores badly.
 
     python prepare_data.py synthetic --out data/synthetic
