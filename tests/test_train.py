@@ -67,17 +67,22 @@ def test_resume_continues_exactly(synthetic_dir, tmp_path):
     assert any(entry["kind"] == "resume" for entry in train.read_log(split))
 
 
-def test_resume_mid_epoch_skips_the_batches_already_done(synthetic_dir, tmp_path, monkeypatch):
-    config = tiny_config(synthetic_dir, tmp_path, epochs=1)
-    calls = {"n": 0}
-    real_step = train.train_step
+def interrupt_step(monkeypatch, number: int):
+    """Make the number-th call of train.train_step raise KeyboardInterrupt (Ctrl-C); returns the real train_step."""
+    real_step, calls = train.train_step, {"n": 0}
 
-    def interrupt_after_two(run, batch):
+    def interrupting(run, batch):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == number:
             raise KeyboardInterrupt
         return real_step(run, batch)
-    monkeypatch.setattr(train, "train_step", interrupt_after_two)
+    monkeypatch.setattr(train, "train_step", interrupting)
+    return real_step
+
+
+def test_resume_mid_epoch_skips_the_batches_already_done(synthetic_dir, tmp_path, monkeypatch):
+    config = tiny_config(synthetic_dir, tmp_path, epochs=1)
+    real_step = interrupt_step(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         train.train(config, progress=False)
     state = load_checkpoint(tmp_path / "last.pt")
@@ -214,14 +219,7 @@ def test_cosine_schedule_sets_the_rate_before_each_step(synthetic_dir, tmp_path)
 def test_interrupted_cosine_run_resumes_on_the_same_curve(synthetic_dir, tmp_path, monkeypatch):
     config = dict(epochs=2, max_steps_per_epoch=3, lr_schedule="cosine")
     train.train(tiny_config(synthetic_dir, tmp_path / "straight", **config), progress=False)
-    real_step, calls = train.train_step, {"n": 0}
-
-    def interrupt_fourth(run, batch):  # the first step of epoch 2
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_step(run, batch)
-    monkeypatch.setattr(train, "train_step", interrupt_fourth)
+    real_step = interrupt_step(monkeypatch, 4)  # the first step of epoch 2
     with pytest.raises(KeyboardInterrupt):
         train.train(tiny_config(synthetic_dir, tmp_path / "split", **config), progress=False)
     monkeypatch.setattr(train, "train_step", real_step)
