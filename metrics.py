@@ -14,6 +14,7 @@ CIDEr computes its IDF from the references of the images being scored, as the st
 which images are in the set, and a set of one image always scores CIDEr 0.
 """
 import functools
+import math
 import random
 import re
 import shutil
@@ -25,7 +26,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.cider.cider_scorer import CiderScorer, cook_test
+from pycocoevalcap.cider.cider_scorer import CiderScorer, cook_test, precook
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS, PTBTokenizer
@@ -331,3 +332,60 @@ def best_constant_caption(
         return finalists[0]
     final_scores = _constant_cider(finalists, {image_id: tokenized[image_id] for image_id in evaluation_ids})
     return finalists[int(np.argmax(final_scores))]
+
+
+# --- CIDEr as a training reward ------------------------------------------------------------------------------------
+
+class CorpusCider:
+    """pycocoevalcap's CIDEr of one caption against its references, with document frequencies fixed by a corpus.
+
+    The same formula as Cider().compute_score (n-grams 1-4, tf-idf vectors, clipped cosine, a Gaussian length penalty
+    with sigma 6, times 10), but the idf comes from the corpus given here (the training references) instead of from
+    the set being scored: what self-critical training needs to score a batch of samples at a time. Captions are
+    strings of space-separated tokens, scored as they are (no tokenizer).
+    """
+
+    def __init__(self, corpus: Iterable[Sequence[str]], n: int = 4, sigma: float = 6.0) -> None:
+        self.n, self.sigma = n, sigma
+        self.document_frequency: Counter = Counter()
+        documents = 0
+        for references in corpus:
+            documents += 1
+            self.document_frequency.update({ngram for reference in references for ngram in precook(reference, n)})
+        if not documents:
+            raise ValueError("CorpusCider needs at least one image's references")
+        self.log_documents = math.log(documents)
+        self._vectors: dict[str, tuple] = {}  # references recur from epoch to epoch
+
+    def _vector(self, caption: str) -> tuple[list[dict], list[float], int]:
+        """tf-idf weights per n-gram order, their norms, and the length pycocoevalcap uses (its bigram count)."""
+        cached = self._vectors.get(caption)
+        if cached is not None:
+            return cached
+        weights, norms, length = [{} for _ in range(self.n)], [0.0] * self.n, 0
+        for ngram, count in precook(caption, self.n).items():
+            order = len(ngram) - 1
+            weight = count * (self.log_documents - math.log(max(1.0, self.document_frequency[ngram])))
+            weights[order][ngram] = weight
+            norms[order] += weight * weight
+            if order == 1:
+                length += count
+        vector = (weights, [math.sqrt(norm) for norm in norms], length)
+        if len(self._vectors) < 1_000_000:
+            self._vectors[caption] = vector
+        return vector
+
+    def score(self, caption: str, references: Sequence[str]) -> float:
+        """CIDEr of caption against references."""
+        weights, norms, length = self._vector(caption)
+        total = 0.0
+        for reference in references:
+            ref_weights, ref_norms, ref_length = self._vector(reference)
+            penalty = math.exp(-((length - ref_length) ** 2) / (2 * self.sigma ** 2))
+            for order in range(self.n):
+                dot = sum(min(weight, ref_weights[order].get(ngram, 0.0)) * ref_weights[order].get(ngram, 0.0)
+                          for ngram, weight in weights[order].items())
+                if norms[order] and ref_norms[order]:
+                    dot /= norms[order] * ref_norms[order]
+                total += dot * penalty
+        return total / self.n / len(references) * 10.0

@@ -203,3 +203,18 @@ def test_constant_cider_shortcut_equals_pycocoevalcap_cider():
     for caption in ("a dog running on a red sofa", ""):
         expected = metrics.constant_caption_scores(caption, REFERENCES, metrics="CIDEr", use_java=False)["CIDEr"]
         assert metrics._constant_cider([caption], tokenized) == [pytest.approx(expected, abs=1e-12)]
+
+
+def test_corpus_cider_is_pycocoevalcaps_cider_when_the_corpus_is_the_scored_set():
+    from pycocoevalcap.cider.cider import Cider
+    references = {1: ["a red circle on a white background", "a small red circle", "there is a red circle"],
+                  2: ["a blue square and a green star", "two shapes on a gray background", "a blue square"],
+                  3: ["a black cross at the top", "the black cross is at the top of the image", "one black cross"]}
+    candidates = {1: "a red circle on a gray background", 2: "a blue square and a red star", 3: "a black cross"}
+    _, expected = Cider().compute_score({i: refs for i, refs in references.items()},
+                                        {i: [caption] for i, caption in candidates.items()})
+    reward = metrics.CorpusCider(references.values())
+    got = [reward.score(candidates[i], references[i]) for i in sorted(references)]
+    assert got == pytest.approx(list(expected), rel=1e-9)
+    assert reward.score(references[1][0], references[1]) > reward.score("a blue square", references[1])
+    assert reward.score("", references[1]) == 0.0
