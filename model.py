@@ -200,6 +200,27 @@ class DecoderRNN(nn.Module):
             log_probs, state = self.step(word, state)
         return torch.stack(words, dim=1)
 
+    def sample_with_log_probs(self, features: torch.Tensor, max_len: int = 20
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample one caption per row from the model's distribution, keeping the graph (self-critical training).
+
+        Returns word ids (batch, <= max_len), laid out like sample(), and the log-probability of each sampled word
+        (batch, <= max_len), zero after <end>; their sum over a row is the caption's log-probability.
+        """
+        log_probs, state = self.init_state(features)
+        finished = torch.zeros(features.size(0), dtype=torch.bool, device=features.device)
+        words, chosen = [], []
+        for _ in range(max_len):
+            word = torch.multinomial(log_probs.detach().exp(), 1).squeeze(1)
+            chosen.append(log_probs.gather(1, word.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0))
+            word = word.masked_fill(finished, self.pad_index)
+            words.append(word)
+            finished = finished | (word == self.end_index)
+            if finished.all():
+                break
+            log_probs, state = self.step(word, state)
+        return torch.stack(words, dim=1), torch.stack(chosen, dim=1)
+
     @torch.no_grad()
     def beam_search(self, features: torch.Tensor, beam_size: int = 3, max_len: int = 20,
                     length_penalty: float = 0.0) -> torch.Tensor:

@@ -172,3 +172,24 @@ def test_autocast_dtype_follows_precision():
     assert model.autocast_dtype(cpu, "fp32") is None
     assert model.autocast_dtype(cpu, "bf16") is torch.bfloat16
     assert model.autocast_dtype(cpu, "auto") in (None, torch.bfloat16)
+
+
+def test_sampled_captions_carry_their_log_probabilities():
+    torch.manual_seed(0)
+    decoder = DecoderRNN(8, 16, VOCAB)
+    features = torch.randn(6, 8)
+    words, log_probs = decoder.sample_with_log_probs(features, max_len=7)
+    assert words.shape == log_probs.shape and words.size(0) == 6
+    for row in range(6):  # each row ends at its first <end>, then <pad> with log-probability 0
+        ids = words[row].tolist()
+        if decoder.end_index in ids:
+            end = ids.index(decoder.end_index)
+            assert all(i == decoder.pad_index for i in ids[end + 1:])
+            assert not log_probs[row, end + 1:].any()
+    # The same as the teacher-forced log-probability of the sampled words.
+    captions = torch.cat([torch.full((6, 1), decoder.start_index), words], dim=1)
+    forced = torch.log_softmax(decoder(features, captions), dim=-1)[:, 1:]
+    expected = forced.gather(2, words.unsqueeze(2)).squeeze(2).masked_fill(log_probs == 0, 0.0)
+    assert torch.allclose(log_probs, expected, atol=1e-5)
+    log_probs.sum().backward()
+    assert decoder.fc.weight.grad is not None and decoder.fc.weight.grad.abs().sum() > 0
