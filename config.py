@@ -64,6 +64,9 @@ class Config:
     fine_tune_after: int = -1  # unfreeze the last `fine_tune_blocks` ResNet stages after this epoch; -1 = never
     fine_tune_blocks: int = 1
     scheduled_sampling: float = 0.0  # max probability of feeding the model its own prediction (ramped per epoch)
+    scst_epochs: int = 0  # the last N of `epochs` train the decoder by self-critical sequence training (CIDEr)
+    scst_lr: float = 3e-5  # Adam learning rate of the decoder in those epochs
+    scst_samples: int = 5  # captions sampled per image in those epochs; each one's baseline is the others' mean
 
     # --- validation -----------------------------------------------------------------------------------------
     val_metric: str = "CIDEr"  # best.pt is the best checkpoint by this caption metric ("loss" for val loss)
@@ -91,6 +94,11 @@ class Config:
         for name in ("epochs", "batch_size", "embed_size", "hidden_size", "num_layers", "image_size", "max_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.scst_samples < 2:
+            raise ValueError(f"scst_samples must be at least 2 (each sample's baseline is the others' reward), "
+                             f"got {self.scst_samples}")
+        if not 0 <= self.scst_epochs <= self.epochs:
+            raise ValueError(f"scst_epochs must be between 0 and epochs ({self.epochs}), got {self.scst_epochs}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.resize_size < self.image_size:

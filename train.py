@@ -34,7 +34,8 @@ from vocabulary import Vocabulary, get_vocabulary
 
 LOG_NAME = "train_log.jsonl"
 # What a resumed run takes from the caller (more epochs, another machine, data that moved); the rest from last.pt.
-RESUMABLE = ("epochs", "device", "num_workers", "data_dir")
+# scst_epochs too, so that a finished run can go on with self-critical epochs (--epochs 11 --scst-epochs 1).
+RESUMABLE = ("epochs", "device", "num_workers", "data_dir", "scst_epochs")
 # What --resume reads from last.pt besides the weights, config and vocabulary.
 RESUME_KEYS = ("epoch", "batches_done", "global_step", "optimizer", "scheduler", "scaler", "best_score",
                "stale_epochs", "fine_tuning", "encoder_pretrained", "history", "skipped_images", "torch_rng")
@@ -92,6 +93,8 @@ class Run:
     skipped_images: int = 0
     epoch_loss_sum: float = 0.0  # caption loss summed over the steps of the epoch in progress, across a resume
     epoch_loss_steps: int = 0
+    reward: metrics.CorpusCider | None = None  # built when self-critical training starts (not checkpointed)
+    scst_skip: set[int] = field(default_factory=set)  # word ids the reward leaves out
 
     @property
     def out(self) -> Path:
@@ -242,6 +245,61 @@ def bow_loss(run: Run, batch: Batch, features: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(run.decoder.bow_logits(features).float(), targets)
 
 
+def in_scst(run: Run) -> bool:
+    """Whether the epoch in progress is one of the last config.scst_epochs (self-critical training)."""
+    return run.config.scst_epochs > 0 and run.epoch >= run.config.epochs - run.config.scst_epochs
+
+
+def reward_tokens(run: Run, ids: Iterable[int]) -> str:
+    """A caption as the reward scores it: word ids up to <end>, without special tokens and punctuation."""
+    skip, words = run.scst_skip, []
+    for index in ids:
+        if index == run.vocab.end_index:
+            break
+        if index not in skip:
+            words.append(str(index))
+    return " ".join(words)
+
+
+def start_scst(run: Run, loader) -> None:
+    """Build the reward: CIDEr with document frequencies from the training captions, as word ids."""
+    vocab = run.vocab
+    run.scst_skip = {vocab.pad_index, vocab.start_index, vocab.end_index} | {
+        vocab(word) for word in vocab.to_dict()["words"] if not any(character.isalnum() for character in word)}
+    dataset = loader.dataset
+    run.reward = metrics.CorpusCider([reward_tokens(run, [vocab(word) for word in words])
+                                      for words in dataset.captions[image_id]] for image_id in dataset.image_ids)
+
+
+def scst_step(run: Run, batch: Batch) -> float:
+    """One step of self-critical sequence training (Rennie et al. 2017) of the decoder; returns the mean reward.
+
+    The CNN and the projection stay as they are: features come without a graph. Each image's caption is sampled
+    config.scst_samples times; a sample's reward is its CIDEr against the image's references, and its baseline the
+    mean reward of the image's other samples (Luo 2020), so no greedy decode is needed. The loss raises the
+    log-probability of the samples that beat their baseline and lowers that of the others: it trains the decoder
+    for the metric, where cross-entropy trains it to imitate every reference wording at once.
+    """
+    samples = run.config.scst_samples
+    with torch.no_grad(), encoder_autocast(run.device, run.config.precision):
+        features = encode(run, batch).float()
+    words, log_probs = run.decoder.sample_with_log_probs(features.repeat_interleave(samples, dim=0),
+                                                         run.config.max_len)
+    references: list[list[str]] = [[] for _ in range(features.size(0))]
+    for caption, image in zip(batch.captions.tolist(), batch.image_index.tolist()):
+        references[image].append(reward_tokens(run, caption[1:]))
+    rewards = torch.tensor([run.reward.score(reward_tokens(run, sample), references[row // samples])
+                            for row, sample in enumerate(words.tolist())], device=features.device).view(-1, samples)
+    baseline = (rewards.sum(dim=1, keepdim=True) - rewards) / (samples - 1)
+    loss = -((rewards - baseline).view(-1) * log_probs.sum(dim=1)).mean()
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.config.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.decoder.parameters(), run.config.grad_clip)
+    run.optimizer.step()
+    return rewards.mean().item()
+
+
 def train_step(run: Run, batch: Batch) -> float:
     """One optimisation step; returns the caption loss.
 
@@ -266,10 +324,14 @@ def train_step(run: Run, batch: Batch) -> float:
 
 
 def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
-    """Train over one epoch (or what is left of it after a resume); returns the epoch's mean caption loss, the
-    steps before an interruption included."""
-    run.encoder.train()
+    """Train over one epoch (or what is left of it after a resume); returns the epoch's mean caption loss (mean
+    reward in a self-critical epoch), the steps before an interruption included."""
+    scst = in_scst(run)
+    run.encoder.train(not scst)  # self-critical epochs leave the CNN and its BatchNorm statistics alone
     run.decoder.train()
+    if scst and run.reward is None:
+        start_scst(run, loader)
+        log({"kind": "scst", "epoch": run.epoch + 1, "lr": run.config.scst_lr, "samples": run.config.scst_samples})
     loader.batch_sampler.set_epoch(run.epoch, start_batch=run.batches_done)
     limit = run.config.max_steps_per_epoch or len(loader.batch_sampler)
     steps = min(limit, len(loader.batch_sampler))  # in this epoch
@@ -279,22 +341,27 @@ def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
         if run.batches_done >= limit:
             break
         step, loss = run.global_step, None
-        if isinstance(run.scheduler, CosineSchedule):
-            run.scheduler.set_position((run.epoch + run.batches_done / steps) / run.config.epochs)
+        if scst:
+            for group in run.optimizer.param_groups:  # only the decoder gets gradients
+                group["lr"] = run.config.scst_lr
+        elif isinstance(run.scheduler, CosineSchedule):
+            planned = run.config.epochs - run.config.scst_epochs  # the cross-entropy epochs
+            run.scheduler.set_position((run.epoch + run.batches_done / steps) / planned)
         # A step and the counters that record it happen together: an interrupt takes effect after the step, so a
         # resumed run neither repeats nor skips a batch (nor counts its skipped images twice).
         with signals_deferred():
             run.skipped_images += report_skipped(batch)
             if batch.captions is not None:
-                loss = train_step(run, batch.to(run.device, non_blocking=True))
+                loss = (scst_step if scst else train_step)(run, batch.to(run.device, non_blocking=True))
                 run.global_step += 1
                 run.epoch_loss_sum, run.epoch_loss_steps = run.epoch_loss_sum + loss, run.epoch_loss_steps + 1
             run.batches_done += 1
         if loss is not None:
             if step % run.config.log_every == 0:
-                log({"kind": "step", "epoch": run.epoch + 1, "step": step, "loss": loss,
-                     "perplexity": math.exp(min(loss, 50)), "lr": run.optimizer.param_groups[0]["lr"]})
-            bar.set_postfix(loss=f"{loss:.3f}")
+                values = {"reward": loss} if scst else {"loss": loss, "perplexity": math.exp(min(loss, 50))}
+                log({"kind": "step", "epoch": run.epoch + 1, "step": step, **values,
+                     "lr": run.optimizer.param_groups[0]["lr"]})
+            bar.set_postfix({"reward" if scst else "loss": f"{loss:.3f}"})
         bar.update()
     bar.close()
     return run.epoch_loss_sum / max(run.epoch_loss_steps, 1)
@@ -367,7 +434,8 @@ def end_of_epoch(run: Run, scores: dict[str, float], log) -> bool:
     score = scores["val_loss" if run.config.val_metric == "loss" else run.config.val_metric]
     # A Ctrl-C in here would leave the counters advanced but best.pt unwritten; it waits until both files exist.
     with signals_deferred():
-        run.scheduler.step(score)
+        if not in_scst(run):  # self-critical epochs run at their own fixed rate
+            run.scheduler.step(score)
         improved = is_better(run, score)
         if improved:
             run.best_score, run.stale_epochs = score, 0
@@ -503,10 +571,11 @@ def train_epochs(run: Run, log, progress: bool) -> None:
         if run.config.fine_tune_after >= 0 and run.epoch >= run.config.fine_tune_after and not run.fine_tuning:
             start_fine_tuning(run)
             log({"kind": "fine_tune", "epoch": run.epoch + 1, "stages": run.config.fine_tune_blocks})
-        started = time.time()
+        started, scst = time.time(), in_scst(run)
         train_loss = train_one_epoch(run, make_loader(run, "train", run.config.train_split), log, progress)
         scores = validate(run, make_loader(run, "val", run.config.val_split), progress)
-        scores = {"train_loss": train_loss, **scores, "seconds": round(time.time() - started, 1)}
+        scores = {"train_reward" if scst else "train_loss": train_loss, **scores,
+                  "seconds": round(time.time() - started, 1)}
         summary = ", ".join(f"{key} {value:.4g}" for key, value in scores.items())
         tqdm.write(f"epoch {run.epoch + 1}/{run.config.epochs}: {summary}")
         if end_of_epoch(run, scores, log):

@@ -99,7 +99,7 @@ def show_batch(batch, vocab: Vocabulary, count: int = 4) -> plt.Figure:
 
 def plot_training(log: list[dict], smooth: int = 10) -> plt.Figure:
     """Training loss and perplexity per step, and the per-epoch validation loss and caption scores."""
-    steps = [entry for entry in log if entry["kind"] == "step"]
+    steps = [entry for entry in log if entry["kind"] == "step" and "loss" in entry]  # not the SCST steps
     epochs = [entry for entry in log if entry["kind"] == "epoch"]
     figure, (loss_axis, perplexity_axis, score_axis) = plt.subplots(1, 3, figsize=(15, 3.8))
     x = [entry["step"] for entry in steps]

@@ -230,3 +230,37 @@ def test_interrupted_cosine_run_resumes_on_the_same_curve(synthetic_dir, tmp_pat
         assert torch.allclose(a["decoder"][key], b["decoder"][key], atol=1e-6), key
     steps = lambda out: [(entry["step"], entry["lr"]) for entry in train.read_log(out) if entry["kind"] == "step"]
     assert steps(tmp_path / "split") == steps(tmp_path / "straight")  # the same rate at every step
+
+
+def test_self_critical_epochs_train_the_decoder_for_cider_and_leave_the_cnn_alone(synthetic_dir, tmp_path,
+                                                                                  monkeypatch):
+    config = tiny_config(synthetic_dir, tmp_path, epochs=2, scst_epochs=1, scst_lr=1e-3, max_steps_per_epoch=3,
+                         lr_schedule="cosine")
+    real_step, seen = train.scst_step, {}
+
+    def remember_first(run, batch):
+        if not seen:
+            seen["encoder"] = {k: v.clone() for k, v in run.encoder.state_dict().items()}
+            seen["decoder"] = {k: v.clone() for k, v in run.decoder.state_dict().items()}
+            seen["epoch"] = run.epoch
+        return real_step(run, batch)
+    monkeypatch.setattr(train, "scst_step", remember_first)
+    train.train(config, progress=False)
+    assert seen["epoch"] == 1  # only the last epoch is self-critical
+    state = load_checkpoint(tmp_path / "last.pt")
+    for key, value in seen["encoder"].items():
+        assert torch.equal(state["encoder"][key], value), key  # BatchNorm statistics included
+    assert any(not torch.equal(state["decoder"][key], value) for key, value in seen["decoder"].items())
+    log = train.read_log(tmp_path)
+    steps = [entry for entry in log if entry["kind"] == "step" and entry["epoch"] == 2]
+    assert steps and all("reward" in entry and entry["lr"] == 1e-3 for entry in steps)
+    epochs = [entry for entry in log if entry["kind"] == "epoch"]
+    assert "train_loss" in epochs[0] and "train_reward" in epochs[1] and epochs[1]["train_reward"] >= 0
+    assert [entry["kind"] for entry in log].count("scst") == 1
+
+
+def test_scst_settings_are_checked():
+    with pytest.raises(ValueError, match="scst_samples"):
+        Config(scst_samples=1).validate()
+    with pytest.raises(ValueError, match="scst_epochs"):
+        Config(epochs=3, scst_epochs=4).validate()
