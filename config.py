@@ -97,6 +97,9 @@ class Config:
         if self.scst_samples < 2:
             raise ValueError(f"scst_samples must be at least 2 (each sample's baseline is the others' reward), "
                              f"got {self.scst_samples}")
+        if self.scst_epochs and self.early_stop_patience:
+            raise ValueError("early_stop_patience and scst_epochs do not combine (stopping early would skip the "
+                             "self-critical epochs): set one of them to 0")
         if not 0 <= self.scst_epochs <= self.epochs:
             raise ValueError(f"scst_epochs must be between 0 and epochs ({self.epochs}), got {self.scst_epochs}")
         if not 0.0 <= self.dropout < 1.0:

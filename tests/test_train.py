@@ -264,3 +264,5 @@ def test_scst_settings_are_checked():
         Config(scst_samples=1).validate()
     with pytest.raises(ValueError, match="scst_epochs"):
         Config(epochs=3, scst_epochs=4).validate()
+    with pytest.raises(ValueError, match="do not combine"):
+        Config(epochs=3, scst_epochs=1, early_stop_patience=2).validate()
