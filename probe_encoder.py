@@ -67,10 +67,9 @@ def probe(data_dir: Path, image_size: int, epochs: int, backbone: str = "resnet5
     device = torch.device("cpu")
     train_x, train_y, _ = load_split(data_dir, "train", image_size, max_images)
     val_x, val_y, val_counts = load_split(data_dir, "val", image_size, max_images)
-    encoder = EncoderCNN(len(LABELS), backbone, pretrained="no", train_backbone="yes")
-    if not zero_init:  # torchvision's initialisation of the residual branches' last BatchNorm
-        fresh = EncoderCNN(len(LABELS), backbone, pretrained="no", train_backbone="no")
-        encoder.backbone.load_state_dict(fresh.backbone.state_dict())
+    # A backbone built frozen keeps torchvision's initialisation; unfrozen afterwards, it trains from there.
+    encoder = EncoderCNN(len(LABELS), backbone, pretrained="no", train_backbone="yes" if zero_init else "no")
+    encoder.set_backbone_trainable(True)
     model = encoder.to(device, memory_format=torch.channels_last)  # its projection is the 16-label classifier
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     reports, started = [], time.time()

@@ -30,7 +30,7 @@ from checkpoint import (CheckpointError, load_checkpoint, load_weights, make_dec
 from config import Config, add_config_arguments, config_from_args, make_config
 from data_loader import Batch, annotation_path, build_transform, get_loader, load_coco
 from model import DecoderRNN, EncoderCNN, decode, encoder_autocast
-from vocabulary import Vocabulary, get_vocabulary
+from vocabulary import Vocabulary, get_vocabulary, is_punctuation
 
 LOG_NAME = "train_log.jsonl"
 # What a resumed run takes from the caller (more epochs, another machine, data that moved); the rest from last.pt.
@@ -43,8 +43,9 @@ RESUME_KEYS = ("epoch", "batches_done", "global_step", "optimizer", "scheduler",
 
 class CosineSchedule:
     """Cosine decay of each parameter group's learning rate, from its configured value at the first step of the run
-    to zero after its last, set before every step from the run's position (epoch, batch), so that a resumed run
-    continues on the same curve. For a fixed budget of epochs; with --resume and more --epochs, the curve stretches.
+    to zero after the last cross-entropy epoch, set before every step from the run's position (epoch, batch), so that
+    a resumed run continues on the same curve. For a fixed budget of epochs; with --resume and more --epochs, the
+    curve stretches.
 
     Speaks ReduceLROnPlateau's language for the rest of train.py: step(score) after an epoch (nothing to do here),
     state_dict and load_state_dict.
@@ -265,7 +266,7 @@ def start_scst(run: Run, loader) -> None:
     """Build the reward: CIDEr with document frequencies from the training captions, as word ids."""
     vocab = run.vocab
     run.scst_skip = {vocab.pad_index, vocab.start_index, vocab.end_index} | {
-        vocab(word) for word in vocab.to_dict()["words"] if not any(character.isalnum() for character in word)}
+        vocab(word) for word in vocab.to_dict()["words"] if is_punctuation(word)}
     dataset = loader.dataset
     run.reward = metrics.CorpusCider([reward_tokens(run, [vocab(word) for word in words])
                                       for words in dataset.captions[image_id]] for image_id in dataset.image_ids)
@@ -332,6 +333,9 @@ def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
     if scst and run.reward is None:
         start_scst(run, loader)
         log({"kind": "scst", "epoch": run.epoch + 1, "lr": run.config.scst_lr, "samples": run.config.scst_samples})
+    if scst:
+        for group in run.optimizer.param_groups:  # only the decoder gets gradients
+            group["lr"] = run.config.scst_lr
     loader.batch_sampler.set_epoch(run.epoch, start_batch=run.batches_done)
     limit = run.config.max_steps_per_epoch or len(loader.batch_sampler)
     steps = min(limit, len(loader.batch_sampler))  # in this epoch
@@ -341,10 +345,7 @@ def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
         if run.batches_done >= limit:
             break
         step, loss = run.global_step, None
-        if scst:
-            for group in run.optimizer.param_groups:  # only the decoder gets gradients
-                group["lr"] = run.config.scst_lr
-        elif isinstance(run.scheduler, CosineSchedule):
+        if isinstance(run.scheduler, CosineSchedule) and not scst:
             planned = run.config.epochs - run.config.scst_epochs  # the cross-entropy epochs
             run.scheduler.set_position((run.epoch + run.batches_done / steps) / planned)
         # A step and the counters that record it happen together: an interrupt takes effect after the step, so a

@@ -47,7 +47,7 @@ def tokenize(caption: str) -> list[str]:
     return [token for sentence in sentences for token in _WORD_TOKENIZER.tokenize(sentence)]
 
 
-def _is_punctuation(token: str) -> bool:
+def is_punctuation(token: str) -> bool:
     return not any(character.isalnum() for character in token)
 
 
@@ -145,7 +145,7 @@ class Vocabulary:
     def clean_sentence(self, ids: Iterable[int]) -> str:
         """Decode ids into a readable caption: no special tokens, no trailing punctuation."""
         words = [word for word in self.decode(ids) if word != self.UNK]
-        while words and _is_punctuation(words[-1]):
+        while words and is_punctuation(words[-1]):
             words.pop()
         return " ".join(words)
 
