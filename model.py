@@ -58,7 +58,8 @@ def zero_init_residual(resnet: nn.Module) -> None:
 
     What torchvision's zero_init_residual=True does (Goyal et al. 2017). For a ResNet trained from scratch it is the
     difference between learning in a few epochs and barely at all: on the synthetic set, a ResNet-50 at 64 px told
-    to name the shapes' colours got 78% right after one epoch with it and 45% without (probe_encoder.py, README).
+    to name the shapes' colours got 78% right after one epoch with it and 64% without (probe_encoder.py, README),
+    and in the captioning pipeline it raised validation CIDEr after 12 epochs from 1.37 to 1.93.
     Only for random initialisation: pretrained weights are left as they are.
     """
     for module in resnet.modules():
