@@ -100,8 +100,11 @@ class Config:
         if self.scst_epochs and self.early_stop_patience:
             raise ValueError("early_stop_patience and scst_epochs do not combine (stopping early would skip the "
                              "self-critical epochs): set one of them to 0")
-        if not 0 <= self.scst_epochs <= self.epochs:
-            raise ValueError(f"scst_epochs must be between 0 and epochs ({self.epochs}), got {self.scst_epochs}")
+        if self.scst_epochs < 0:
+            raise ValueError(f"scst_epochs must be at least 0, got {self.scst_epochs}")
+        if self.scst_epochs > self.epochs:
+            raise ValueError(f"scst_epochs ({self.scst_epochs}) is more than epochs ({self.epochs}): the self-critical "
+                             f"epochs are the last scst_epochs of the epochs, so lower scst_epochs too (0 for none)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.resize_size < self.image_size:
@@ -145,11 +148,15 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     return {**values, "recipe": str(path)}
 
 
-def make_config(recipe: str | Path | None = None, **overrides: Any) -> Config:
-    """Defaults, then the recipe file, then explicit overrides (None values are ignored)."""
+def make_config(recipe: str | Path | None = None, check: bool = True, **overrides: Any) -> Config:
+    """Defaults, then the recipe file, then explicit overrides (None values are ignored).
+
+    check=False leaves validation to the caller: a resumed run checks its settings once merged with the checkpoint's.
+    """
     values = load_recipe(recipe) if recipe else {}
     values.update({key: value for key, value in overrides.items() if value is not None})
-    return Config.from_dict(values).validate()
+    config = Config.from_dict(values)
+    return config.validate() if check else config
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -167,10 +174,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                                 help=f"default {item.default!r}")
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Config from parsed arguments made by add_config_arguments."""
+def config_from_args(args: argparse.Namespace, check: bool = True) -> Config:
+    """Config from parsed arguments made by add_config_arguments (check: as in make_config)."""
     names = [item.name for item in dataclasses.fields(Config) if item.name != "recipe"]
-    return make_config(args.config, **{name: getattr(args, name) for name in names})
+    return make_config(args.config, check=check, **{name: getattr(args, name) for name in names})
 
 
 def _parse_bool(text: str) -> bool:

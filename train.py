@@ -34,8 +34,9 @@ from vocabulary import Vocabulary, get_vocabulary, is_punctuation
 
 LOG_NAME = "train_log.jsonl"
 # What a resumed run takes from the caller (more epochs, another machine, data that moved); the rest from last.pt.
-# scst_epochs too, so that a finished run can go on with self-critical epochs (--epochs 11 --scst-epochs 1).
-RESUMABLE = ("epochs", "device", "num_workers", "data_dir", "scst_epochs")
+# The self-critical settings too, so that a finished run can go on with self-critical epochs at a rate of one's
+# choosing (--epochs 11 --scst-epochs 1 --scst-lr 1e-5).
+RESUMABLE = ("epochs", "device", "num_workers", "data_dir", "scst_epochs", "scst_lr", "scst_samples")
 # What --resume reads from last.pt besides the weights, config and vocabulary.
 RESUME_KEYS = ("epoch", "batches_done", "global_step", "optimizer", "scheduler", "scaler", "best_score",
                "stale_epochs", "fine_tuning", "encoder_pretrained", "history", "skipped_images", "torch_rng")
@@ -479,7 +480,7 @@ def prepare(config: Config, resume: bool, given: Iterable[str] | None = None) ->
     """A fresh run, or with resume the run last.pt left off (its hyperparameters win over the config's).
 
     given names the settings the caller chose (the command line's flags; None = all of config). A resumed run
-    takes epochs, device, num_workers and data_dir from them; any other given setting must agree with last.pt.
+    takes the RESUMABLE ones from them; any other given setting must agree with last.pt.
     The run's folder is config.out, wherever the checkpoint was first written.
     """
     last = Path(config.out) / "last.pt"
@@ -500,7 +501,7 @@ def prepare(config: Config, resume: bool, given: Iterable[str] | None = None) ->
     trainable = {"yes": True, "no": False, "auto": not state["encoder_pretrained"]}[saved.train_backbone]
     chosen = {name: getattr(config, name) for name in RESUMABLE if name in given}
     run = build_run(saved.replace(**chosen, out=config.out, pretrained="no",
-                                  train_backbone="yes" if trainable else "no"),
+                                  train_backbone="yes" if trainable else "no").validate(),
                     vocab=Vocabulary.from_dict(state["vocab"]))
     restore(run, state)
     run.config = run.config.replace(pretrained=saved.pretrained, train_backbone=saved.train_backbone)
@@ -541,7 +542,9 @@ def train(config: Config | None = None, resume: bool = False, progress: bool = T
 
     given: with resume, the config fields the caller set on purpose (see prepare); None = all of them.
     """
-    config = (config or Config()).replace(**overrides).validate()
+    config = (config or Config()).replace(**overrides)
+    if not resume:  # a resumed run checks its settings once merged with the checkpoint's (prepare)
+        config.validate()
     run = prepare(config, resume, None if given is None else set(given) | set(overrides))
     remove_partial_saves(run.out)  # half-written checkpoints of a killed run; last.pt and best.pt are intact
     log = open_log(run.out, fresh=not resume)
@@ -595,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     given = [item.name for item in dataclasses.fields(Config) if getattr(args, item.name, None) is not None]
     try:
-        config = config_from_args(args)
+        config = config_from_args(args, check=not args.resume)
         train(config, resume=args.resume, progress=not args.no_progress, given=given)
     except KeyboardInterrupt:
         return 130

@@ -25,7 +25,7 @@ from vocabulary import Vocabulary
 
 TINY_FLAGS = ["--config", "configs/synthetic.json", "--backbone", "resnet18", "--image-size", "32",
               "--resize-size", "32", "--embed-size", "16", "--hidden-size", "32", "--vocab-threshold", "1",
-              "--precision", "fp32", "--no-progress"]
+              "--precision", "fp32", "--scst-epochs", "0", "--no-progress"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -112,6 +112,18 @@ def test_resuming_with_other_model_sizes_is_refused(trained_checkpoint, tmp_path
     assert train.main(["--out", str(out), "--resume", "--hidden-size", "99"]) == 2
     message = one_line_error(capsys.readouterr().err)
     assert "hidden_size 99" in message and "64" in message
+
+
+def test_a_resumed_run_is_checked_with_its_own_settings_not_the_recipes(trained_checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained_checkpoint.parent, out)
+    # The recipe plans 5 self-critical epochs of 15; this run was trained without any, so 3 epochs are fine...
+    assert train.main(["--config", "configs/synthetic.json", "--out", str(out), "--resume", "--epochs", "3",
+                       "--no-progress"]) == 0
+    assert load_checkpoint(out / "last.pt")["epoch"] == 3
+    # ... and settings given on resume are checked once merged with the checkpoint's.
+    assert train.main(["--out", str(out), "--resume", "--epochs", "4", "--scst-epochs", "5"]) == 2
+    assert "scst_epochs (5) is more than epochs (4)" in one_line_error(capsys.readouterr().err)
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.skipif(os.name != "posix", reason="sends POSIX signals
               pytest.mark.usefixtures("one_thread")]
 
 TINY_FLAGS = ["--backbone", "resnet18", "--image-size", "32", "--resize-size", "32", "--embed-size", "16",
-              "--hidden-size", "32", "--vocab-threshold", "1", "--precision", "fp32", "--no-progress"]
+              "--hidden-size", "32", "--vocab-threshold", "1", "--precision", "fp32", "--scst-epochs", "0",
+              "--no-progress"]
 TRAIN_IMAGES = 40  # in the synthetic_dir fixture
 
 

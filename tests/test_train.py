@@ -157,7 +157,7 @@ def test_cli_overrides_recipe(synthetic_dir, tmp_path):
     code = train.main(["--config", "configs/synthetic.json", "--data-dir", str(synthetic_dir), "--out",
                        str(tmp_path), "--backbone", "resnet18", "--image-size", "32", "--resize-size", "32",
                        "--hidden-size", "48", "--embed-size", "16", "--epochs", "1", "--max-steps-per-epoch", "2",
-                       "--vocab-threshold", "1", "--no-progress"])
+                       "--vocab-threshold", "1", "--scst-epochs", "0", "--no-progress"])
     assert code == 0
     config = Config.from_dict(load_checkpoint(tmp_path / "last.pt")["config"])
     assert config.hidden_size == 48 and config.recipe == "configs/synthetic.json"
@@ -257,6 +257,18 @@ def test_self_critical_epochs_train_the_decoder_for_cider_and_leave_the_cnn_alon
     epochs = [entry for entry in log if entry["kind"] == "epoch"]
     assert "train_loss" in epochs[0] and "train_reward" in epochs[1] and epochs[1]["train_reward"] >= 0
     assert [entry["kind"] for entry in log].count("scst") == 1
+
+
+def test_a_finished_run_goes_on_with_self_critical_epochs_at_the_rate_given(synthetic_dir, tmp_path):
+    train.train(tiny_config(synthetic_dir, tmp_path, max_steps_per_epoch=2), progress=False)
+    # As from the command line: only the flags given are the caller's; the rest comes from last.pt.
+    train.train(tiny_config(synthetic_dir, tmp_path, epochs=2, scst_epochs=1, scst_lr=2e-4, scst_samples=3,
+                            max_steps_per_epoch=2),
+                resume=True, progress=False, given={"epochs", "scst_epochs", "scst_lr", "scst_samples"})
+    log = train.read_log(tmp_path)
+    assert [(entry["lr"], entry["samples"]) for entry in log if entry["kind"] == "scst"] == [(2e-4, 3)]
+    steps = [entry for entry in log if entry["kind"] == "step" and entry["epoch"] == 2]
+    assert len(steps) == 2 and all("reward" in entry and entry["lr"] == 2e-4 for entry in steps)
 
 
 def test_scst_settings_are_checked():
