@@ -118,6 +118,9 @@ def plot_training(log: list[dict], smooth: int = 10) -> plt.Figure:
             score_axis.plot(numbers, [entry[key] for entry in epochs], marker="o", label=f"val {key}")
     if epochs:
         score_axis.plot(numbers, [entry["val_loss"] for entry in epochs], marker="s", ls="--", label="val loss")
+    first_scst = next((entry["epoch"] for entry in log if entry["kind"] == "scst"), None)
+    if first_scst is not None:  # from here the decoder trains for CIDEr, and its cross-entropy loss may rise
+        score_axis.axvline(first_scst - 0.5, color="gray", ls=":", label="self-critical from here")
     score_axis.set(xlabel="epoch", title="validation (generated captions)")
     score_axis.legend()
     figure.tight_layout()
