@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 import metrics
 from checkpoint import (CheckpointError, load_checkpoint, load_weights, make_decoder, remove_partial_saves,
                         save_checkpoint)
-from config import Config, add_config_arguments, config_from_args, make_config
+from config import Config, add_config_arguments, config_from_args
 from data_loader import Batch, annotation_path, build_transform, get_loader, load_coco
 from model import DecoderRNN, EncoderCNN, decode, encoder_autocast
 from vocabulary import Vocabulary, get_vocabulary, is_punctuation
