@@ -598,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     given = [item.name for item in dataclasses.fields(Config) if getattr(args, item.name, None) is not None]
     try:
-        config = config_from_args(args, check=not args.resume)
+        config = config_from_args(args, check=False)  # train() checks it, merged with last.pt when resuming
         train(config, resume=args.resume, progress=not args.no_progress, given=given)
     except KeyboardInterrupt:
         return 130
