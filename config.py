@@ -76,8 +76,9 @@ class Config:
 
     # --- runtime --------------------------------------------------------------------------------------------
     device: str = "auto"  # auto = CUDA when available
-    precision: str = "auto"  # training autocast and the encoder's at inference: bf16 on CPUs that support it,
-    # bf16/fp16 on CUDA, else fp32 (decoding and the losses stay fp32)
+    precision: str = "auto"  # training autocast and the encoder's at inference. auto: bf16 on CPUs with native bf16
+    # (AVX512-BF16 or AMX), fp32 on other CPUs (bf16 is emulated there, and slower), AMP on CUDA (runtime.py);
+    # decoding and the losses stay fp32
     feature_cache: str = "auto"  # auto = cache pooled features when the backbone is frozen
     num_workers: int = 0  # DataLoader worker processes
     seed: int = 0

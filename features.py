@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from config import Config
 from data_loader import DRAFT_TOLERANCE, annotation_path, build_transform, get_loader, write_json_atomic
-from model import EncoderCNN, autocast_dtype, encoder_autocast
+from model import EncoderCNN
+from runtime import autocast_dtype, encoder_autocast
 
 CACHE_VERSION = 2
 EXTRACT_BATCH = 64  # images per forward pass when extracting features

@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 
 from checkpoint import build_models, load_checkpoint
 from data_loader import ImageLoadError, build_transform, get_loader, load_image
-from model import decode, encoder_autocast
-from train import resolve_device
+from model import decode
+from runtime import encoder_autocast, resolve_device
 
 
 class Captioner:

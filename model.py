@@ -1,7 +1,6 @@
 """Model: ResNet encoder (image -> feature vector) and LSTM decoder (feature -> words), with greedy and beam decoding."""
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -261,40 +260,6 @@ class DecoderRNN(nn.Module):
         final = scores / lengths.clamp(min=1) ** length_penalty if length_penalty else scores
         best = final.argmax(dim=-1)  # (batch,)
         return sequences[torch.arange(batch, device=features.device), best]
-
-
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype for the encoder on this device (None = full fp32), following precision = auto/fp32/..."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_supports_bf16():
-        return torch.bfloat16
-    return None
-
-
-def cpu_supports_bf16() -> bool:
-    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast is a real speed-up."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def encoder_autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Autocast context for the CNN, and for the whole forward pass while training (train.train_step).
-
-    Decoding (greedy, beam search) stays fp32: it is cheap, and an argmax over close scores is precision-sensitive.
-    """
-    dtype = autocast_dtype(device, precision)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def decode(decoder: DecoderRNN, features: torch.Tensor, beam_size: int = 1, max_len: int = 20) -> torch.Tensor:

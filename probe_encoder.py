@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from data_loader import annotation_path, build_transform, image_path, load_image
-from model import EncoderCNN, encoder_autocast
+from model import EncoderCNN
+from runtime import encoder_autocast
 from synthetic_data import COLOURS, SHAPES
 
 LABELS = list(COLOURS) + list(SHAPES)

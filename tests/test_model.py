@@ -167,13 +167,6 @@ def test_beam_search_sequences_end_at_end_token():
         assert words[-1] == decoder.end_index
 
 
-def test_autocast_dtype_follows_precision():
-    cpu = torch.device("cpu")
-    assert model.autocast_dtype(cpu, "fp32") is None
-    assert model.autocast_dtype(cpu, "bf16") is torch.bfloat16
-    assert model.autocast_dtype(cpu, "auto") in (None, torch.bfloat16)
-
-
 def test_sampled_captions_carry_their_log_probabilities():
     torch.manual_seed(0)
     decoder = DecoderRNN(8, 16, VOCAB)

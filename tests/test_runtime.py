@@ -1,0 +1,90 @@
+"""Precision auto: bf16 only on CPUs that compute it natively, fp32 on the rest, AMP on CUDA; said in one line."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import runtime
+from runtime import CpuFeatures
+
+CPU = torch.device("cpu")
+SAPPHIRE_RAPIDS = CpuFeatures("x86_64", avx512=True, avx512_bf16=True, amx_bf16=True)
+EPYC_GENOA = CpuFeatures("x86_64", avx512=True, avx512_bf16=True)
+XEON_AVX512 = CpuFeatures("x86_64", avx512=True)  # Ice Lake, Skylake-SP: oneDNN emulates bf16 there
+LAPTOP_AVX2 = CpuFeatures("x86_64")
+APPLE_M = CpuFeatures("arm64")
+GRAVITON = CpuFeatures("aarch64")
+
+
+@pytest.fixture
+def cpu_is(monkeypatch):
+    """Make runtime believe it runs on a CPU with the given features."""
+    def pretend(features: CpuFeatures) -> None:
+        monkeypatch.setattr(runtime, "cpu_features", lambda: features)
+    return pretend
+
+
+@pytest.mark.parametrize("features, expected, because", [
+    (SAPPHIRE_RAPIDS, torch.bfloat16, "natively (AMX)"),
+    (EPYC_GENOA, torch.bfloat16, "natively (AVX512-BF16)"),
+    (XEON_AVX512, None, "AVX-512 but no AVX512-BF16 or AMX"),
+    (LAPTOP_AVX2, None, "no native bf16"),
+    (APPLE_M, None, "ARM CPU"),
+    (GRAVITON, None, "ARM CPU"),
+])
+def test_auto_picks_bf16_only_where_the_cpu_computes_it_natively(cpu_is, features, expected, because):
+    cpu_is(features)
+    assert runtime.autocast_dtype(CPU, "auto") is expected
+    line = runtime.describe_precision(CPU, "auto")
+    assert line.startswith(f"precision: {'bf16 autocast' if expected else 'fp32'} on cpu") and because in line
+    assert "\n" not in line
+
+
+def test_an_explicit_precision_is_kept_whatever_the_cpu(cpu_is):
+    cpu_is(XEON_AVX512)
+    assert runtime.autocast_dtype(CPU, "bf16") is torch.bfloat16
+    assert runtime.describe_precision(CPU, "bf16") == "precision: bf16 autocast on cpu (asked for)"
+    cpu_is(SAPPHIRE_RAPIDS)
+    assert runtime.autocast_dtype(CPU, "fp32") is None
+
+
+def test_encoder_autocast_follows_the_choice(cpu_is):
+    cpu_is(XEON_AVX512)
+    with runtime.encoder_autocast(CPU, "auto"):
+        assert not torch.is_autocast_enabled("cpu")
+    cpu_is(EPYC_GENOA)
+    with runtime.encoder_autocast(CPU, "auto"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") is torch.bfloat16
+
+
+@pytest.mark.parametrize("bf16, expected", [(True, torch.bfloat16), (False, torch.float16)])
+def test_cuda_keeps_its_amp_choice(monkeypatch, bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    assert runtime.autocast_dtype(torch.device("cuda"), "auto") is expected
+    assert "AMP" in runtime.describe_precision(torch.device("cuda"), "auto")
+
+
+def test_cpu_features_come_from_the_flags_where_torch_cannot_tell(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n\n"
+                       "processor\t: 1\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert runtime.proc_cpuinfo_flags(cpuinfo) >= {"avx512f", "avx512_bf16"}
+    assert runtime.proc_cpuinfo_flags(tmp_path / "missing") == set()  # not Linux: no such file
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    read = runtime.proc_cpuinfo_flags
+    monkeypatch.setattr(runtime, "proc_cpuinfo_flags", lambda: read(cpuinfo))
+    runtime.cpu_features.cache_clear()
+    try:
+        features = runtime.cpu_features()
+        assert features.avx512 and features.avx512_bf16 and not features.amx_bf16 and features.native_bf16
+    finally:
+        runtime.cpu_features.cache_clear()
+
+
+def test_this_machines_choice_matches_its_flags():
+    flags = runtime.proc_cpuinfo_flags()
+    if not flags:
+        pytest.skip("no /proc/cpuinfo here")
+    native = bool({"avx512_bf16", "amx_bf16"} & flags)
+    assert runtime.cpu_features().native_bf16 == native
+    assert runtime.autocast_dtype(CPU, "auto") is (torch.bfloat16 if native else None)
