@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -29,7 +30,8 @@ from checkpoint import (CheckpointError, load_checkpoint, load_weights, make_dec
                         save_checkpoint)
 from config import Config, add_config_arguments, config_from_args
 from data_loader import Batch, annotation_path, build_transform, get_loader, load_coco
-from model import DecoderRNN, EncoderCNN, decode, encoder_autocast
+from model import DecoderRNN, EncoderCNN, decode
+from runtime import autocast_dtype, describe_precision, encoder_autocast, resolve_device
 from vocabulary import Vocabulary, get_vocabulary, is_punctuation
 
 LOG_NAME = "train_log.jsonl"
@@ -103,13 +105,6 @@ class Run:
         return Path(self.config.out)
 
 
-def resolve_device(name: str) -> torch.device:
-    """cuda when asked or (auto) available, else cpu."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
-    return torch.device("cuda" if name in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
-
-
 def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
     """Vocabulary (built or loaded unless given), models, optimizer and schedule for a fresh run."""
     torch.manual_seed(config.seed)
@@ -135,8 +130,8 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
         mode = "min" if config.val_metric == "loss" else "max"
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=config.lr_factor,
                                                                patience=config.lr_patience)
-    dtype = torch.float16 if device.type == "cuda" and config.precision == "fp16" else None
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    # fp16 (asked for, or auto on a GPU without bf16) needs its gradients scaled; bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, config.precision) is torch.float16)
     return Run(config, device, vocab, encoder, decoder, optimizer, scheduler, scaler,
                encoder_pretrained=encoder.pretrained)
 
@@ -186,7 +181,9 @@ def make_loader(run: Run, mode: str, split: str):
     features = None
     if use_feature_cache(run):
         from features import feature_store  # only needed with a frozen backbone
-        features = feature_store(run.encoder, config, split, run.device)
+        # A backbone this run trained has features of its own, which belong with the run, not with the data.
+        cache_dir = run.out / "cache" if in_scst(run) and backbone_trained_here(run) else None
+        features = feature_store(run.encoder, config, split, run.device, cache_dir=cache_dir)
     return get_loader(transform, mode=mode, batch_size=config.batch_size, num_workers=config.num_workers,
                       data_dir=config.data_dir, split=split, vocab=run.vocab, features=features,
                       seed=config.seed, max_caption_length=config.max_caption_length,
@@ -194,8 +191,14 @@ def make_loader(run: Run, mode: str, split: str):
 
 
 def use_feature_cache(run: Run) -> bool:
-    """Cached pooled features stand in for images while nothing before the projection layer is trained."""
-    return run.config.feature_cache == "auto" and not run.encoder.backbone_trainable
+    """Cached pooled features stand in for images while nothing before the projection layer is trained: with a
+    frozen backbone, and in the self-critical epochs, which train the decoder alone."""
+    return run.config.feature_cache == "auto" and (not run.encoder.backbone_trainable or in_scst(run))
+
+
+def backbone_trained_here(run: Run) -> bool:
+    """Whether this run changed the backbone's weights (trained from scratch, or fine-tuned)."""
+    return run.encoder.backbone_trainable or run.fine_tuning
 
 
 def encode(run: Run, batch: Batch) -> torch.Tensor:
@@ -555,6 +558,9 @@ def train(config: Config | None = None, resume: bool = False, progress: bool = T
         log({"kind": "resume", "message": message, "epoch": run.epoch + 1, "step": run.global_step})
     else:
         log({"kind": "start", "config": run.config.to_dict(), "device": str(run.device)})
+    precision = describe_precision(run.device, run.config.precision)
+    print(precision)
+    log({"kind": "precision", "message": precision})
     run.vocab.save(run.config.vocab_path)
     try:
         train_epochs(run, log, progress)
@@ -580,11 +586,43 @@ def train_epochs(run: Run, log, progress: bool) -> None:
         scores = validate(run, make_loader(run, "val", run.config.val_split), progress)
         scores = {"train_reward" if scst else "train_loss": train_loss, **scores,
                   "seconds": round(time.time() - started, 1)}
-        summary = ", ".join(f"{key} {value:.4g}" for key, value in scores.items())
-        tqdm.write(f"epoch {run.epoch + 1}/{run.config.epochs}: {summary}")
-        if end_of_epoch(run, scores, log):
+        stop = end_of_epoch(run, scores, log)
+        tqdm.write(epoch_summary(run, scores))
+        if stop:
             tqdm.write(f"no improvement in {run.stale_epochs} epochs: stopping early")
             break
+
+
+def epoch_summary(run: Run, scores: dict[str, float]) -> str:
+    """One line after an epoch: its scores, how long it took and about how long the run has left."""
+    shown = ("train_loss", "train_reward", "val_loss", "Bleu_4", "CIDEr")
+    summary = ", ".join(f"{key} {scores[key]:.4g}" for key in shown if key in scores)
+    return f"epoch {run.epoch}/{run.config.epochs}: {summary}; {scores['seconds']:.0f} s, " \
+           f"{format_duration(time_left(run))} left"
+
+
+def time_left(run: Run) -> float:
+    """Seconds the remaining epochs should take, from the mean time of the epochs of each kind run so far (a
+    self-critical epoch not yet seen is assumed to take as long as a cross-entropy one)."""
+    timed = [entry for entry in run.history if "seconds" in entry]
+    cross_entropy = [entry["seconds"] for entry in timed if "train_loss" in entry]
+    self_critical = [entry["seconds"] for entry in timed if "train_reward" in entry] or cross_entropy
+    if not cross_entropy and not self_critical:
+        return 0.0
+    first_scst = run.config.epochs - run.config.scst_epochs if run.config.scst_epochs else run.config.epochs
+    remaining_ce = max(first_scst - run.epoch, 0)
+    remaining_scst = run.config.epochs - max(run.epoch, first_scst)
+    mean = statistics.fmean
+    return remaining_ce * mean(cross_entropy or self_critical) + remaining_scst * mean(self_critical)
+
+
+def format_duration(seconds: float) -> str:
+    """"40 s", "12 min", "1.5 h"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def main(argv: list[str] | None = None) -> int:

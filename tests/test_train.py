@@ -243,8 +243,10 @@ def test_self_critical_epochs_train_the_decoder_for_cider_and_leave_the_cnn_alon
             seen["encoder"] = {k: v.clone() for k, v in run.encoder.state_dict().items()}
             seen["decoder"] = {k: v.clone() for k, v in run.decoder.state_dict().items()}
             seen["epoch"] = run.epoch
+        seen.setdefault("inputs", set()).add(batch.images.dim())
         return real_step(run, batch)
     monkeypatch.setattr(train, "scst_step", remember_first)
+    data_caches = set(synthetic_dir.glob("cache/*"))
     train.train(config, progress=False)
     assert seen["epoch"] == 1  # only the last epoch is self-critical
     state = load_checkpoint(tmp_path / "last.pt")
@@ -257,6 +259,11 @@ def test_self_critical_epochs_train_the_decoder_for_cider_and_leave_the_cnn_alon
     epochs = [entry for entry in log if entry["kind"] == "epoch"]
     assert "train_loss" in epochs[0] and "train_reward" in epochs[1] and epochs[1]["train_reward"] >= 0
     assert [entry["kind"] for entry in log].count("scst") == 1
+    # The CNN is fixed in those epochs, so its pooled features are computed once and cached (batches hold
+    # (images, 2048) rows, not pixels), with the run, since the weights are the run's own.
+    assert seen["inputs"] == {2}
+    assert {path.name.split("_")[1] for path in (tmp_path / "cache").glob("features_*.npy")} == {"train", "val"}
+    assert set(synthetic_dir.glob("cache/*")) == data_caches
 
 
 def test_a_finished_run_goes_on_with_self_critical_epochs_at_the_rate_given(synthetic_dir, tmp_path):
