@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 import papermill
 
@@ -27,15 +29,41 @@ def quick_parameters(work: str) -> dict[str, dict]:
                                   "figure_path": f"{work}/captions.png"}}
 
 
-def run_notebooks(parameters: dict[str, dict] | None = None, output_dir: str | Path | None = None) -> float:
-    """Execute the notebooks in order (in place unless output_dir); returns the seconds taken."""
+class CellOutput(io.TextIOBase):
+    """Where papermill copies what the cells print: to our stdout, indented under the notebook's name, without
+    the Java tokenizer's per-call token count (pycocoevalcap prints one each time captions are scored)."""
+
+    def __init__(self, stream: TextIO = sys.stdout) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip() and not line.startswith("PTBTokenizer tokenized"):
+                self.stream.write(f"    {line}\n")
+        self.stream.flush()
+        return len(text)
+
+
+def run_notebooks(parameters: dict[str, dict] | None = None, output_dir: str | Path | None = None,
+                  echo: bool = False) -> float:
+    """Execute the notebooks in order (in place unless output_dir); returns the seconds taken.
+
+    echo: print what the cells print (each training epoch with its validation score and the time left) as they run.
+    """
     started = time.time()
-    for name in NOTEBOOKS:
+    output = CellOutput() if echo else None
+    for number, name in enumerate(NOTEBOOKS, 1):
         target = Path(output_dir) / name if output_dir else ROOT / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        print(f"running {name} -> {target}", flush=True)
+        print(f"[{number}/{len(NOTEBOOKS)}] {name} -> {_shown(target)} ({(time.time() - started) / 60:.1f} min "
+              f"so far)", flush=True)
+        # The kernel's own log (its warning that a local kernel talks over TCP, its note of the interrupt that
+        # jupyter_client sends before every shutdown) is not about the notebook: errors in cells and a kernel that
+        # dies still reach us through papermill.
         papermill.execute_notebook(_shown(ROOT / name), _shown(target), parameters=(parameters or {}).get(name, {}),
-                                   cwd=str(ROOT), kernel_name="python3", progress_bar=False)
+                                   cwd=str(ROOT), kernel_name="python3", progress_bar=False,
+                                   stdout_file=output, stderr_file=output,
+                                   extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     return time.time() - started
 
 
@@ -56,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--quick needs --output-dir, so that the committed demo outputs are not replaced")
     parameters = quick_parameters(str(Path(args.output_dir).resolve())) if args.quick else None
     try:
-        seconds = run_notebooks(parameters, args.output_dir)
+        seconds = run_notebooks(parameters, args.output_dir, echo=True)
     except papermill.PapermillExecutionError as error:
         print(f"error: notebook failed: {error.ename}: {error.evalue}", file=sys.stderr)
         return 1
