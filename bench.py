@@ -7,17 +7,21 @@
 It writes a COCO-like synthetic set (640x480 JPEGs) to a temporary folder (or --data-dir, kept), then times:
 1. training (captions/s): projection + decoder from cached ResNet-50 features vs the original's step, where the
    frozen ResNet-50 runs in fp32 on one image per caption every step, images decoded with plain Pillow;
-2. feature extraction (images/s): bf16 autocast (CUDA: AMP) + channels_last vs fp32;
+2. feature extraction (images/s): fp32 NCHW (the original), fp32 + channels_last, bf16 autocast (CUDA: AMP) and
+   bf16 weights, side by side, the way `precision auto` picks marked;
 3. image loading + preprocessing (images/s): load_image's JPEG draft mode + Preprocess on uint8 tensors vs a
    full-size Pillow decode + torchvision's PIL transforms, with each way's difference from the original pixels;
 4. captioning (images/s): batched greedy vs one image at a time, and batched beam search, decoder only;
-5. loader start-up: the token cache warm vs tokenizing every caption again.
+5. loader start-up: the token cache warm vs tokenizing every caption again;
+6. one training step of the synthetic recipe (ResNet-50 trained from scratch at 96 px): fp32 vs bf16 autocast, the
+   one `precision auto` picks marked.
 Old and new ways are timed in alternating rounds and the median round is reported, so a change in machine load
 hits both alike. The last line printed is one JSON object of the figures (ratios are new/old: higher is better).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -42,15 +46,17 @@ from torchvision import transforms
 import synthetic_data
 import train
 from checkpoint import make_decoder
-from config import Config
+from config import Config, make_config
 from data_loader import (IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, annotation_path, build_transform,
                          get_loader, load_image, write_json_atomic)
 from features import EXTRACT_BATCH, FeatureStore, feature_store
-from model import DecoderRNN, autocast_dtype, encoder_autocast
+from model import DecoderRNN
+from runtime import autocast_dtype, resolve_device
 from vocabulary import Vocabulary, build_vocabulary
 
 
 COCO_TRAIN_CAPTIONS = 414_113  # captions in captions_train2014.json
+RECIPE = Path(__file__).resolve().parent / "configs" / "synthetic.json"  # the demo's recipe (section 6)
 
 
 @dataclass
@@ -73,13 +79,15 @@ class BenchSettings:
     warmup: int = 1  # untimed calls of each way first (allocator, oneDNN/cuDNN kernel choice)
     max_len: int = 20  # longest generated caption
     beam_size: int = 3
+    recipe_image_size: int = 0  # training-step section: 0 = the synthetic recipe's image size and batch
+    recipe_batch_size: int = 0
 
     @classmethod
     def quick(cls) -> "BenchSettings":
         """Tiny sizes: checks that every part runs, in seconds; the figures mean little."""
         return cls(images=8, width=320, height=240, image_size=112, resize_size=128, batch_size=4, extract_batch=8,
                    caption_batch=8, single_images=4, vocab_size=1000, token_captions=500, rounds=2,
-                   round_seconds=0.05)
+                   round_seconds=0.05, recipe_image_size=32, recipe_batch_size=4)
 
 
 @dataclass
@@ -257,33 +265,60 @@ def bench_training(settings: BenchSettings, config: Config, vocab: Vocabulary, d
     return rows, figures, new_run, store
 
 
+def precision_ways(device: torch.device) -> dict[str, tuple[torch.dtype | None, bool, bool]]:
+    """The ways of running the ResNet that bench times: name -> (autocast dtype, bf16 weights, channels_last).
+
+    The first is the original (fp32, NCHW); precision auto runs the pipeline's own way, channels_last with the
+    dtype runtime.autocast_dtype picks.
+    """
+    reduced = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    name = precision_name(reduced)
+    return {"fp32, NCHW": (None, False, False), "fp32 + channels_last": (None, False, True),
+            f"{name} autocast + channels_last": (reduced, False, True),
+            f"{name} weights + channels_last": (reduced, True, True)}
+
+
+def auto_way(device: torch.device, ways: dict[str, tuple[torch.dtype | None, bool, bool]]) -> str:
+    """The name of the way that precision auto runs on this device."""
+    dtype = autocast_dtype(device, "auto")
+    return next(name for name, (autocast, weights, channels_last) in ways.items()
+                if autocast is dtype and not weights and channels_last)
+
+
 def bench_encoder(settings: BenchSettings, config: Config, run: train.Run, device: torch.device
                   ) -> tuple[list[Row], dict]:
-    """Feature extraction images/s: autocast + channels_last vs fp32, and whether the captions stay the same.
+    """Feature extraction images/s in each precision and layout, the one precision auto picks marked, and whether
+    the captions stay the same in bf16.
 
     Batches are as large as features.extract_features makes them (settings.extract_batch), not training batches.
     """
     loader = get_loader(build_transform(config.image_size, config.resize_size), mode="test",
                         batch_size=settings.extract_batch, data_dir=config.data_dir, split=config.train_split)
     images = next(iter(loader)).images.to(device)  # (batch, 3, image_size, image_size)
-    fast_encoder = run.encoder.eval()
-    fp32_encoder = copy.deepcopy(fast_encoder).to(memory_format=torch.contiguous_format)
-    fast_images = images.contiguous(memory_format=torch.channels_last)
-    outputs = {}
+    encoder = run.encoder.eval()
+    ways = precision_ways(device)
+    outputs: dict[str, torch.Tensor] = {}
 
-    @torch.no_grad()
-    def fp32() -> int:
-        outputs["fp32"] = fp32_encoder.pooled_features(images)
-        return images.size(0)
+    def timed(name: str, autocast: torch.dtype | None, weights: bool, channels_last: bool) -> Callable[[], int]:
+        model = copy.deepcopy(encoder).to(memory_format=torch.channels_last if channels_last
+                                          else torch.contiguous_format)
+        inputs = images.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        if weights:
+            model, inputs = model.to(autocast), inputs.to(autocast)
+        context = (lambda: torch.autocast(device.type, dtype=autocast)) if autocast and not weights \
+            else contextlib.nullcontext
 
-    @torch.no_grad()
-    def fast() -> int:
-        with encoder_autocast(device, "auto"):
-            outputs["fast"] = fast_encoder.pooled_features(fast_images)
-        return images.size(0)
+        @torch.no_grad()
+        def run_once() -> int:
+            with context():
+                outputs[name] = model.pooled_features(inputs)
+            return images.size(0)
+        return run_once
 
-    rates = compare({"old": fp32, "new": fast}, settings, device)
-    reference, reduced = outputs["fp32"].float(), outputs["fast"].float()
+    rates = compare({name: timed(name, *way) for name, way in ways.items()}, settings, device)
+    auto, fastest = auto_way(device, ways), max(rates, key=rates.get)
+    original, bf16_autocast = list(ways)[0], list(ways)[2]
+    reference, reduced = outputs[original].float(), outputs[bf16_autocast].float()
     cosine = torch.nn.functional.cosine_similarity(reference, reduced, dim=1)  # (batch,)
     # Features of different images share a large common part (especially with random weights); without it the
     # cosine measures whether what tells the images apart survives the lower precision.
@@ -293,24 +328,64 @@ def bench_encoder(settings: BenchSettings, config: Config, run: train.Run, devic
     untrained = make_decoder(config, run.vocab).to(device)  # random logits: its argmax flips at the least change
     trained_same, trained_distinct = caption_agreement(run, run.decoder, reference, reduced)
     untrained_same, untrained_distinct = caption_agreement(run, untrained, reference, reduced)
-    dtype = precision_name(autocast_dtype(device, "auto"))
-    name = f"{'AMP' if device.type == 'cuda' else 'autocast'} {dtype}" if dtype != "fp32" else "fp32 (no bf16 CPU)"
-    baseline = "fp32, NCHW" + (" (cuDNN's default TF32 convolutions)" if device.type == "cuda" else "")
-    rows = [Row("2 encoder", f"ResNet-50 {baseline}", rates["old"], "images/s"),
-            Row("", f"ResNet-50 {name} + channels_last", rates["new"], "images/s", rates["new"] / rates["old"]),
-            Row("", "feature cosine similarity to fp32 (min)", cosine.min().item(), "",
-                note=f"mean {cosine.mean().item():.5f}, {images.size(0)} images"),
-            Row("", "... of the image-specific part (batch mean removed)", centred.min().item(), "",
-                note=f"mean {centred.mean().item():.5f}"),
-            Row("", "same greedy caption, briefly trained decoder", trained_same, "fraction",
-                note=f"{trained_distinct} distinct captions among {images.size(0)}"),
-            Row("", "same greedy caption, untrained decoder", untrained_same, "fraction",
-                note=f"{untrained_distinct} distinct captions among {images.size(0)}")]
-    figures = {"encoder_fast_speedup": rates["new"] / rates["old"], "encoder_images_per_s_fp32": rates["old"],
-               "encoder_images_per_s_fast": rates["new"], "encoder_dtype": dtype,
+    rows = [Row("2 encoder" if index == 0 else "", f"ResNet-50 {name}" + (" (auto)" if name == auto else ""),
+                rates[name], "images/s", None if index == 0 else rates[name] / rates[original],
+                "fastest" if name == fastest else "")
+            for index, name in enumerate(ways)]
+    rows += [Row("", f"feature cosine, {bf16_autocast.split(' +')[0]} vs fp32 (min)", cosine.min().item(), "",
+                 note=f"mean {cosine.mean().item():.5f}, {images.size(0)} images"),
+             Row("", "... of the image-specific part (batch mean removed)", centred.min().item(), "",
+                 note=f"mean {centred.mean().item():.5f}"),
+             Row("", "same greedy caption, briefly trained decoder", trained_same, "fraction",
+                 note=f"{trained_distinct} distinct captions among {images.size(0)}"),
+             Row("", "same greedy caption, untrained decoder", untrained_same, "fraction",
+                 note=f"{untrained_distinct} distinct captions among {images.size(0)}")]
+    figures = {"encoder_auto": auto, "encoder_fastest": fastest,
+               "encoder_auto_vs_fastest": rates[auto] / rates[fastest],
+               "encoder_auto_speedup": rates[auto] / rates[original],
+               "encoder_images_per_s": rates, "encoder_dtype": precision_name(autocast_dtype(device, "auto")),
                "feature_cosine_min": cosine.min().item(), "feature_centred_cosine_min": centred.min().item(),
                "greedy_caption_agreement": trained_same,
                "greedy_caption_agreement_untrained": untrained_same}
+    return rows, figures
+
+
+def bench_training_step(settings: BenchSettings, data_dir: Path, work: Path, device: torch.device
+                        ) -> tuple[list[Row], dict]:
+    """One training step of the synthetic recipe (ResNet-50 from scratch at 96 px, whole model trained), steps/s
+    in fp32 and in bf16 autocast (CUDA: its AMP dtype), the one precision auto picks marked."""
+    recipe = make_config(RECIPE, data_dir=str(data_dir), train_split="train", val_split="train",
+                         device=device.type, out=str(work / "recipe"), vocab_threshold=1, scst_epochs=0)
+    if settings.recipe_image_size:  # --quick
+        recipe = recipe.replace(image_size=settings.recipe_image_size, resize_size=settings.recipe_image_size,
+                                batch_size=settings.recipe_batch_size)
+    reduced = "bf16" if device.type == "cpu" else precision_name(autocast_dtype(device, "auto"))
+    precisions = {"fp32": "fp32", f"{reduced} autocast": reduced}
+    vocab = padded_vocabulary(recipe, 0)
+    batch = next(iter(get_loader(build_transform(recipe.image_size, recipe.resize_size, train=True), mode="train",
+                                 batch_size=recipe.batch_size, data_dir=recipe.data_dir, split=recipe.train_split,
+                                 vocab=vocab, seed=0))).to(device)
+    runs = {name: train.build_run(recipe.replace(precision=precision).validate(), vocab)
+            for name, precision in precisions.items()}
+
+    def step(run: train.Run) -> Callable[[], int]:
+        run.encoder.train()
+        run.decoder.train()
+        return lambda: (train.train_step(run, batch), 1)[1]
+
+    rates = compare({name: step(run) for name, run in runs.items()}, settings, device)
+    chosen = precision_name(autocast_dtype(device, "auto"))
+    auto = next(name for name in precisions if name.startswith(chosen))
+    fastest = max(rates, key=rates.get)
+    rows = [Row("6 training step" if index == 0 else "",
+                f"synthetic recipe, {name}" + (" (auto)" if name == auto else ""), 1.0 / rates[name], "s/step",
+                None if index == 0 else rates[name] / rates["fp32"],
+                (f"batch of {recipe.batch_size} images at {recipe.image_size} px; "
+                 if index == 0 else "") + ("fastest" if name == fastest else ""))
+            for index, name in enumerate(precisions)]
+    figures = {"train_step_auto": auto, "train_step_fastest": fastest,
+               "train_step_auto_vs_fastest": rates[auto] / rates[fastest],
+               "train_step_seconds": {name: 1.0 / rate for name, rate in rates.items()}}
     return rows, figures
 
 
@@ -487,7 +562,8 @@ def print_table(rows: list[Row]) -> None:
     for row in rows:
         if row.section:
             print("-" * 120)
-        figure = f"{row.rate:.5f}" if row.unit in ("", "fraction") else f"{row.rate:.1f}"
+        figure = f"{row.rate:.5f}" if row.unit in ("", "fraction") else f"{row.rate:.3f}" if row.unit == "s/step" \
+            else f"{row.rate:.1f}"
         speedup = f"{row.speedup:.2f}x" if row.speedup is not None else ""
         print(f"{row.section:<18}{row.way:<52}{figure:>11}  {row.unit:<11}{speedup:>8}  {row.note}")
 
@@ -503,19 +579,22 @@ def run_benchmark(settings: BenchSettings, data_dir: Path, work: Path, device: t
                             height=settings.height)
     config = bench_config(settings, data_dir, work, device.type, pretrained)
     vocab = padded_vocabulary(config, settings.vocab_size)
-    say("1/5 training throughput")
+    say("1/6 training throughput")
     rows, figures, run, store = bench_training(settings, config, vocab, device, work)
-    say("2/5 encoder feature extraction")
+    say("2/6 encoder feature extraction")
     more_rows, more = bench_encoder(settings, config, run, device)
     rows, figures = rows + more_rows, {**figures, **more}
-    say("3/5 image loading")
+    say("3/6 image loading")
     more_rows, more = bench_loading(settings, config)
     rows, figures = rows + more_rows, {**figures, **more}
-    say("4/5 captioning")
+    say("4/6 captioning")
     more_rows, more = bench_captioning(settings, config, run, store, device)
     rows, figures = rows + more_rows, {**figures, **more}
-    say("5/5 loader start-up")
+    say("5/6 loader start-up")
     more_rows, more = bench_token_cache(settings, vocab, work)
+    rows, figures = rows + more_rows, {**figures, **more}
+    say("6/6 training step of the synthetic recipe")
+    more_rows, more = bench_training_step(settings, data_dir, work, device)
     rows, figures = rows + more_rows, {**figures, **more}
     memory = peak_memory_mb(device)
     loads = (load_before, load_average())
@@ -560,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, batch_size=args.batch_size,
                                        images=max(settings.images, 4 * args.batch_size))
     try:
-        device = train.resolve_device(args.device)
+        device = resolve_device(args.device)
         if args.data_dir:
             args.data_dir.mkdir(parents=True, exist_ok=True)
     except ValueError as error:

@@ -7,7 +7,7 @@ import sys
 
 from conftest import ROOT
 
-KEYS = ("train_cache_speedup", "encoder_fast_speedup", "decode_speedup", "batched_caption_speedup",
+KEYS = ("train_cache_speedup", "encoder_auto_speedup", "encoder_auto_vs_fastest", "train_step_auto_vs_fastest", "decode_speedup", "batched_caption_speedup",
         "token_cache_speedup")
 
 
