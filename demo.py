@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,14 +32,17 @@ def quick_parameters(work: str) -> dict[str, dict]:
 
 class CellOutput(io.TextIOBase):
     """Where papermill copies what the cells print: to our stdout, indented under the notebook's name, without
-    the Java tokenizer's per-call token count (pycocoevalcap prints one each time captions are scored)."""
+    the Java tokenizer's per-call token count (pycocoevalcap prints one each time captions are scored) and with
+    only the finished state of each text progress bar."""
+
+    UNFINISHED_BAR = re.compile(r"(?<!100)%\|.*\|")  # "tokenizing captions:  42%|████      | 6300/15000 ..."
 
     def __init__(self, stream: TextIO = sys.stdout) -> None:
         self.stream = stream
 
     def write(self, text: str) -> int:
         for line in text.splitlines():
-            if line.strip() and not line.startswith("PTBTokenizer tokenized"):
+            if line.strip() and not line.startswith("PTBTokenizer tokenized") and not self.UNFINISHED_BAR.search(line):
                 self.stream.write(f"    {line}\n")
         self.stream.flush()
         return len(text)

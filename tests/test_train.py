@@ -285,3 +285,16 @@ def test_scst_settings_are_checked():
         Config(epochs=3, scst_epochs=4).validate()
     with pytest.raises(ValueError, match="do not combine"):
         Config(epochs=3, scst_epochs=1, early_stop_patience=2).validate()
+
+
+def test_the_time_left_counts_each_kind_of_epoch_at_its_own_pace():
+    from types import SimpleNamespace
+    run = SimpleNamespace(config=Config(epochs=6, scst_epochs=2), epoch=2,
+                          history=[{"train_loss": 1.0, "seconds": 100.0}, {"train_loss": 0.9, "seconds": 120.0}])
+    assert train.time_left(run) == 4 * 110.0  # no self-critical epoch yet: assumed as long as the others
+    run.epoch = 5
+    run.history += [{"train_loss": 0.8, "seconds": 110.0}, {"train_loss": 0.7, "seconds": 110.0},
+                    {"train_reward": 2.0, "seconds": 20.0}]
+    assert train.time_left(run) == 20.0
+    assert train.format_duration(40) == "40 s" and train.format_duration(600) == "10 min"
+    assert train.format_duration(5400) == "1.5 h"
