@@ -19,6 +19,8 @@ import random
 import re
 import shutil
 import subprocess
+import sys
+import types
 import warnings
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -29,6 +31,7 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.cider.cider_scorer import CiderScorer, cook_test, precook
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer import ptbtokenizer
 from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS, PTBTokenizer
 
 METRICS = ("BLEU", "METEOR", "ROUGE_L", "CIDEr")
@@ -151,6 +154,25 @@ def tokenize_captions(captions: Mapping[Hashable, Sequence[str]], use_java: bool
             raise RuntimeError(f"The PTB tokenizer returned {len(tokenized[key])} captions for {key!r} "
                                f"instead of {len(texts)}; rerun with use_java=False to tokenize in Python.")
     return tokenized
+
+
+class _QuietTokenizerProcess(subprocess.Popen):
+    """PTBTokenizer's Java process, whose stderr is passed on except its "PTBTokenizer tokenized N tokens at ..."
+    line: pycocoevalcap lets Java print one on every call, that is after every validation epoch."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, stderr=subprocess.PIPE, **kwargs)
+
+    def communicate(self, *args, **kwargs):
+        output, errors = super().communicate(*args, **kwargs)
+        for line in (errors or b"").decode(errors="replace").splitlines():
+            if not line.startswith("PTBTokenizer tokenized"):
+                print(line, file=sys.stderr)
+        return output, errors
+
+
+# pycocoevalcap's tokenizer module alone sees this stand-in for subprocess.
+ptbtokenizer.subprocess = types.SimpleNamespace(Popen=_QuietTokenizerProcess, PIPE=subprocess.PIPE)
 
 
 # --- Scoring ------------------------------------------------------------------------------------------------------
