@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,8 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
              out: str | Path | None = None, batch_size: int = 64, max_images: int = 0, device: str = "auto",
              num_workers: int = 0, progress: bool = True, captioner: Captioner | None = None) -> dict[str, Any]:
     """Caption a split with the checkpoint and score it next to the best constant caption; returns the report."""
-    if out and Path(out).is_dir():  # found before captioning the split, not after
-        raise ValueError(f"--out {out} is a folder; give the results file's path, e.g. {Path(out) / 'results.json'}")
+    if out:  # found before captioning the split, not after
+        check_results_path(Path(out))
     captioner = captioner or Captioner(checkpoint, device)
     data_dir = Path(data_dir or captioner.config.data_dir)
     captions, skipped = captioner.caption_split(data_dir, split, beam_size, batch_size, num_workers, max_images,
@@ -50,6 +51,34 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
             "cider_vs_baseline": model_scores["CIDEr"] / max(baseline_scores["CIDEr"], 1e-9),
             "meteor": "computed" if "METEOR" in model_scores else "skipped: Java not found",
             "results_file": str(out) if out else None, "captions": captions}
+
+
+def check_results_path(out: Path) -> None:
+    """Refuse a results path that is a folder, that names a file which is not a results file of ours (a checkpoint,
+    an annotation file: they are never replaced), or whose folder cannot be written."""
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the results file's path, e.g. {out / 'results.json'}")
+    if out.exists() and not is_results_file(out):
+        raise ValueError(f"--out {out} exists and is not a results file (a JSON list of image_id and caption), so it "
+                         f"is not replaced: choose another path")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"--out {out}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--out {out}: the folder {folder} cannot be written")
+
+
+def is_results_file(path: Path) -> bool:
+    """Whether path holds a COCO results file as evaluate writes it: a JSON list of {"image_id", "caption"}."""
+    try:
+        with path.open("rb") as file:
+            if file.read(1) != b"[":  # a checkpoint, an annotation file (an object), ...: not worth parsing
+                return False
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return False
+    return isinstance(entries, list) and all(isinstance(entry, dict) and set(entry) == {"image_id", "caption"}
+                                             for entry in entries)
 
 
 def main(argv: list[str] | None = None) -> int:
