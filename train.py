@@ -12,7 +12,9 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import signal
+import socket
 import statistics
 import sys
 import threading
@@ -20,6 +22,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: one run per folder is then up to the user
+    fcntl = None
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +42,7 @@ from runtime import autocast_dtype, describe_precision, encoder_autocast, resolv
 from vocabulary import Vocabulary, get_vocabulary, is_punctuation
 
 LOG_NAME = "train_log.jsonl"
+LOCK_NAME = ".train.lock"  # held (flock) by the run writing to the folder
 # What a resumed run takes from the caller (more epochs, another machine, data that moved); the rest from last.pt.
 # The self-critical settings too, so that a finished run can go on with self-critical epochs at a rate of one's
 # choosing (--epochs 11 --scst-epochs 1 --scst-lr 1e-5).
@@ -540,15 +548,49 @@ def repair_best(run: Run, state: dict[str, Any], last: Path) -> None:
 
 
 def train(config: Config | None = None, resume: bool = False, progress: bool = True,
-          given: Iterable[str] | None = None, **overrides: Any) -> list[dict[str, Any]]:
+          given: Iterable[str] | None = None, overwrite: bool = False, **overrides: Any) -> list[dict[str, Any]]:
     """Train (or with resume, continue) a captioner; returns the per-epoch history. Ctrl-C saves and stops.
 
     given: with resume, the config fields the caller set on purpose (see prepare); None = all of them.
+    overwrite: start a new run in a folder that holds another run's checkpoints (refused otherwise).
     """
     config = (config or Config()).replace(**overrides)
     if not resume:  # a resumed run checks its settings once merged with the checkpoint's (prepare)
         config.validate()
-    run = prepare(config, resume, None if given is None else set(given) | set(overrides))
+    with claim_run_folder(Path(config.out), resume, overwrite):
+        run = prepare(config, resume, None if given is None else set(given) | set(overrides))
+        return run_training(run, resume, progress)
+
+
+@contextlib.contextmanager
+def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> Iterator[None]:
+    """Hold the run folder for this run: one training run at a time (a lock the operating system releases when the
+    process ends, however it ends), and a new run never replaces another run's checkpoints unless asked to."""
+    if resume and not out.is_dir():
+        raise CheckpointError(f"--resume: no checkpoint to resume from at {out / 'last.pt'}")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_NAME, "a+") as lock:
+        if fcntl is not None:  # not on Windows
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                owner = lock.read().strip() or "another process"
+                raise CheckpointError(f"another training run ({owner}) is using {out}: wait for it to finish, "
+                                      f"or give another --out") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        lock.flush()
+        existing = [name for name in ("last.pt", "best.pt") if (out / name).exists()]
+        if existing and not resume and not overwrite:
+            raise CheckpointError(f"{out} holds a training run already ({', '.join(existing)}): continue it with "
+                                  f"--resume, give another --out, or add --overwrite to replace it")
+        yield
+
+
+def run_training(run: Run, resume: bool, progress: bool) -> list[dict[str, Any]]:
+    """The run's log, its epochs, and a save of last.pt on Ctrl-C."""
     remove_partial_saves(run.out)  # half-written checkpoints of a killed run; last.pt and best.pt are intact
     log = open_log(run.out, fresh=not resume)
     if resume:
@@ -630,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in an --out folder that holds another run's checkpoints, replacing them")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     args = parser.parse_args(argv)
     # SIGTERM (e.g. a job scheduler) is treated like Ctrl-C: save and stop.
@@ -637,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     given = [item.name for item in dataclasses.fields(Config) if getattr(args, item.name, None) is not None]
     try:
         config = config_from_args(args, check=False)  # train() checks it, merged with last.pt when resuming
-        train(config, resume=args.resume, progress=not args.no_progress, given=given)
+        train(config, resume=args.resume, progress=not args.no_progress, given=given, overwrite=args.overwrite)
     except KeyboardInterrupt:
         return 130
     except (FileNotFoundError, ValueError, CheckpointError) as error:
