@@ -583,6 +583,18 @@ def _is_complete(annotation_path: Path, image_dir: Path, parameters: dict) -> bo
     return all((image_dir / image["file_name"]).is_file() for image in existing.get("images", []))
 
 
+def _written_by_us(annotation_path: Path) -> bool:
+    """Whether an annotation file may be replaced: it is missing, or this generator wrote it."""
+    if not annotation_path.exists():
+        return True
+    try:
+        with open(annotation_path, encoding="utf-8") as handle:
+            info = json.load(handle).get("info", {})
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not a JSON object
+        return False
+    return isinstance(info, dict) and info.get("contributor") == "synthetic_data.py"
+
+
 def _generate_split(out_dir: Path, split: str, count: int, seed: int, width: int, height: int,
                     verbose: bool) -> tuple[Path, bool]:
     """Write one split's images, then its annotation file; returns (annotation path, whether it was written)."""
@@ -641,6 +653,11 @@ def generate(out_dir: str | os.PathLike, n_train: int = 3000, n_val: int = 500, 
     _check("width", width, MIN_SIDE, MAX_SIDE)
     _check("height", height, MIN_SIDE, MAX_SIDE)
     out_dir = Path(out_dir)
+    for split in SPLITS:  # all checked before anything is written
+        theirs = out_dir / "annotations" / f"captions_{split}.json"
+        if not _written_by_us(theirs):
+            raise ValueError(f"{theirs} exists and was not written by the synthetic generator, so it is not "
+                             f"replaced: give another output folder")
     paths = {}
     for split, count in zip(SPLITS, (n_train, n_val, n_test)):
         start = time.perf_counter()
