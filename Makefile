@@ -15,7 +15,7 @@ $(STAMP): requirements.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) demo.py
+	$(PY) demo.py $(DEMO_FLAGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -83,10 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", help="write the executed notebooks here instead of in place")
     parser.add_argument("--quick", action="store_true", help="tiny data, one short epoch (needs --output-dir)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run an earlier demo left in models/ (refused otherwise)")
     args = parser.parse_args(argv)
     if args.quick and not args.output_dir:
         parser.error("--quick needs --output-dir, so that the committed demo outputs are not replaced")
     parameters = quick_parameters(str(Path(args.output_dir).resolve())) if args.quick else None
+    if not args.quick:
+        existing = [name for name in ("best.pt", "last.pt") if (ROOT / "models" / name).exists()]
+        if existing and not args.overwrite:  # checked here, not after two notebooks have run
+            print(f"error: models/ holds a trained run already ({', '.join(existing)}): move it away, or replace "
+                  f"it with 'make demo DEMO_FLAGS=--overwrite' (python demo.py --overwrite)", file=sys.stderr)
+            return 2
+        if args.overwrite:
+            parameters = {"2_Training.ipynb": {"overwrite": True}}
     try:
         seconds = run_notebooks(parameters, args.output_dir, echo=True)
     except papermill.PapermillExecutionError as error:
