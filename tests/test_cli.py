@@ -295,3 +295,42 @@ def test_prepare_data_cli_user_errors(tmp_path, capsys):
     assert prepare_data.main(["coco", "--out", str(tmp_path / "coco"), "--year", "1999"]) == 1
     assert "--year" in one_line_error(capsys.readouterr().err)
     assert not (tmp_path / "coco").exists()  # nothing downloaded or created
+
+
+@pytest.mark.parametrize("target", ["the checkpoint", "an annotation file", "a notes file"])
+def test_evaluate_never_replaces_a_file_that_is_not_a_results_file(target, trained_checkpoint, synthetic_dir,
+                                                                   tmp_path, capsys):
+    sources = {"the checkpoint": trained_checkpoint,
+               "an annotation file": synthetic_dir / "annotations" / "captions_test.json"}
+    out = tmp_path / "target"
+    if target in sources:
+        shutil.copyfile(sources[target], out)
+    else:
+        out.write_text("my notes\n")
+    before = out.read_bytes()
+    assert evaluate.main(["--checkpoint", str(trained_checkpoint), "--data-dir", str(synthetic_dir), "--split",
+                          "test", "--out", str(out), "--device", "cpu"]) == 2
+    assert "is not a results file" in one_line_error(capsys.readouterr().err)
+    assert out.read_bytes() == before
+
+
+def test_evaluate_replaces_its_own_results_file(trained_checkpoint, synthetic_dir, tmp_path):
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps([{"image_id": 1, "caption": "an older result"}]))
+    assert evaluate.main(["--checkpoint", str(trained_checkpoint), "--data-dir", str(synthetic_dir), "--split",
+                          "test", "--out", str(out), "--device", "cpu"]) == 0
+    assert "an older result" not in out.read_text() and len(json.loads(out.read_text())) == 6
+
+
+def test_prepare_data_never_replaces_annotations_it_did_not_write(tmp_path, capsys):
+    theirs = tmp_path / "annotations" / "captions_train.json"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text(json.dumps({"images": [], "annotations": [], "info": {"contributor": "a user"}}))
+    before = theirs.read_bytes()
+    assert prepare_data.main(["synthetic", "--out", str(tmp_path), "--train", "2", "--val", "1", "--test", "1"]) == 2
+    assert "was not written by the synthetic generator" in one_line_error(capsys.readouterr().err)
+    assert theirs.read_bytes() == before and not (tmp_path / "images").exists()  # nothing written at all
+    ours = tmp_path / "ours"
+    assert prepare_data.main(["synthetic", "--out", str(ours), "--train", "2", "--val", "1", "--test", "1"]) == 0
+    assert prepare_data.main(["synthetic", "--out", str(ours), "--train", "3", "--val", "1", "--test", "1"]) == 0
+    assert len(json.loads((ours / "annotations" / "captions_train.json").read_text())["images"]) == 3

@@ -32,3 +32,17 @@ def test_notebooks_hold_no_machine_paths_or_downloads():
         assert "nltk.download" not in text
         for marker in ("/work/", "/home/", "/tmp/", "/root/", "C:\\\\"):
             assert marker not in text, f"{name} mentions {marker}"
+
+
+def test_the_demo_leaves_an_earlier_demo_run_alone_unless_asked(tmp_path, monkeypatch, capsys):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "best.pt").write_bytes(b"an earlier run")
+    monkeypatch.setattr(demo, "ROOT", tmp_path)
+    ran = []
+    monkeypatch.setattr(demo, "run_notebooks", lambda parameters, output_dir, echo: ran.append(parameters) or 1.0)
+    assert demo.main([]) == 2
+    assert "DEMO_FLAGS=--overwrite" in capsys.readouterr().err and not ran
+    assert (models / "best.pt").read_bytes() == b"an earlier run"
+    assert demo.main(["--overwrite"]) == 0
+    assert ran == [{"2_Training.ipynb": {"overwrite": True}}]  # training is told it may replace the run

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 
 import pytest
 import torch
@@ -298,3 +299,28 @@ def test_the_time_left_counts_each_kind_of_epoch_at_its_own_pace():
     assert train.time_left(run) == 20.0
     assert train.format_duration(40) == "40 s" and train.format_duration(600) == "10 min"
     assert train.format_duration(5400) == "1.5 h"
+
+
+def test_a_new_run_never_replaces_the_run_already_in_its_folder(trained_checkpoint, synthetic_dir, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained_checkpoint.parent, out)
+    before = {name: (out / name).read_bytes() for name in ("best.pt", "last.pt", "train_log.jsonl")}
+    with pytest.raises(CheckpointError, match="holds a training run already .*--resume.*--overwrite"):
+        train.train(tiny_config(synthetic_dir, out, max_steps_per_epoch=1), progress=False)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    train.train(tiny_config(synthetic_dir, out, max_steps_per_epoch=1), progress=False, overwrite=True)
+    assert load_checkpoint(out / "last.pt")["global_step"] == 1  # asked for: replaced
+
+
+def test_one_run_at_a_time_in_a_folder_and_a_crashed_run_does_not_block_it(synthetic_dir, tmp_path):
+    import fcntl
+
+    config = tiny_config(synthetic_dir, tmp_path, max_steps_per_epoch=1)
+    (tmp_path / train.LOCK_NAME).write_text("pid 1 on a machine that crashed\n")  # left by a killed run
+    with open(tmp_path / train.LOCK_NAME, "a+") as held:  # a run in progress holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(CheckpointError, match="another training run .* is using"):
+            train.train(config, progress=False)
+        assert not (tmp_path / "last.pt").exists()
+    train.train(config, progress=False)  # the lock died with its holder
+    assert (tmp_path / "last.pt").exists()
