@@ -22,6 +22,20 @@ CHOICES = {
     "lr_schedule": ("plateau", "cosine"),
 }
 
+# Numeric settings: (lowest, highest) allowed, inclusive; None = no upper bound. Checked before any work starts.
+RANGES = {
+    "epochs": (1, None), "batch_size": (1, None), "embed_size": (1, None), "hidden_size": (1, None),
+    "num_layers": (1, None), "image_size": (1, None), "vocab_threshold": (1, None),
+    "max_caption_length": (2, None),  # <start> and <end> at least
+    "max_len": (1, 200),  # longest generated caption: decoding stops here even if <end> never comes
+    "weight_decay": (0, None), "grad_clip": (0, None), "lr_patience": (0, None), "early_stop_patience": (0, None),
+    "fine_tune_after": (-1, None), "fine_tune_blocks": (1, 4), "scheduled_sampling": (0, 1),
+    "scst_epochs": (0, None), "scst_samples": (2, None),  # each sample's baseline is the others' mean reward
+    "val_beam_size": (1, None), "val_max_images": (0, None), "num_workers": (0, None), "seed": (0, None),
+    "log_every": (1, None), "max_steps_per_epoch": (0, None), "bow_loss_weight": (0, None),
+}
+VAL_METRICS = ("CIDEr", "Bleu_4", "Bleu_3", "Bleu_2", "Bleu_1", "loss")  # what validation computes
+
 
 @dataclass
 class Config:
@@ -92,17 +106,21 @@ class Config:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("epochs", "batch_size", "embed_size", "hidden_size", "num_layers", "image_size", "max_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.scst_samples < 2:
-            raise ValueError(f"scst_samples must be at least 2 (each sample's baseline is the others' reward), "
-                             f"got {self.scst_samples}")
+        for name, (low, high) in RANGES.items():
+            value = getattr(self, name)
+            if not (value >= low and (high is None or value <= high)):  # NaN fails too
+                bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+                raise ValueError(f"{name} must be {bounds}, got {value}")
+        for name in ("lr", "backbone_lr", "scst_lr", "lr_factor"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr_factor >= 1:
+            raise ValueError(f"lr_factor must be below 1 (it cuts the learning rate), got {self.lr_factor}")
+        if self.val_metric not in VAL_METRICS:
+            raise ValueError(f"val_metric must be one of {', '.join(VAL_METRICS)}, got {self.val_metric!r}")
         if self.scst_epochs and self.early_stop_patience:
             raise ValueError("early_stop_patience and scst_epochs do not combine (stopping early would skip the "
                              "self-critical epochs): set one of them to 0")
-        if self.scst_epochs < 0:
-            raise ValueError(f"scst_epochs must be at least 0, got {self.scst_epochs}")
         if self.scst_epochs > self.epochs:
             raise ValueError(f"scst_epochs ({self.scst_epochs}) is more than epochs ({self.epochs}): the self-critical "
                              f"epochs are the last scst_epochs of the epochs, so lower scst_epochs too (0 for none)")

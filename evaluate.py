@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = parser.parse_args(argv)
+    for flag, value, lowest in (("--beam-size", args.beam_size, 1), ("--batch-size", args.batch_size, 1),
+                                ("--max-images", args.max_images, 0), ("--num-workers", args.num_workers, 0)):
+        if value < lowest:
+            parser.error(f"{flag} must be at least {lowest}, got {value}")
     try:
         report = evaluate(args.checkpoint, args.data_dir, args.split, args.beam_size, args.out, args.batch_size,
                           args.max_images, args.device, args.num_workers)

@@ -72,4 +72,6 @@ class Captioner:
                 captions.update(zip(batch.image_ids, self.caption_tensors(batch.images, beam_size)))
             if max_images and len(captions) >= max_images:
                 break
+        if max_images:  # the limit falls inside a batch
+            captions = dict(itertools.islice(captions.items(), max_images))
         return captions, skipped

@@ -1,0 +1,62 @@
+"""Every setting has a valid range, checked before any work starts, whether it comes from a flag or a checkpoint."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import evaluate
+import train
+from checkpoint import CheckpointError, load_checkpoint
+from config import Config
+from inference import Captioner
+
+
+@pytest.mark.parametrize("name, value", [
+    ("lr", -1e-3), ("lr", math.nan), ("backbone_lr", 0.0), ("grad_clip", -1.0), ("max_steps_per_epoch", -1),
+    ("max_caption_length", -1), ("val_max_images", -5), ("max_len", 1_000_000_000), ("log_every", 0),
+    ("val_metric", "cider"), ("weight_decay", math.nan), ("scheduled_sampling", 1.5), ("lr_factor", 1.0),
+    ("fine_tune_blocks", 0), ("val_beam_size", 0), ("vocab_threshold", 0),
+])
+def test_a_value_out_of_range_is_refused_naming_the_setting(name, value):
+    with pytest.raises(ValueError, match=name):
+        Config(**{name: value}).validate()
+
+
+def test_the_recipes_and_the_defaults_are_valid():
+    from config import make_config
+    from conftest import ROOT
+    Config().validate()
+    for recipe in (ROOT / "configs").glob("*.json"):
+        make_config(recipe)
+
+
+def test_train_refuses_a_bad_setting_before_creating_anything(synthetic_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(["--config", "configs/synthetic.json", "--data-dir", str(synthetic_dir), "--out", str(out),
+                       "--lr", "-1", "--no-progress"]) == 2
+    assert "lr must be positive" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_checkpoint_asking_for_endless_captions_is_refused(trained_checkpoint, tmp_path):
+    state = load_checkpoint(trained_checkpoint)
+    state["config"]["max_len"] = 1_000_000_000
+    crafted = tmp_path / "crafted.pt"
+    torch.save(state, crafted)
+    with pytest.raises(CheckpointError, match="max_len must be between 1 and 200"):
+        Captioner(crafted, "cpu")
+
+
+@pytest.mark.parametrize("flag, value", [("--beam-size", "0"), ("--beam-size", "-1"), ("--batch-size", "0"),
+                                         ("--max-images", "-1")])
+def test_evaluate_refuses_bad_numbers_before_captioning(flag, value, trained_checkpoint, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        evaluate.main(["--checkpoint", str(trained_checkpoint), flag, value])
+    assert stopped.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_evaluate_scores_exactly_max_images(trained_checkpoint, synthetic_dir):
+    report = evaluate.evaluate(trained_checkpoint, synthetic_dir, "val", max_images=2, batch_size=64, device="cpu",
+                               progress=False)
+    assert report["images"] == 2 and len(report["captions"]) == 2
