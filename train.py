@@ -52,6 +52,19 @@ RESUME_KEYS = ("epoch", "batches_done", "global_step", "optimizer", "scheduler",
                "stale_epochs", "fine_tuning", "encoder_pretrained", "history", "skipped_images", "torch_rng")
 
 
+class TrainingFailed(RuntimeError):
+    """Training cannot produce a usable model (a loss that is no longer a number, an epoch without a step)."""
+
+
+def check_finite(run: "Run", value: float, what: str) -> None:
+    """Stop the run when a loss stops being a finite number: the weights are no longer usable, so nothing of this
+    epoch is saved (last.pt and best.pt keep the last good epoch, if any)."""
+    if not math.isfinite(value):
+        raise TrainingFailed(f"the {what} became {value} at epoch {run.epoch + 1}, step {run.global_step}: training "
+                             f"diverged (is the learning rate, {run.optimizer.param_groups[0]['lr']:g}, too high?); "
+                             f"nothing of this epoch was saved in {run.out}")
+
+
 class CosineSchedule:
     """Cosine decay of each parameter group's learning rate, from its configured value at the first step of the run
     to zero after the last cross-entropy epoch, set before every step from the run's position (epoch, batch), so that
@@ -305,6 +318,7 @@ def scst_step(run: Run, batch: Batch) -> float:
                             for row, sample in enumerate(words.tolist())], device=features.device).view(-1, samples)
     baseline = (rewards.sum(dim=1, keepdim=True) - rewards) / (samples - 1)
     loss = -((rewards - baseline).view(-1) * log_probs.sum(dim=1)).mean()
+    check_finite(run, loss.item(), "self-critical loss")
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if run.config.grad_clip:
@@ -325,6 +339,7 @@ def train_step(run: Run, batch: Batch) -> float:
         loss, _ = caption_loss(run, batch, features, sampled_inputs(run, batch, features))
         total = loss + run.config.bow_loss_weight * bow_loss(run, batch, features) if run.config.bow_loss_weight \
             else loss
+    check_finite(run, total.item(), "training loss")
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(total).backward()
     if run.config.grad_clip:
@@ -377,7 +392,11 @@ def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
             bar.set_postfix({"reward" if scst else "loss": f"{loss:.3f}"})
         bar.update()
     bar.close()
-    return run.epoch_loss_sum / max(run.epoch_loss_steps, 1)
+    if not run.epoch_loss_steps:
+        raise TrainingFailed(f"epoch {run.epoch + 1} trained no step: none of its {run.batches_done} batches held a "
+                             f"readable image ({run.skipped_images} skipped so far); check the images of the split "
+                             f"{run.config.train_split!r} in {run.config.data_dir}")
+    return run.epoch_loss_sum / run.epoch_loss_steps
 
 
 def report_skipped(batch: Batch) -> int:
@@ -684,6 +703,9 @@ def main(argv: list[str] | None = None) -> int:
         train(config, resume=args.resume, progress=not args.no_progress, given=given, overwrite=args.overwrite)
     except KeyboardInterrupt:
         return 130
+    except TrainingFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except (FileNotFoundError, ValueError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -324,3 +324,37 @@ def test_one_run_at_a_time_in_a_folder_and_a_crashed_run_does_not_block_it(synth
         assert not (tmp_path / "last.pt").exists()
     train.train(config, progress=False)  # the lock died with its holder
     assert (tmp_path / "last.pt").exists()
+
+
+def test_a_diverging_run_stops_with_an_error_and_never_saves_nan_weights(synthetic_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(["--config", "configs/synthetic.json", "--data-dir", str(synthetic_dir), "--out", str(out),
+                       "--backbone", "resnet18", "--image-size", "32", "--resize-size", "32", "--embed-size", "16",
+                       "--hidden-size", "32", "--vocab-threshold", "1", "--scst-epochs", "0", "--epochs", "1",
+                       "--lr", "1e30", "--backbone-lr", "1e30", "--no-progress"]) == 1
+    assert "diverged" in capsys.readouterr().err
+    assert not (out / "best.pt").exists() and not (out / "last.pt").exists()
+
+
+def test_divergence_after_a_good_epoch_leaves_that_epoch_as_best(synthetic_dir, tmp_path, monkeypatch):
+    real_loss = train.caption_loss
+
+    def nan_in_epoch_two(run, batch, features, inputs=None):
+        loss, count = real_loss(run, batch, features, inputs)
+        return (loss * float("nan"), count) if run.epoch == 1 else (loss, count)
+    monkeypatch.setattr(train, "caption_loss", nan_in_epoch_two)
+    with pytest.raises(train.TrainingFailed, match="training loss became nan at epoch 2"):
+        train.train(tiny_config(synthetic_dir, tmp_path, epochs=2, max_steps_per_epoch=2), progress=False)
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["epoch"] == 1 and load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert all(torch.isfinite(value).all() for value in best["decoder"].values() if value.is_floating_point())
+
+
+def test_an_epoch_in_which_no_image_could_be_read_is_an_error(synthetic_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data, ignore=shutil.ignore_patterns("cache"))
+    for image in (data / "images" / "train").iterdir():
+        image.write_bytes(b"not an image")
+    with pytest.raises(train.TrainingFailed, match="trained no step"):
+        train.train(tiny_config(data, tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run" / "best.pt").exists()
