@@ -60,6 +60,9 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
     size and shrinking afterwards. A 640x480 COCO photo bound for 256 px is decoded at 320x240 and the resize then
     enlarges it by 7%; bench.py reports the difference this makes to the pixels.
     """
+    if not os.path.isfile(path):  # a pipe or a device would block open() forever; a folder is no image either
+        raise ImageLoadError(f"{path}: file not found" if not os.path.exists(path) else
+                             f"{path}: not a regular file (a folder, a pipe or a device)")
     try:
         with warnings.catch_warnings():  # PIL's DecompressionBombWarning: the size is checked here instead
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -334,3 +334,12 @@ def test_prepare_data_never_replaces_annotations_it_did_not_write(tmp_path, caps
     assert prepare_data.main(["synthetic", "--out", str(ours), "--train", "2", "--val", "1", "--test", "1"]) == 0
     assert prepare_data.main(["synthetic", "--out", str(ours), "--train", "3", "--val", "1", "--test", "1"]) == 0
     assert len(json.loads((ours / "annotations" / "captions_train.json").read_text())["images"]) == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_caption_refuses_a_pipe_named_like_an_image_instead_of_waiting_on_it(trained_checkpoint, tmp_path):
+    pipe = tmp_path / "photo.jpg"
+    os.mkfifo(pipe)
+    result = subprocess.run([sys.executable, "caption.py", "--checkpoint", str(trained_checkpoint), str(pipe)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "not a regular file" in result.stderr
