@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import types
 import warnings
 from collections import Counter
@@ -216,6 +217,16 @@ def _meteor(gts: dict, res: dict) -> tuple[float, list[float]]:
     except ValueError as error:  # the JVM died and returned no score line
         raise RuntimeError("METEOR's Java process returned no score (it may have run out of memory: it asks for "
                            "up to 2 GB); leave METEOR out of metrics to skip it.") from error
+    finally:
+        _stop_meteor(meteor)
+
+
+def _stop_meteor(meteor: Meteor) -> None:
+    """End METEOR's JVM now. pycocoevalcap's Meteor.__del__ would, at exit, but it first waits for a lock that a call
+    cut short by Ctrl-C still holds, and the process would hang there with a 2 GB Java child."""
+    meteor.meteor_p.kill()
+    meteor.meteor_p.wait()
+    meteor.lock = threading.Lock()  # free, for __del__, which then finds the JVM gone
 
 
 def score_captions(

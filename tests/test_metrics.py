@@ -1,10 +1,13 @@
 """Tests for metrics.py: known answers from pycocoevalcap, the Python tokenizer fallback, the image-blind baseline."""
 import random
+import subprocess
+import sys
 import warnings
 
 import pytest
 
 import metrics
+from conftest import ROOT
 
 JAVA = metrics.java_available()
 needs_java = pytest.mark.skipif(not JAVA, reason="needs Java (pycocoevalcap's PTB tokenizer and METEOR)")
@@ -219,3 +222,21 @@ def test_corpus_cider_is_pycocoevalcaps_cider_when_the_corpus_is_the_scored_set(
     assert got == pytest.approx(list(expected), rel=1e-9)
     assert reward.score(references[1][0], references[1]) > reward.score("a blue square", references[1])
     assert reward.score("", references[1]) == 0.0
+
+
+@needs_java
+def test_ctrl_c_during_meteor_scoring_does_not_hang_the_exit():
+    # Ctrl-C lands while pycocoevalcap's Meteor holds its lock; the process must still end at once.
+    script = """
+import metrics
+from pycocoevalcap.meteor.meteor import Meteor
+def interrupted(self, hypothesis, references):
+    raise KeyboardInterrupt
+Meteor._stat = interrupted
+try:
+    metrics._meteor({1: ["a red square"]}, {1: ["a red square"]})
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "interrupted"
