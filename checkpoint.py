@@ -6,9 +6,7 @@ rebuilding the model needs nothing but the checkpoint's path.
 """
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import torch
 
 from config import Config
+from files import atomic_write
 from model import DecoderRNN, EncoderCNN
 from vocabulary import Vocabulary
 
@@ -28,18 +27,8 @@ class CheckpointError(Exception):
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write state with torch.save to a temp file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save({**state, "format_version": FORMAT_VERSION}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file:
+        torch.save({**state, "format_version": FORMAT_VERSION}, file)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from torchvision import transforms
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from files import atomic_write
 from vocabulary import Vocabulary, get_vocabulary, tokenize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -170,15 +170,8 @@ def tokenized_captions(coco: COCO, path: Path, cache_dir: Path | None) -> dict[i
 
 def write_json_atomic(path: Path, data: object) -> None:
     """Write JSON so that a reader never sees a half-written file (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as handle:
-        try:
-            json.dump(data, handle)
-        except BaseException:  # not serialisable, disk full, interrupted: leave no temp file behind
-            handle.close()
-            os.unlink(handle.name)
-            raise
-    os.replace(handle.name, path)
+    with atomic_write(path, "w") as handle:
+        json.dump(data, handle)
 
 
 class CocoCaptionDataset(Dataset):

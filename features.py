@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -21,6 +20,7 @@ from tqdm.auto import tqdm
 
 from config import Config
 from data_loader import DRAFT_TOLERANCE, annotation_path, build_transform, get_loader, write_json_atomic
+from files import atomic_write
 from model import EncoderCNN
 from runtime import autocast_dtype, encoder_autocast
 
@@ -128,13 +128,6 @@ def extract_features(encoder: EncoderCNN, config: Config, split: str, device: to
             pooled = encoder.pooled_features(images)
         array[[row[image_id] for image_id in batch.image_ids]] = pooled.float().cpu().numpy()
     encoder.train(was_training)
-    array_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=array_path.parent, suffix=".npy.tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.save(file, array)
-        os.replace(temp_name, array_path)
-    except BaseException:  # a full disk or Ctrl-C must not leave a stray temp file
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(array_path) as file:
+        np.save(file, array)
     return {"image_ids": image_ids, "missing": missing, "feature_size": encoder.feature_size}

@@ -3,7 +3,6 @@
 import json
 import os
 import pickle
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -12,6 +11,8 @@ from pathlib import Path
 from nltk.tokenize.destructive import NLTKWordTokenizer
 from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
 from tqdm import tqdm
+
+from files import atomic_write
 
 PathLike = str | os.PathLike
 
@@ -178,16 +179,8 @@ class Vocabulary:
 
     def save(self, path: PathLike) -> None:
         """Pickle to_dict() to path atomically, so a crash never leaves a half-written file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                pickle.dump(self.to_dict(), file)
-            os.replace(temporary_path, path)
-        except BaseException:
-            os.remove(temporary_path)
-            raise
+        with atomic_write(path) as file:
+            pickle.dump(self.to_dict(), file)
 
     @classmethod
     def load(cls, path: PathLike) -> "Vocabulary":

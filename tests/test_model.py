@@ -7,7 +7,6 @@ import pytest
 import torch
 import torchvision
 
-import model
 from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, weights_cache_path
 
 VOCAB = 20

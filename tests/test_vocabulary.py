@@ -300,3 +300,17 @@ def test_get_vocabulary_builds_saves_and_loads(tmp_path):
     rebuilt = get_vocabulary(vocab_file, 1, [annotations], from_file=False)
     assert rebuilt == build_vocabulary(CAPTIONS, 1) != built
     assert Vocabulary.load(vocab_file) == rebuilt
+
+
+def test_saved_files_follow_the_umask_and_leave_no_temp_file(tmp_path):
+    from checkpoint import save_checkpoint
+    from data_loader import write_json_atomic
+    previous = os.umask(0o022)  # a shared folder's usual umask: readable by colleagues
+    try:
+        build_vocabulary(["a red square"], 1).save(tmp_path / "vocab.pkl")
+        write_json_atomic(tmp_path / "results.json", [])
+        save_checkpoint(tmp_path / "last.pt", {"weights": torch.zeros(2)})
+    finally:
+        os.umask(previous)
+    assert {path.name: path.stat().st_mode & 0o777 for path in tmp_path.iterdir()} == {
+        "vocab.pkl": 0o644, "results.json": 0o644, "last.pt": 0o644}

@@ -1,0 +1,33 @@
+"""Files: writes that replace their target only once complete, with the permissions the user's umask gives.
+
+One implementation for checkpoints, vocabularies, annotation and results JSON, and feature caches: write to a temp
+file beside the target, flush it to disk, then rename it over the target, so that a crash, a full disk or Ctrl-C
+never leaves half a file where a whole one was, and no temp file is left behind when the write fails.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+from typing import IO, Iterator
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temp file for writing (mode "wb" or "w"); on a clean exit it replaces path, on an error it goes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")  # the name remove_partial_saves knows
+    # os.open with 0o666 lets the umask decide the permissions, as for any file the user creates
+    # (tempfile.mkstemp would make it 0600: unreadable to colleagues sharing the folder).
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
