@@ -27,13 +27,20 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     failures = 0
-    for path, caption, error in captioner.caption_files(args.images, args.beam_size, args.batch_size):
-        if error:
-            failures += 1
-            print(f"error: {error}", file=sys.stderr)
-        else:
-            print(f"{path}\t{caption}", flush=True)
+    try:
+        for path, caption, error in captioner.caption_files(args.images, args.beam_size, args.batch_size):
+            if error:
+                failures += 1
+                print(f"error: {error}", file=sys.stderr)
+            else:
+                print(f"{path}\t{caption}", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted: the images above were captioned, the rest were not", file=sys.stderr)
+        return 130
     return 1 if failures else 0
 
 

@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing was scored{'' if not args.out else ' and ' + args.out + ' was not written'}",
+              file=sys.stderr)
+        return 130
     except OSError as error:  # e.g. --out in a folder without write permission
         print(f"error: {error.strerror or error}: {error.filename or args.out}", file=sys.stderr)
         return 2

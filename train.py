@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import signal
 import socket
 import statistics
@@ -706,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, ValueError, CheckpointError) as error:
+    except (FileNotFoundError, ValueError, CheckpointError, pickle.UnpicklingError) as error:  # the last: --vocab-file
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # e.g. --out names a file, a full disk, no permission: the environment, not a bug

@@ -221,6 +221,12 @@ def build_vocabulary(captions: Iterable[str], threshold: int) -> Vocabulary:
     for word, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
         if count >= threshold:
             vocabulary.add_word(word)
+    total = sum(counts.values())
+    kept = sum(count for count in counts.values() if count >= threshold)
+    if total and kept < total / 2:  # most words of most captions would be <unk>: a model could say nothing
+        raise ValueError(f"vocab_threshold {threshold} keeps {len(vocabulary) - len(Vocabulary.SPECIAL_TOKENS)} words, which "
+                         f"cover {kept / total:.0%} of the training captions' words (the most frequent word occurs "
+                         f"{max(counts.values())} times): lower the threshold")
     return vocabulary
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import struct
 import subprocess
@@ -343,3 +344,24 @@ def test_caption_refuses_a_pipe_named_like_an_image_instead_of_waiting_on_it(tra
     result = subprocess.run([sys.executable, "caption.py", "--checkpoint", str(trained_checkpoint), str(pipe)],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "not a regular file" in result.stderr
+
+
+def test_train_reports_a_malicious_vocabulary_file_in_one_line(synthetic_dir, tmp_path, capsys):
+    vocab = tmp_path / "vocab.pkl"
+    vocab.write_bytes(pickle.dumps(os.getcwd))  # a global: loading it could run code
+    assert train.main(TINY_FLAGS + ["--data-dir", str(synthetic_dir), "--out", str(tmp_path / "run"),
+                                    "--vocab-file", str(vocab)]) == 2
+    assert "refusing to load" in one_line_error(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("cli", [caption, evaluate], ids=["caption", "evaluate"])
+def test_ctrl_c_ends_caption_and_evaluate_with_one_line(cli, trained_checkpoint, synthetic_dir, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("inference.Captioner.caption_tensors", interrupted)
+    image = next((synthetic_dir / "images" / "test").iterdir())
+    argv = ["--checkpoint", str(trained_checkpoint), str(image)] if cli is caption else \
+        ["--checkpoint", str(trained_checkpoint), "--data-dir", str(synthetic_dir), "--split", "test"]
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")

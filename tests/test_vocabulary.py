@@ -314,3 +314,10 @@ def test_saved_files_follow_the_umask_and_leave_no_temp_file(tmp_path):
         os.umask(previous)
     assert {path.name: path.stat().st_mode & 0o777 for path in tmp_path.iterdir()} == {
         "vocab.pkl": 0o644, "results.json": 0o644, "last.pt": 0o644}
+
+
+def test_a_threshold_that_leaves_the_captions_mostly_unknown_is_refused():
+    captions = ["a red square", "a blue circle", "a red circle"]
+    assert len(build_vocabulary(captions, 2)) > 4  # "a", "red", "circle": two thirds of the words
+    with pytest.raises(ValueError, match="vocab_threshold 4 keeps 0 words, which cover 0%"):
+        build_vocabulary(captions, 4)
