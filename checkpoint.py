@@ -6,6 +6,7 @@ rebuilding the model needs nothing but the checkpoint's path.
 """
 from __future__ import annotations
 
+import errno
 import pickle
 import zipfile
 from pathlib import Path
@@ -27,8 +28,12 @@ class CheckpointError(Exception):
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write state with torch.save to a temp file in the same folder, then rename: a crash never leaves half a file."""
-    with atomic_write(path) as file:
-        torch.save({**state, "format_version": FORMAT_VERSION}, file)
+    try:
+        with atomic_write(path) as file:
+            torch.save({**state, "format_version": FORMAT_VERSION}, file)
+    except RuntimeError as error:  # torch.save's own wrapping of a failed write (a full disk: "unexpected pos ...")
+        raise OSError(errno.EIO, f"could not write the checkpoint ({error}); the previous one, if any, is intact",
+                      str(path)) from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -42,6 +42,10 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
                                       for image_id, caption in sorted(captions.items())])
     split_references = references(data_dir, split)
     captions = {image_id: caption for image_id, caption in captions.items() if image_id in split_references}
+    if not captions:
+        why = f"all {len(skipped)} images were unreadable, the first: {skipped[0]}" if skipped else \
+            "no captioned image has a reference caption"
+        raise ValueError(f"nothing to score in the split {split!r} of {data_dir}: {why}")
     scored = {image_id: split_references[image_id] for image_id in captions}
     model_scores = metrics.score_captions(scored, captions)
     constant = metrics.best_constant_caption(references(data_dir, captioner.config.train_split))

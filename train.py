@@ -37,7 +37,8 @@ import metrics
 from checkpoint import (CheckpointError, load_checkpoint, load_weights, make_decoder, remove_partial_saves,
                         save_checkpoint)
 from config import Config, add_config_arguments, config_from_args
-from data_loader import Batch, annotation_path, build_transform, get_loader, load_coco
+from data_loader import (Batch, ImageLoadError, annotation_path, build_transform, get_loader, image_path,
+                         load_coco, load_image)
 from model import DecoderRNN, EncoderCNN, decode
 from runtime import autocast_dtype, describe_precision, encoder_autocast, resolve_device
 from vocabulary import Vocabulary, get_vocabulary, is_punctuation
@@ -131,11 +132,13 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
     """Vocabulary (built or loaded unless given), models, optimizer and schedule for a fresh run."""
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
-    # Validation first runs after a whole epoch: a missing or empty val split must not take that long to show.
+    # Validation first runs after a whole epoch: a val split that is missing, empty or unreadable must not take that
+    # long to show.
     load_coco(annotation_path(config.data_dir, config.val_split))
     if vocab is None:
         vocab = get_vocabulary(config.vocab_path, config.vocab_threshold,
                                [annotation_path(config.data_dir, config.train_split)], config.vocab_from_file)
+    check_readable_split(config.data_dir, config.val_split)
     encoder = EncoderCNN(config.embed_size, config.backbone, config.pretrained, config.train_backbone)
     decoder = make_decoder(config, vocab)
     encoder.to(device, memory_format=torch.channels_last)
@@ -156,6 +159,21 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, config.precision) is torch.float16)
     return Run(config, device, vocab, encoder, decoder, optimizer, scheduler, scaler,
                encoder_pretrained=encoder.pretrained)
+
+
+def check_readable_split(data_dir: str | Path, split: str) -> None:
+    """Raise ValueError unless the split's annotations load and at least one of its images can be read (it stops
+    at the first readable one, so a healthy split costs one image)."""
+    coco = load_coco(annotation_path(data_dir, split))
+    first_error = None
+    for image in coco.dataset["images"]:
+        try:
+            load_image(image_path(data_dir, split, image["file_name"]))
+            return
+        except ImageLoadError as error:
+            first_error = first_error or error
+    raise ValueError(f"no image of the split {split!r} in {data_dir} can be read ({len(coco.dataset['images'])} "
+                     f"tried; the first: {first_error})")
 
 
 def checkpoint_state(run: Run) -> dict[str, Any]:
@@ -479,9 +497,9 @@ def end_of_epoch(run: Run, scores: dict[str, float], log) -> bool:
         entry = {"kind": "epoch", "epoch": run.epoch, **scores, "lr": run.optimizer.param_groups[0]["lr"],
                  "best": improved, "skipped_images": run.skipped_images}
         run.history.append(entry)
-        log(entry)
         state = checkpoint_state(run)
         save_checkpoint(run.out / "last.pt", state)
+        log(entry)  # once the epoch is on disk (a kill before best.pt is written is repaired on resume)
         if improved:
             save_checkpoint(run.out / "best.pt", state)
     patience = run.config.early_stop_patience

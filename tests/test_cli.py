@@ -132,6 +132,7 @@ def damaged_data(synthetic_dir, tmp_path) -> Path:
     """A copy of the synthetic set whose train split has an empty annotation file."""
     data = tmp_path / "data"
     shutil.copytree(synthetic_dir / "annotations", data / "annotations")
+    shutil.copytree(synthetic_dir / "images" / "val", data / "images" / "val")  # only the train split is damaged
     (data / "annotations" / "captions_train.json").write_text("")
     return data
 
@@ -365,3 +366,14 @@ def test_ctrl_c_ends_caption_and_evaluate_with_one_line(cli, trained_checkpoint,
     assert cli.main(argv) == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")
+
+
+def test_evaluate_says_why_nothing_could_be_scored(trained_checkpoint, synthetic_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data, ignore=shutil.ignore_patterns("cache"))
+    for image in (data / "images" / "test").iterdir():
+        image.unlink()
+    assert evaluate.main(["--checkpoint", str(trained_checkpoint), "--data-dir", str(data), "--split", "test",
+                          "--device", "cpu"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "nothing to score" in error and "unreadable" in error and "file not found" in error

@@ -358,3 +358,36 @@ def test_an_epoch_in_which_no_image_could_be_read_is_an_error(synthetic_dir, tmp
     with pytest.raises(train.TrainingFailed, match="trained no step"):
         train.train(tiny_config(data, tmp_path / "run"), progress=False)
     assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_a_full_disk_while_saving_is_one_error_and_the_log_and_checkpoints_stay_true(synthetic_dir, tmp_path,
+                                                                                     monkeypatch, capsys):
+    import checkpoint
+    real_save, saves = torch.save, {"n": 0}
+
+    def disk_full_on_the_second_epoch(state, file):
+        saves["n"] += 1
+        if state["epoch"] == 2:
+            file.write(b"half a checkpoint")
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4416 vs 4344")
+        real_save(state, file)
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full_on_the_second_epoch)
+    code = train.main(["--config", "configs/synthetic.json", "--data-dir", str(synthetic_dir), "--out",
+                       str(tmp_path), "--backbone", "resnet18", "--image-size", "32", "--resize-size", "32",
+                       "--embed-size", "16", "--hidden-size", "32", "--vocab-threshold", "1", "--scst-epochs", "0",
+                       "--epochs", "2", "--max-steps-per-epoch", "1", "--precision", "fp32", "--no-progress"])
+    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("error: could not write the checkpoint") and "is intact" in err[-1]
+    assert [entry["epoch"] for entry in train.read_log(tmp_path) if entry["kind"] == "epoch"] == [1]
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1 and not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_validation_split_without_one_readable_image_is_refused_before_training(synthetic_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data, ignore=shutil.ignore_patterns("cache"))
+    for image in (data / "images" / "val").iterdir():
+        image.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="no image of the split 'val' .* can be read"):
+        train.build_run(tiny_config(data, tmp_path / "run"))
