@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
@@ -73,6 +74,8 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
             if min_side and image.format == "JPEG":
                 scale = min(image.width, image.height) / (DRAFT_TOLERANCE * min_side)
                 image.draft("RGB", (math.ceil(image.width / scale), math.ceil(image.height / scale)))
+            if image.mode in WIDE_MODES:  # Pillow would clip these to 0..255: 16-bit grey turns white, floats black
+                return _to_eight_bits(image).convert("RGB")
             if image.mode == "RGBA" or (image.mode == "P" and "transparency" in image.info):
                 image = image.convert("RGBA")  # flatten on white rather than on whatever the hidden pixels hold
                 background = Image.new("RGBA", image.size, (255, 255, 255, 255))
@@ -84,6 +87,27 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
         raise ImageLoadError(f"{path}: file not found") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise ImageLoadError(f"{path}: cannot read image ({error})") from None
+
+
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # 16-bit, 32-bit integer and float single-channel
+
+
+def _to_eight_bits(image: Image.Image) -> Image.Image:
+    """An 8-bit greyscale copy of a 16-bit, 32-bit or float image, scaled by the range its values are in: floats
+    of 0..1 (as float TIFFs hold them) or integers of 0..65535 (16-bit PNGs), else 0..their maximum."""
+    values = np.asarray(image, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    top = float(finite.max()) if finite.size else 0.0
+    if image.mode == "F" and top <= 1.0:
+        scale = 1.0
+    elif top <= 255:
+        scale = 255.0
+    elif top <= 65535:
+        scale = 65535.0
+    else:
+        scale = top
+    eight_bits = np.clip(np.nan_to_num(values / scale * 255.0), 0, 255).round().astype(np.uint8)
+    return Image.fromarray(eight_bits, mode="L")
 
 
 class Preprocess:

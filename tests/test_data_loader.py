@@ -188,3 +188,15 @@ def test_write_json_atomic_leaves_the_old_file_and_no_temp_file_when_it_fails(tm
         data_loader.write_json_atomic(target, {"not serialisable": object()})
     assert json.loads(target.read_text()) == {"kept": 1}
     assert [path.name for path in tmp_path.iterdir()] == ["out.json"]
+
+
+@pytest.mark.parametrize("kind", ["16-bit PNG", "float TIFF"])
+def test_wide_greyscale_images_keep_their_range(kind, tmp_path):
+    ramp = np.linspace(0.0, 1.0, 64 * 256).reshape(64, 256)  # black to white
+    if kind == "16-bit PNG":
+        path, image = tmp_path / "ramp.png", Image.fromarray((ramp * 65535).astype(np.uint16))
+    else:
+        path, image = tmp_path / "ramp.tif", Image.fromarray(ramp.astype(np.float32))
+    image.save(path)
+    grey = np.asarray(load_image(path))[..., 0].astype(float)
+    assert abs(grey.mean() - 127.5) < 2 and grey.min() == 0 and grey.max() == 255  # not clipped to white or black
