@@ -81,9 +81,15 @@ def feature_store(encoder: EncoderCNN, config: Config, split: str, device: torch
     for folder in folders:
         array_path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
         if meta_path.exists() and array_path.exists():
-            meta = json.loads(meta_path.read_text())
-            if meta.get("key") == key:
-                return FeatureStore(array_path, meta)
+            try:
+                meta = json.loads(meta_path.read_text())
+                if meta.get("key") == key:
+                    store = FeatureStore(array_path, meta)
+                    if store.array.shape != (len(meta["image_ids"]), meta["feature_size"]):
+                        raise ValueError(f"it holds {store.array.shape} features for {len(meta['image_ids'])} images")
+                    return store
+            except (OSError, ValueError, KeyError, AttributeError) as error:  # truncated, garbled, cut short
+                warnings.warn(f"the feature cache {array_path} is damaged ({error}): extracting it again")
     folder = next((folder for folder in folders if writable(folder)), None)
     if folder is None:
         raise OSError(f"cannot write the feature cache to {' or '.join(map(str, folders))}: "

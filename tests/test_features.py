@@ -194,3 +194,21 @@ def test_a_read_only_data_folder_gets_its_cache_in_the_run_folder(synthetic_dir,
     # Found there the next time, without extracting again.
     monkeypatch.setattr(features, "extract_features", lambda *args, **kwargs: pytest.fail("extracted again"))
     assert feature_store(make_encoder(), config, "val", CPU, progress=False).path == store.path
+
+
+@pytest.mark.parametrize("damage", ["truncated array", "garbled meta", "meta cut short"])
+def test_a_damaged_cache_is_named_and_extracted_again(damage, synthetic_dir, tmp_path):
+    config, encoder, cache = tiny_config(synthetic_dir, tmp_path / "run"), make_encoder(), tmp_path / "cache"
+    first = feature_store(encoder, config, "val", CPU, cache_dir=cache, progress=False)
+    expected = {image_id: first.get(image_id) for image_id in first.meta["image_ids"]}
+    array, meta = first.path, first.path.with_suffix(".json")
+    del first
+    if damage == "truncated array":
+        array.write_bytes(array.read_bytes()[:-1000])
+    elif damage == "garbled meta":
+        meta.write_text("{not json")
+    else:
+        meta.write_text(meta.read_text()[:-40] + "}")
+    with pytest.warns(UserWarning, match="is damaged"):
+        again = feature_store(encoder, config, "val", CPU, cache_dir=cache, progress=False)
+    assert all(torch.equal(again.get(image_id), value) for image_id, value in expected.items())
