@@ -45,6 +45,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     # reach the unpickler and be reported as unsafe rather than as what it is.
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"cannot read checkpoint {path}: it is truncated or not a checkpoint written by train.py")
+    # torch.load does not check the CRC-32 that the archive records for each tensor, so a flipped byte would load
+    # as a silently altered weight.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        damaged = f"? ({error})"
+    if damaged:
+        raise CheckpointError(f"checkpoint {path} is damaged: its record {damaged} does not match its checksum "
+                              f"(a disk or copy error); use another copy, or the run's other checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:

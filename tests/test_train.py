@@ -391,3 +391,13 @@ def test_a_validation_split_without_one_readable_image_is_refused_before_trainin
         image.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="no image of the split 'val' .* can be read"):
         train.build_run(tiny_config(data, tmp_path / "run"))
+
+
+def test_a_checkpoint_with_flipped_bytes_is_refused_not_loaded_altered(trained_checkpoint, tmp_path):
+    data = bytearray(trained_checkpoint.read_bytes())
+    middle = len(data) // 2  # inside a tensor's record
+    data[middle:middle + 64] = bytes(byte ^ 0xFF for byte in data[middle:middle + 64])
+    damaged = tmp_path / "best.pt"
+    damaged.write_bytes(data)
+    with pytest.raises(CheckpointError, match="is damaged: its record .* does not match its checksum"):
+        load_checkpoint(damaged)
