@@ -170,6 +170,14 @@ def load_coco(path: Path) -> COCO:
         raise ValueError(f"annotation file {path} is not a COCO captions file ({error!r})") from None
     if not coco.dataset.get("images"):
         raise ValueError(f"annotation file {path} lists no images")
+    for index, image in enumerate(coco.dataset["images"]):
+        if not isinstance(image.get("file_name"), str) or not image["file_name"]:
+            raise ValueError(f"annotation file {path}: images[{index}] (id {image.get('id')!r}) has file_name "
+                             f"{image.get('file_name')!r}, not a file name")
+    for index, annotation in enumerate(coco.dataset.get("annotations", [])):
+        if not isinstance(annotation.get("caption"), str):
+            raise ValueError(f"annotation file {path}: annotations[{index}] (image {annotation.get('image_id')!r}) "
+                             f"has caption {annotation.get('caption')!r}, not a string")
     return coco
 
 

@@ -207,9 +207,15 @@ def _read_captions(path: Path) -> list[str]:
         raise FileNotFoundError(f"annotation file {path} does not exist")
     try:
         with open(path, encoding="utf-8") as file:
-            return [str(annotation["caption"]) for annotation in json.load(file)["annotations"]]
+            annotations = json.load(file)["annotations"]
+        captions = [annotation["caption"] for annotation in annotations]
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a COCO captions file (needs annotations[].caption): {error!r}") from error
+    for index, caption in enumerate(captions):
+        if not isinstance(caption, str):
+            raise ValueError(f"annotation file {path}: annotations[{index}] (image "
+                             f"{annotations[index].get('image_id')!r}) has caption {caption!r}, not a string")
+    return captions
 
 
 def build_vocabulary(captions: Iterable[str], threshold: int) -> Vocabulary:

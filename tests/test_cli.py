@@ -377,3 +377,18 @@ def test_evaluate_says_why_nothing_could_be_scored(trained_checkpoint, synthetic
                           "--device", "cpu"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "nothing to score" in error and "unreadable" in error and "file not found" in error
+
+
+@pytest.mark.parametrize("field, value, expected", [("caption", 42, "annotations[3] (image"),
+                                                    ("caption", None, "annotations[3] (image"),
+                                                    ("file_name", None, "images[3] (id")])
+def test_a_malformed_annotation_entry_is_named(field, value, expected, synthetic_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data, ignore=shutil.ignore_patterns("cache"))
+    annotations = data / "annotations" / "captions_train.json"
+    coco = json.loads(annotations.read_text())
+    coco["annotations" if field == "caption" else "images"][3][field] = value
+    annotations.write_text(json.dumps(coco))
+    assert train.main([*TINY_FLAGS, "--data-dir", str(data), "--out", str(tmp_path / "run")]) == 2
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and str(annotations) in errors[0] and expected in errors[0] and field in errors[0]
