@@ -84,12 +84,32 @@ def build_models(state: dict[str, Any], device: str | torch.device = "cpu"
         vocab = Vocabulary.from_dict(state["vocab"])
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"the checkpoint's settings or vocabulary are not usable: {error}") from None
+    check_sizes(state, config, vocab)
     # The weights come from the checkpoint, so never fetch ImageNet weights here.
     encoder = EncoderCNN(config.embed_size, config.backbone, pretrained="no", train_backbone="no")
     decoder = make_decoder(config, vocab)
     load_weights(encoder, state["encoder"], "encoder")
     load_weights(decoder, state["decoder"], "decoder")
     return encoder.to(device).eval(), decoder.to(device).eval(), vocab, config
+
+
+def check_sizes(state: dict[str, Any], config: Config, vocab: Vocabulary) -> None:
+    """Refuse, before any model is built, weights that are not tensors or whose shapes are not the ones the settings
+    and vocabulary describe: a crafted checkpoint must not make us allocate a model of any size it names."""
+    for part in ("encoder", "decoder"):
+        weights = state[part]
+        if not isinstance(weights, dict) or not all(isinstance(value, torch.Tensor) for value in weights.values()):
+            raise CheckpointError(f"the checkpoint's {part} weights are not tensors: not a checkpoint of this project")
+    expected = {("decoder", "embed.weight"): (len(vocab), config.embed_size),
+                ("decoder", "lstm.weight_hh_l0"): (4 * config.hidden_size, config.hidden_size),
+                ("decoder", "fc.weight"): (len(vocab), config.hidden_size),
+                ("encoder", "embed.bias"): (config.embed_size,)}
+    for (part, name), shape in expected.items():
+        found = state[part].get(name)
+        if found is None or tuple(found.shape) != shape:
+            raise CheckpointError(f"the checkpoint's {part} weights do not fit its settings and vocabulary ({name} "
+                                  f"is {'missing' if found is None else tuple(found.shape)}, they describe {shape}): "
+                                  f"a damaged or crafted checkpoint, or weights from another run")
 
 
 def make_decoder(config: Config, vocab: Vocabulary) -> DecoderRNN:

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import metrics
-from checkpoint import (CheckpointError, load_checkpoint, load_weights, make_decoder, remove_partial_saves,
-                        save_checkpoint)
+from checkpoint import (CheckpointError, check_sizes, load_checkpoint, load_weights, make_decoder,
+                        remove_partial_saves, save_checkpoint)
 from config import Config, add_config_arguments, config_from_args
 from data_loader import (Batch, ImageLoadError, annotation_path, build_transform, get_loader, image_path,
                          load_coco, load_image)
@@ -549,9 +549,10 @@ def prepare(config: Config, resume: bool, given: Iterable[str] | None = None) ->
     # follows what the original run decided.
     trainable = {"yes": True, "no": False, "auto": not state["encoder_pretrained"]}[saved.train_backbone]
     chosen = {name: getattr(config, name) for name in RESUMABLE if name in given}
+    vocab = Vocabulary.from_dict(state["vocab"])
+    check_sizes(state, saved, vocab)
     run = build_run(saved.replace(**chosen, out=config.out, pretrained="no",
-                                  train_backbone="yes" if trainable else "no").validate(),
-                    vocab=Vocabulary.from_dict(state["vocab"]))
+                                  train_backbone="yes" if trainable else "no").validate(), vocab=vocab)
     restore(run, state)
     run.config = run.config.replace(pretrained=saved.pretrained, train_backbone=saved.train_backbone)
     repair_best(run, state, last)

@@ -401,3 +401,18 @@ def test_a_checkpoint_with_flipped_bytes_is_refused_not_loaded_altered(trained_c
     damaged.write_bytes(data)
     with pytest.raises(CheckpointError, match="is damaged: its record .* does not match its checksum"):
         load_checkpoint(damaged)
+
+
+@pytest.mark.parametrize("craft", ["huge sizes", "weights that are not tensors"])
+def test_a_crafted_checkpoint_is_refused_before_any_model_is_built(craft, trained_checkpoint, tmp_path, monkeypatch):
+    import checkpoint
+    state = load_checkpoint(trained_checkpoint)
+    if craft == "huge sizes":
+        state["config"]["hidden_size"] = state["config"]["embed_size"] = 1_000_000  # a 10^12-weight LSTM
+    else:
+        state["decoder"]["fc.weight"] = [[0.0] * 4]
+    crafted = tmp_path / "crafted.pt"
+    torch.save(state, crafted)
+    monkeypatch.setattr(checkpoint, "EncoderCNN", lambda *args, **kwargs: pytest.fail("a model was built"))
+    with pytest.raises(CheckpointError, match="do not fit its settings|not a checkpoint of this project"):
+        checkpoint.build_models(load_checkpoint(crafted))
