@@ -325,12 +325,16 @@ def download_file(url: str, dest: Path, expected_size: int | None = None) -> Non
         try:
             _fetch_once(url, part, expected_size)
         except _Interrupted as error:
-            print(f"{dest.name}: transfer interrupted ({error}); resuming, attempt {attempt + 1}.", file=sys.stderr)
+            last_error = error
+            if attempt < ATTEMPTS:
+                print(f"{dest.name}: transfer interrupted ({error}); trying again, attempt {attempt + 1} of "
+                      f"{ATTEMPTS}.", file=sys.stderr)
             continue
         part.replace(dest)
         return
-    raise CocoDownloadError(f"Downloading {url} was interrupted {ATTEMPTS} times; run the same command "
-                            f"again to resume from {part}.")
+    advice = f"run the same command again to resume from {part}" if part.exists() else \
+        "try again later or another --base-url (nothing was received to resume from)"
+    raise CocoDownloadError(f"Downloading {url} failed {ATTEMPTS} times, the last with {last_error}; {advice}.")
 
 
 def _fetch_once(url: str, part: Path, expected_size: int | None) -> None:

@@ -77,6 +77,9 @@ class _CocoHandler(http.server.BaseHTTPRequestHandler):
             server.requests.append((self.path, self.headers.get("Range")))
             too_many = len(server.requests) > MAX_REQUESTS
         body = server.files.get(self.path)
+        if server.fail_with:  # a mirror in trouble
+            self.send_error(server.fail_with)
+            return
         if too_many or body is None:
             self.send_error(410 if too_many else 404)
             return
@@ -105,7 +108,7 @@ def server(archives):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CocoHandler)
     httpd.files = dict(archives)
     httpd.requests, httpd.lock = [], threading.Lock()
-    httpd.drop_after, httpd.honour_range = {}, True
+    httpd.drop_after, httpd.honour_range, httpd.fail_with = {}, True, None
     httpd.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -404,3 +407,13 @@ def test_val_test_split_files_resolve_under_images(tmp_path):
     assert len(test["annotations"]) == 2 * len(test["images"])
     with pytest.raises(coco_download.CocoDownloadError, match="too few"):
         coco_download.write_val_test_split(tmp_path, n_val=2, n_test=2)
+
+
+def test_a_mirror_answering_500_is_tried_five_times_and_the_advice_fits(server, tmp_path, capsys):
+    server.fail_with = 500
+    assert _run_against(server, tmp_path) != 0
+    err = capsys.readouterr().err
+    assert "attempt 5 of 5" in err and "attempt 6" not in err
+    last = err.strip().splitlines()[-1]
+    assert "failed 5 times, the last with HTTP 500" in last and "nothing was received" in last
+    assert ".part" not in last  # no advice to resume from a file that does not exist
