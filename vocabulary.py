@@ -1,5 +1,6 @@
 """Vocabulary: captions -> tokens -> ids and back; saved as a restricted pickle."""
 
+import hashlib
 import json
 import os
 import pickle
@@ -81,8 +82,9 @@ class Vocabulary:
     UNK = "<unk>"
     SPECIAL_TOKENS = (PAD, START, END, UNK)
 
-    def __init__(self, threshold: int = 1):
+    def __init__(self, threshold: int = 1, source: str = ""):
         self.threshold = threshold
+        self.source = source  # captions_fingerprint of the captions it was built from ("" = not recorded)
         self.word2idx: dict[str, int] = {}
         self.idx2word: dict[int, str] = {}
         for token in self.SPECIAL_TOKENS:
@@ -152,7 +154,8 @@ class Vocabulary:
 
     def to_dict(self) -> dict:
         """Plain-data form for checkpoints: the words in index order and the threshold."""
-        return {"words": [self.idx2word[index] for index in range(len(self))], "threshold": self.threshold}
+        return {"words": [self.idx2word[index] for index in range(len(self))], "threshold": self.threshold,
+                "source": self.source}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Vocabulary":
@@ -164,7 +167,10 @@ class Vocabulary:
             raise ValueError("a vocabulary dict needs string words and an integer 'threshold'")
         if tuple(words[: len(cls.SPECIAL_TOKENS)]) != cls.SPECIAL_TOKENS or len(set(words)) != len(words):
             raise ValueError(f"a vocabulary's words must be unique and start with {cls.SPECIAL_TOKENS}")
-        vocabulary = cls(threshold)
+        source = data.get("source", "")  # vocabularies saved before it was recorded have none
+        if not isinstance(source, str):
+            raise ValueError("a vocabulary dict's 'source' must be a string")
+        vocabulary = cls(threshold, source)
         for word in words:
             vocabulary.add_word(word)
         return vocabulary
@@ -175,7 +181,9 @@ class Vocabulary:
         if isinstance(annotation_files, (str, os.PathLike)):
             annotation_files = [annotation_files]
         captions = [caption for path in annotation_files for caption in _read_captions(Path(path))]
-        return build_vocabulary(tqdm(captions, desc="tokenizing captions"), threshold)
+        vocabulary = build_vocabulary(tqdm(captions, desc="tokenizing captions"), threshold)
+        vocabulary.source = captions_fingerprint(captions)
+        return vocabulary
 
     def save(self, path: PathLike) -> None:
         """Pickle to_dict() to path atomically, so a crash never leaves a half-written file."""
@@ -218,6 +226,11 @@ def _read_captions(path: Path) -> list[str]:
     return captions
 
 
+def captions_fingerprint(captions: Sequence[str]) -> str:
+    """A short digest of a list of captions: tells whether a saved vocabulary was built from these captions."""
+    return hashlib.sha256("\n".join(captions).encode("utf-8")).hexdigest()[:16]
+
+
 def build_vocabulary(captions: Iterable[str], threshold: int) -> Vocabulary:
     """Keep the words seen at least threshold times, most frequent first, ties alphabetical."""
     if threshold < 1:
@@ -242,6 +255,13 @@ def get_vocabulary(
     """Load vocab_file if from_file and it exists; otherwise build from annotation_files and save it."""
     if from_file and Path(vocab_file).is_file():
         vocabulary = Vocabulary.load(vocab_file)
+        present = all(Path(path).is_file() for path in annotation_files)  # else there is nothing to compare
+        captions = [caption for path in annotation_files for caption in _read_captions(Path(path))] if present else []
+        if present and vocabulary.source and vocabulary.source != captions_fingerprint(captions):
+            raise ValueError(f"{vocab_file} was built from other captions than those of "
+                             f"{', '.join(map(str, annotation_files))}, whose words it would turn into <unk>: "
+                             f"delete it, rebuild it with vocab_from_file false (--vocab-from-file false), or give "
+                             f"another vocab_file")
         if vocabulary.threshold != threshold:
             warnings.warn(
                 f"{vocab_file} was built with threshold {vocabulary.threshold}, not {threshold}; "

@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -292,7 +293,7 @@ def test_get_vocabulary_builds_saves_and_loads(tmp_path):
     built = get_vocabulary(vocab_file, 2, [annotations], from_file=True)  # no file yet: built and saved
     assert built == build_vocabulary(CAPTIONS, 2) and Vocabulary.load(vocab_file) == built
 
-    # from_file loads without reading the annotations
+    # from_file loads without needing the annotations
     assert get_vocabulary(vocab_file, 2, [tmp_path / "gone.json"], from_file=True) == built
     with pytest.warns(UserWarning, match="threshold 2"):
         assert get_vocabulary(vocab_file, 1, [tmp_path / "gone.json"], from_file=True) == built
@@ -321,3 +322,20 @@ def test_a_threshold_that_leaves_the_captions_mostly_unknown_is_refused():
     assert len(build_vocabulary(captions, 2)) > 4  # "a", "red", "circle": two thirds of the words
     with pytest.raises(ValueError, match="vocab_threshold 4 keeps 0 words, which cover 0%"):
         build_vocabulary(captions, 4)
+
+
+def test_a_saved_vocabulary_built_from_other_captions_is_refused(tmp_path):
+    def annotations(name: str, captions: list[str]) -> Path:
+        path = tmp_path / name
+        path.write_text(json.dumps({"images": [{"id": 1, "file_name": "1.jpg"}],
+                                    "annotations": [{"id": i, "image_id": 1, "caption": caption}
+                                                    for i, caption in enumerate(captions)]}))
+        return path
+    shapes = annotations("shapes.json", ["a red square", "a blue circle", "a red circle"])
+    animals = annotations("animals.json", ["a brown dog", "a black cat", "a brown cat"])
+    vocab_file = tmp_path / "vocab.pkl"
+    built = get_vocabulary(vocab_file, 1, [shapes], from_file=False)
+    assert get_vocabulary(vocab_file, 1, [shapes], from_file=True) == built  # the same captions: reused
+    with pytest.raises(ValueError, match="built from other captions .* vocab_from_file false"):
+        get_vocabulary(vocab_file, 1, [animals], from_file=True)
+    assert get_vocabulary(vocab_file, 1, [animals], from_file=False).source != built.source  # asked: rebuilt
