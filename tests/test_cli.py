@@ -392,3 +392,15 @@ def test_a_malformed_annotation_entry_is_named(field, value, expected, synthetic
     assert train.main([*TINY_FLAGS, "--data-dir", str(data), "--out", str(tmp_path / "run")]) == 2
     errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and str(annotations) in errors[0] and expected in errors[0] and field in errors[0]
+
+
+def test_evaluate_checks_that_it_can_write_out_before_captioning(trained_checkpoint, synthetic_dir, tmp_path,
+                                                                 monkeypatch, capsys):
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == read_only else real_access(path, mode))
+    monkeypatch.setattr("inference.Captioner.caption_split", lambda *args, **kwargs: pytest.fail("captioned first"))
+    assert evaluate.main(["--checkpoint", str(trained_checkpoint), "--data-dir", str(synthetic_dir), "--split",
+                          "test", "--out", str(read_only / "results.json"), "--device", "cpu"]) == 2
+    assert "cannot be written" in one_line_error(capsys.readouterr().err)
