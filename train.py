@@ -31,6 +31,7 @@ except ImportError:  # Windows: one run per folder is then up to the user
 
 import torch
 import torch.nn.functional as F
+from pycocotools.coco import COCO
 from tqdm.auto import tqdm
 
 import metrics
@@ -134,11 +135,11 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
     device = resolve_device(config.device)
     # Validation first runs after a whole epoch: a val split that is missing, empty or unreadable must not take that
     # long to show.
-    load_coco(annotation_path(config.data_dir, config.val_split))
+    val = load_coco(annotation_path(config.data_dir, config.val_split))
     if vocab is None:
         vocab = get_vocabulary(config.vocab_path, config.vocab_threshold,
                                [annotation_path(config.data_dir, config.train_split)], config.vocab_from_file)
-    check_readable_split(config.data_dir, config.val_split)
+    check_readable_split(val, config.data_dir, config.val_split)
     encoder = EncoderCNN(config.embed_size, config.backbone, config.pretrained, config.train_backbone)
     decoder = make_decoder(config, vocab)
     encoder.to(device, memory_format=torch.channels_last)
@@ -161,10 +162,9 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
                encoder_pretrained=encoder.pretrained)
 
 
-def check_readable_split(data_dir: str | Path, split: str) -> None:
-    """Raise ValueError unless the split's annotations load and at least one of its images can be read (it stops
-    at the first readable one, so a healthy split costs one image)."""
-    coco = load_coco(annotation_path(data_dir, split))
+def check_readable_split(coco: COCO, data_dir: str | Path, split: str) -> None:
+    """Raise ValueError unless at least one image of the split can be read (it stops at the first readable one, so
+    a healthy split costs one image)."""
     first_error = None
     for image in coco.dataset["images"]:
         try:
