@@ -49,6 +49,11 @@ from tqdm import tqdm
 DEFAULT_BASE_URL = "http://images.cocodataset.org"
 YEARS = ("2014", "2017")
 SPLITS = ("train", "val")
+VAL_IMAGES = {"2014": 40504, "2017": 5000}  # images in each release's official val split
+# Default sizes of the held-out val/test splits cut from the official val split (without Karpathy's file). 2017's
+# val has only 5,000 images (its train took the rest of val2014), so it is halved: 2,500 to choose the checkpoint
+# by, 2,500 never looked at until the final evaluation. The file names keep "5k" whatever the sizes.
+HELD_OUT_DEFAULTS = {"2014": (5000, 5000), "2017": (2500, 2500)}
 
 # Size in bytes and SHA-256 of the official archives, copied from TensorFlow Datasets'
 # tensorflow_datasets/url_checksums/coco.txt (github.com/tensorflow/datasets, commits
@@ -115,8 +120,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='JSON {"<archive>.zip": "<sha256>"} replacing the built-in table (for a mirror)')
     parser.add_argument("--karpathy-split", type=Path, default=None,
                         help="Karpathy's dataset_coco.json; writes captions_karpathy_{train,val,test}.json")
-    parser.add_argument("--n-val", type=int, default=5000, help="images in the val5k split (default: 5000)")
-    parser.add_argument("--n-test", type=int, default=5000, help="images in the test5k split (default: 5000)")
+    parser.add_argument("--n-val", type=int, default=None,
+                        help="images in the val5k split (default: 5000 for 2014, 2500 for 2017)")
+    parser.add_argument("--n-test", type=int, default=None,
+                        help="images in the test5k split (default: 5000 for 2014, 2500 for 2017)")
     parser.add_argument("--seed", type=int, default=0, help="shuffle seed of the val5k/test5k split (default: 0)")
     parser.add_argument("--delete-archives", action="store_true",
                         help="delete each archive once it is extracted (saves disk space)")
@@ -126,8 +133,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the COCO preparation from parsed arguments; return the process exit code."""
     try:
         year, splits = _parse_year(args.year), _parse_splits(args.splits)
-        if args.n_val < 0 or args.n_test < 0:
-            raise CocoDownloadError("--n-val and --n-test must not be negative.")
+        args.n_val, args.n_test = held_out_sizes(year, args.n_val, args.n_test, args.karpathy_split is None)
         table = load_checksums(args.checksums) if args.checksums else KNOWN_ARCHIVES
         if args.karpathy_split is not None and not Path(args.karpathy_split).is_file():
             raise CocoDownloadError(f"Karpathy split file {args.karpathy_split} does not exist; "
@@ -145,6 +151,19 @@ def run(args: argparse.Namespace) -> int:
         print("\ninterrupted; run the same command again to resume.", file=sys.stderr)
         return 130
     return 0
+
+
+def held_out_sizes(year: str, n_val: int | None, n_test: int | None, used: bool = True) -> tuple[int, int]:
+    """The val5k/test5k sizes for a release (the year's defaults for None), checked against what its val split
+    holds before anything is downloaded (used=False: they are not used, e.g. with Karpathy's split)."""
+    default_val, default_test = HELD_OUT_DEFAULTS[year]
+    n_val, n_test = default_val if n_val is None else n_val, default_test if n_test is None else n_test
+    if n_val < 0 or n_test < 0:
+        raise CocoDownloadError("--n-val and --n-test must not be negative.")
+    if used and n_val + n_test > VAL_IMAGES[year]:
+        raise CocoDownloadError(f"val{year} has {VAL_IMAGES[year]} images, too few for --n-val {n_val} plus "
+                                f"--n-test {n_test}; lower them (nothing was downloaded).")
+    return n_val, n_test
 
 
 def _write_splits(args: argparse.Namespace, year: str, splits: list[str]) -> None:
@@ -234,7 +253,7 @@ def download_coco(out_dir: Path, archives: list[Archive], base_url: str = DEFAUL
     for archive in archives:
         if archive not in pending:
             print(f"{archive.name}: already extracted, skipping.")
-    check_disk_space(out_dir, _bytes_needed(pending, downloads))
+    check_disk_space(out_dir, _bytes_needed(pending, downloads, delete_archives))
     downloads.mkdir(exist_ok=True)
     for archive in pending:
         path = fetch_verified(archive, f"{base_url}/{archive.url_path}", downloads)
@@ -250,16 +269,20 @@ def is_extracted(archive: Archive, out_dir: Path) -> bool:
     return all((out_dir / "annotations" / name).is_file() for name in archive.caption_files)
 
 
-def _bytes_needed(archives: list[Archive], downloads: Path) -> int:
-    """Bytes still to download plus room to extract (zipped JPEGs barely compress: count the archive size)."""
-    needed = 0
+def _bytes_needed(archives: list[Archive], downloads: Path, delete_archives: bool = False) -> int:
+    """Free space the archives need at the peak: bytes still to download plus room to extract (zipped JPEGs barely
+    compress: count the archive size). With delete_archives each archive goes once extracted, so the peak is while
+    the largest remaining one is extracted, beside what the earlier ones left."""
+    peak = kept = 0  # kept: bytes the archives done so far still occupy beyond what was on disk before
     for archive in archives:
         if archive.size is None:
             continue  # unknown until the server answers; download_file checks it then
         final, part = downloads / archive.name, downloads / (archive.name + ".part")
         have = final.stat().st_size if final.exists() else part.stat().st_size if part.exists() else 0
-        needed += max(archive.size - have, 0) + archive.size
-    return needed
+        download, extracted = max(archive.size - have, 0), archive.size
+        peak = max(peak, kept + download + extracted)
+        kept += download + extracted - (archive.size if delete_archives else 0)
+    return max(peak, kept)
 
 
 def check_disk_space(where: Path, needed: int) -> None:

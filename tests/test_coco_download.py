@@ -42,8 +42,13 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def _captions(split: str, image_ids: list[int], size: tuple[int, int]) -> dict:
-    images = [{"id": image_id, "file_name": f"COCO_{split}2014_{image_id:012d}.jpg",
+def _file_name(split: str, year: str, image_id: int) -> str:
+    """The official image file names: COCO_val2014_000000000003.jpg in 2014, 000000000003.jpg in 2017."""
+    return f"COCO_{split}{year}_{image_id:012d}.jpg" if year == "2014" else f"{image_id:012d}.jpg"
+
+
+def _captions(split: str, image_ids: list[int], size: tuple[int, int], year: str = "2014") -> dict:
+    images = [{"id": image_id, "file_name": _file_name(split, year, image_id),
                "width": size[0], "height": size[1]} for image_id in image_ids]
     annotations = [{"id": 100 * image_id + k, "image_id": image_id, "caption": f"{split} image {image_id} caption {k}"}
                    for image_id in image_ids for k in range(2)]
@@ -53,19 +58,24 @@ def _captions(split: str, image_ids: list[int], size: tuple[int, int]) -> dict:
 TRAIN_IDS, VAL_IDS = [1, 2], [3, 4, 5]
 
 
-@pytest.fixture(scope="module")
-def archives() -> dict[str, bytes]:
-    """The official tree, in miniature: URL path -> archive bytes."""
+def _tree(year: str) -> dict[str, bytes]:
+    """The official tree of one release, in miniature: URL path -> archive bytes."""
     files = {}
     for split, ids in (("train", TRAIN_IDS), ("val", VAL_IDS)):
-        files[f"/zips/{split}2014.zip"] = _zip({f"{split}2014/COCO_{split}2014_{i:012d}.jpg": _jpeg(40, 30, i)
-                                                for i in ids})
-    files["/annotations/annotations_trainval2014.zip"] = _zip({
-        "annotations/captions_train2014.json": json.dumps(_captions("train", TRAIN_IDS, (40, 30))).encode(),
-        "annotations/captions_val2014.json": json.dumps(_captions("val", VAL_IDS, (40, 30))).encode(),
-        "annotations/instances_train2014.json": b"{}",  # must not be extracted
+        files[f"/zips/{split}{year}.zip"] = _zip({f"{split}{year}/{_file_name(split, year, i)}": _jpeg(40, 30, i)
+                                                  for i in ids})
+    files[f"/annotations/annotations_trainval{year}.zip"] = _zip({
+        f"annotations/captions_train{year}.json": json.dumps(_captions("train", TRAIN_IDS, (40, 30), year)).encode(),
+        f"annotations/captions_val{year}.json": json.dumps(_captions("val", VAL_IDS, (40, 30), year)).encode(),
+        f"annotations/instances_train{year}.json": b"{}",  # must not be extracted
     })
     return files
+
+
+@pytest.fixture(scope="module")
+def archives() -> dict[str, bytes]:
+    """The 2014 tree, in miniature."""
+    return _tree("2014")
 
 
 class _CocoHandler(http.server.BaseHTTPRequestHandler):
@@ -417,3 +427,67 @@ def test_a_mirror_answering_500_is_tried_five_times_and_the_advice_fits(server, 
     last = err.strip().splitlines()[-1]
     assert "failed 5 times, the last with HTTP 500" in last and "nothing was received" in last
     assert ".part" not in last  # no advice to resume from a file that does not exist
+
+
+# --------------------------------------------------------------------------- COCO 2017
+
+
+def test_2017_defaults_fit_its_val_split():
+    # val2017 has 5,000 images: the 2014 defaults (5,000 + 5,000) cannot be cut from it, the 2017 ones can.
+    assert coco_download.held_out_sizes("2017", None, None) == (2500, 2500)
+    assert coco_download.held_out_sizes("2014", None, None) == (5000, 5000)
+    for year, (n_val, n_test) in coco_download.HELD_OUT_DEFAULTS.items():
+        assert n_val > 0 and n_test > 0 and n_val + n_test <= coco_download.VAL_IMAGES[year]
+
+
+def test_2017_sizes_too_large_are_refused_before_any_download(server, tmp_path, capsys):
+    assert _run("--out", str(tmp_path / "coco"), "--year", "2017", "--base-url", server.base_url,
+                "--n-val", "5000") == 1
+    error = _one_clear_error(capsys)
+    assert "val2017 has 5000 images" in error and "nothing was downloaded" in error
+    assert server.requests == []
+    assert not (tmp_path / "coco" / "downloads").exists()
+
+
+def test_2017_sizes_are_not_checked_against_val_with_karpathy_split(tmp_path):
+    # Karpathy's file gives the held-out splits; --n-val/--n-test are then unused.
+    assert coco_download.held_out_sizes("2017", 5000, 5000, used=False) == (5000, 5000)
+
+
+def test_full_2017_run_with_its_defaults_names(server, tmp_path):
+    server.files = _tree("2017")
+    checksums = _checksums_file(tmp_path, server.files)
+    assert _run("--out", str(tmp_path / "coco"), "--year", "2017", "--base-url", server.base_url,
+                "--checksums", str(checksums), "--n-val", "1", "--n-test", "2") == 0
+    out = tmp_path / "coco"
+    assert sorted(path for path, _ in server.requests) == [
+        "/annotations/annotations_trainval2017.zip", "/zips/train2017.zip", "/zips/val2017.zip"]
+    assert sorted(path.name for path in (out / "images" / "val2017").glob("*.jpg")) == [
+        f"{i:012d}.jpg" for i in VAL_IDS]
+    val = json.loads((out / "annotations" / "captions_val5k2017.json").read_text())
+    test = json.loads((out / "annotations" / "captions_test5k2017.json").read_text())
+    assert len(val["images"]) == 1 and len(test["images"]) == 2
+    for image in val["images"] + test["images"]:  # resolvable under images/
+        assert (out / "images" / image["file_name"]).is_file()
+
+
+# --------------------------------------------------------------------------- disk space
+
+
+def test_disk_space_needed_for_2014_with_and_without_deleting_archives(tmp_path):
+    archives = coco_download.plan_archives("2014", ["train", "val"], coco_download.KNOWN_ARCHIVES)
+    total = sum(archive.size for archive in archives)  # 20.4 GB of archives
+    assert coco_download._bytes_needed(archives, tmp_path) == 2 * total  # every archive kept beside its files
+    # Deleting each archive once extracted: the peak is the last one being extracted beside what came before.
+    with_deletion = coco_download._bytes_needed(archives, tmp_path, delete_archives=True)
+    largest = max(archive.size for archive in archives)
+    assert with_deletion < 0.7 * 2 * total
+    assert total + min(archive.size for archive in archives) <= with_deletion <= total + largest
+    assert 26e9 < with_deletion < 28e9  # the ~27 GB docs/COCO.md states
+
+
+def test_disk_space_needed_counts_a_partial_download(tmp_path):
+    archive = coco_download.Archive("zips/val2014.zip", 1000, None, image_folder="val2014")
+    (tmp_path / "val2014.zip.part").write_bytes(b"x" * 400)
+    assert coco_download._bytes_needed([archive], tmp_path) == 600 + 1000
+    assert coco_download._bytes_needed([archive], tmp_path, delete_archives=True) == 600 + 1000
