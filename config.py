@@ -25,7 +25,7 @@ CHOICES = {
 # Numeric settings: (lowest, highest) allowed, inclusive; None = no upper bound. Checked before any work starts.
 RANGES = {
     "epochs": (1, None), "batch_size": (1, None), "embed_size": (1, None), "hidden_size": (1, None),
-    "num_layers": (1, None), "image_size": (1, None), "vocab_threshold": (1, None),
+    "num_layers": (1, None), "image_size": (1, None), "resize_size": (0, None), "vocab_threshold": (1, None),
     "max_caption_length": (2, None),  # <start> and <end> at least
     "max_len": (1, 200),  # longest generated caption: decoding stops here even if <end> never comes
     "weight_decay": (0, None), "grad_clip": (0, None), "lr_patience": (0, None), "early_stop_patience": (0, None),
@@ -49,7 +49,8 @@ class Config:
     vocab_file: str = ""  # where the vocabulary pickle lives; "" = <out>/vocab.pkl
     vocab_from_file: bool = True  # reuse vocab_file when it exists instead of rebuilding it
     image_size: int = 224  # side of the square crop fed to the CNN
-    resize_size: int = 256  # shorter image side before cropping (COCO practice: 256 -> 224 crop)
+    resize_size: int = 0  # shorter image side before cropping; 0 = as the ImageNet weights were evaluated (232 for
+    # a 224 crop with ResNet-50's V2 weights, 256 with V1), or 8/7 of image_size without them
     random_crop: bool = True  # random crop while training, centre crop otherwise
     hflip: bool = True  # random horizontal flips while training (turn off when captions say left/right)
     max_caption_length: int = 50  # longer training captions are truncated (COCO: a handful are longer)
@@ -57,6 +58,8 @@ class Config:
     # --- model ----------------------------------------------------------------------------------------------
     backbone: str = "resnet50"  # torchvision ResNet; the product uses ResNet-50
     pretrained: str = "auto"  # ImageNet weights: yes (fail without), no, auto (fall back to random with a warning)
+    weights: str = "DEFAULT"  # which: torchvision's DEFAULT, IMAGENET1K_V1 or IMAGENET1K_V2, or a local file holding
+    # them as a torchvision state dict (offline machines, shared clusters)
     train_backbone: str = "auto"  # auto: freeze a pretrained backbone, train a randomly initialised one
     embed_size: int = 256  # word embedding and projected image feature size
     hidden_size: int = 512  # LSTM state size
@@ -126,8 +129,9 @@ class Config:
                              f"epochs are the last scst_epochs of the epochs, so lower scst_epochs too (0 for none)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.resize_size < self.image_size:
-            raise ValueError(f"resize_size ({self.resize_size}) must be at least image_size ({self.image_size})")
+        if self.resize_size and self.resize_size < self.image_size:
+            raise ValueError(f"resize_size ({self.resize_size}) must be at least image_size ({self.image_size}), "
+                             f"or 0 to follow the weights")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Model: ResNet encoder (image -> feature vector) and LSTM decoder (feature -> words), with greedy and beam decoding."""
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -19,30 +20,82 @@ class PretrainedWeightsUnavailable(RuntimeError):
     """The ImageNet weights were asked for and cannot be had (offline, no cached copy)."""
 
 
-def imagenet_weights(backbone: str) -> torchvision.models.WeightsEnum:
-    """torchvision's default ImageNet weights enum for a ResNet name (e.g. ResNet50_Weights.IMAGENET1K_V2)."""
-    return torchvision.models.get_model_weights(backbone).DEFAULT
+def imagenet_weights(backbone: str, name: str = "DEFAULT") -> torchvision.models.WeightsEnum:
+    """torchvision's ImageNet weights entry for a ResNet, by name: DEFAULT (ResNet50_Weights.IMAGENET1K_V2 for a
+    ResNet-50), IMAGENET1K_V1 or IMAGENET1K_V2."""
+    weights = torchvision.models.get_model_weights(backbone)
+    if name not in weights.__members__:
+        raise ValueError(f"{backbone} has no ImageNet weights called {name!r}: give one of "
+                         f"{', '.join(weights.__members__)}, or the path of a weights file")
+    return weights[name]
 
 
-def weights_cache_path(backbone: str) -> Path:
+def weights_cache_path(backbone: str, name: str = "DEFAULT") -> Path:
     """Where torchvision looks for (and downloads) the backbone's weights file."""
-    file_name = os.path.basename(imagenet_weights(backbone).url)
+    file_name = os.path.basename(imagenet_weights(backbone, name).url)
     return Path(torch.hub.get_dir()) / "checkpoints" / file_name
 
 
-def load_backbone(backbone: str, pretrained: str) -> tuple[nn.Module, bool]:
-    """A torchvision ResNet and whether it got ImageNet weights, following pretrained = yes / no / auto."""
+def is_weights_name(weights: str) -> bool:
+    """Whether a `weights` setting names torchvision weights (IMAGENET1K_V1, DEFAULT, ...) rather than a file."""
+    return weights == "DEFAULT" or weights.startswith("IMAGENET")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_of_file(backbone: str, path: Path) -> torchvision.models.WeightsEnum | None:
+    """Which of torchvision's weights a local file holds, by its content (torchvision names each file after the
+    start of its SHA-256, e.g. resnet50-11ad3fa6.pth); None for a file of other weights."""
+    digest = _sha256(path)
+    for entry in torchvision.models.get_model_weights(backbone):
+        prefix = os.path.basename(entry.url).rsplit("-", 1)[-1].split(".")[0]
+        if digest.startswith(prefix):
+            return entry
+    return None
+
+
+def weights_entry(backbone: str, weights: str) -> torchvision.models.WeightsEnum:
+    """The torchvision weights a setting stands for: the named ones, or those a local file holds (a file of other
+    weights is preprocessed like the default ones). Raises ValueError for a missing file or an unknown name."""
+    if is_weights_name(weights):
+        return imagenet_weights(backbone, weights)
+    path = Path(weights)
+    if not path.is_file():
+        raise ValueError(f"the weights file {path} does not exist (weights is a file or one of torchvision's names: "
+                         f"DEFAULT, IMAGENET1K_V1, IMAGENET1K_V2)")
+    return weights_of_file(backbone, path) or imagenet_weights(backbone)
+
+
+def weights_resize(backbone: str, weights: str, image_size: int) -> int:
+    """The shorter side to resize to before the image_size crop, as the weights were evaluated: 232 for a 224 crop
+    with ResNet-50's V2 weights, 256 with V1 (scaled for other crop sizes)."""
+    transforms = weights_entry(backbone, weights).transforms()
+    return round(image_size * transforms.resize_size[0] / transforms.crop_size[0])
+
+
+def load_backbone(backbone: str, pretrained: str, weights: str = "DEFAULT") -> tuple[nn.Module, bool]:
+    """A torchvision ResNet and whether it got ImageNet weights, following pretrained = yes / no / auto; weights
+    names torchvision's weights (downloaded into the torch hub cache) or a local file holding them."""
     model = torchvision.models.get_model(backbone, weights=None)
     if pretrained == "no":
         return model, False
-    weights = imagenet_weights(backbone)
+    if not is_weights_name(weights):
+        return _load_weights_file(model, backbone, Path(weights)), True
+    entry = imagenet_weights(backbone, weights)
     try:
-        state_dict = weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+        state_dict = entry.get_state_dict(progress=True, check_hash=True, weights_only=True)
     except Exception as error:  # offline, blocked, corrupt cache file: all end the same way for the user
-        cache = weights_cache_path(backbone)
-        message = (f"could not load the ImageNet weights for {backbone} ({weights}): {error}. "
-                   f"To work offline, copy {os.path.basename(weights.url)} from a machine that has it to {cache} "
-                   f"(or set TORCH_HOME), or pass --pretrained no.")
+        cache = weights_cache_path(backbone, weights)
+        message = (f"could not load the ImageNet weights for {backbone} ({entry}): {error}. "
+                   f"To work offline, give the weights file with --weights FILE, or copy "
+                   f"{os.path.basename(entry.url)} from a machine that has it to {cache} (or set TORCH_HOME), "
+                   f"or pass --pretrained no.")
         if pretrained == "yes":
             raise PretrainedWeightsUnavailable(message) from None
         warnings.warn("\n" + "!" * 80 + f"\nPRETRAINED WEIGHTS UNAVAILABLE, USING RANDOM INITIALISATION.\n{message}\n"
@@ -50,6 +103,20 @@ def load_backbone(backbone: str, pretrained: str) -> tuple[nn.Module, bool]:
         return model, False
     model.load_state_dict(state_dict)
     return model, True
+
+
+def _load_weights_file(model: nn.Module, backbone: str, path: Path) -> nn.Module:
+    """Load a torchvision state dict from a local file (tensors only: a file that would run code is refused)."""
+    if not path.is_file():
+        raise PretrainedWeightsUnavailable(f"the weights file {path} does not exist: fix --weights")
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state_dict)
+    except Exception as error:  # not a state dict, another architecture, a pickle with code, a truncated file
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PretrainedWeightsUnavailable(f"{path} does not hold {backbone} weights as a torchvision state dict "
+                                           f"({first_line})") from None
+    return model
 
 
 def zero_init_residual(resnet: nn.Module) -> None:
@@ -72,9 +139,9 @@ class EncoderCNN(nn.Module):
     """ResNet without its classifier, global-pooled and flattened, then a Linear projection to embed_size."""
 
     def __init__(self, embed_size: int, backbone: str = "resnet50", pretrained: str = "auto",
-                 train_backbone: str = "auto") -> None:
+                 train_backbone: str = "auto", weights: str = "DEFAULT") -> None:
         super().__init__()
-        resnet, self.pretrained = load_backbone(backbone, pretrained)
+        resnet, self.pretrained = load_backbone(backbone, pretrained, weights)
         self.feature_size = resnet.fc.in_features  # 2048 for ResNet-50
         self.backbone = nn.Sequential(*list(resnet.children())[:-1])  # everything up to and including avgpool
         self.embed = nn.Linear(self.feature_size, embed_size)

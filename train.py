@@ -40,7 +40,7 @@ from checkpoint import (CheckpointError, check_sizes, load_checkpoint, load_weig
 from config import Config, add_config_arguments, config_from_args
 from data_loader import (Batch, ImageLoadError, annotation_path, build_transform, get_loader, image_path,
                          load_coco, load_image)
-from model import DecoderRNN, EncoderCNN, decode
+from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, decode, weights_resize
 from runtime import autocast_dtype, describe_precision, encoder_autocast, resolve_device
 from vocabulary import Vocabulary, get_vocabulary, is_punctuation
 
@@ -133,6 +133,8 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
     """Vocabulary (built or loaded unless given), models, optimizer and schedule for a fresh run."""
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
+    if not config.resize_size:  # resolved once, so that checkpoints and the feature cache hold the number
+        config = config.replace(resize_size=default_resize(config))
     # Validation first runs after a whole epoch: a val split that is missing, empty or unreadable must not take that
     # long to show.
     val = load_coco(annotation_path(config.data_dir, config.val_split))
@@ -140,7 +142,7 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
         vocab = get_vocabulary(config.vocab_path, config.vocab_threshold,
                                [annotation_path(config.data_dir, config.train_split)], config.vocab_from_file)
     check_readable_split(val, config.data_dir, config.val_split)
-    encoder = EncoderCNN(config.embed_size, config.backbone, config.pretrained, config.train_backbone)
+    encoder = EncoderCNN(config.embed_size, config.backbone, config.pretrained, config.train_backbone, config.weights)
     decoder = make_decoder(config, vocab)
     encoder.to(device, memory_format=torch.channels_last)
     decoder.to(device)
@@ -160,6 +162,13 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, config.precision) is torch.float16)
     return Run(config, device, vocab, encoder, decoder, optimizer, scheduler, scaler,
                encoder_pretrained=encoder.pretrained)
+
+
+def default_resize(config: Config) -> int:
+    """resize_size 0: the weights' own evaluation resize when ImageNet weights may be used, else 8/7 of the crop."""
+    if config.pretrained == "no":
+        return round(config.image_size * 8 / 7)
+    return weights_resize(config.backbone, config.weights, config.image_size)
 
 
 def check_readable_split(coco: COCO, data_dir: str | Path, split: str) -> None:
@@ -726,6 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except PretrainedWeightsUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError, CheckpointError, pickle.UnpicklingError) as error:  # the last: --vocab-file
         print(f"error: {error}", file=sys.stderr)
         return 2

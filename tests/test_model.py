@@ -7,7 +7,8 @@ import pytest
 import torch
 import torchvision
 
-from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, weights_cache_path
+import model
+from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, weights_cache_path, weights_resize
 
 VOCAB = 20
 
@@ -49,6 +50,55 @@ def test_pretrained_auto_falls_back_loudly(offline_hub):
     with pytest.warns(UserWarning, match="RANDOM INITIALISATION"):
         encoder = EncoderCNN(8, "resnet18", pretrained="auto")
     assert not encoder.pretrained and encoder.backbone_trainable
+
+
+
+def test_a_local_weights_file_is_loaded_without_any_download(offline_hub, tmp_path):
+    reference = torchvision.models.resnet18()
+    path = tmp_path / "shared" / "my-resnet18.pth"
+    path.parent.mkdir()
+    torch.save(reference.state_dict(), path)
+    encoder = EncoderCNN(8, "resnet18", pretrained="yes", weights=str(path))  # offline_hub fails any download
+    assert encoder.pretrained and not encoder.backbone_trainable
+    assert torch.equal(encoder.backbone[0].weight, reference.conv1.weight)
+
+
+@pytest.mark.parametrize("content", ["missing", "other architecture", "code"])
+def test_a_weights_file_that_cannot_serve_is_named_in_one_clear_error(offline_hub, tmp_path, content):
+    path = tmp_path / "weights.pth"
+    if content == "other architecture":
+        torch.save(torchvision.models.resnet34().state_dict(), path)
+    elif content == "code":
+        torch.save({"fc.weight": torch.zeros(1), "hook": print}, path)  # unpickling it would need a function
+    with pytest.raises(PretrainedWeightsUnavailable) as error:
+        EncoderCNN(8, "resnet18", pretrained="yes", weights=str(path))
+    message = str(error.value)
+    assert str(path) in message and "\n" not in message
+
+
+def test_preprocessing_follows_the_weights():
+    # torchvision evaluated ResNet-50's V2 weights at resize 232 / crop 224, V1 at 256 / 224.
+    assert weights_resize("resnet50", "IMAGENET1K_V2", 224) == 232
+    assert weights_resize("resnet50", "DEFAULT", 224) == 232
+    assert weights_resize("resnet50", "IMAGENET1K_V1", 224) == 256
+    assert weights_resize("resnet50", "IMAGENET1K_V1", 448) == 512  # scaled with the crop
+    assert weights_resize("resnet18", "DEFAULT", 224) == 256
+    with pytest.raises(ValueError, match="IMAGENET1K_V1"):
+        weights_resize("resnet18", "IMAGENET1K_V2", 224)  # ResNet-18 has only V1
+
+
+def test_a_weights_file_is_known_by_its_content_not_its_name(tmp_path, monkeypatch):
+    path = tmp_path / "renamed.pth"
+    path.write_bytes(b"weights")
+    v1 = torchvision.models.ResNet50_Weights.IMAGENET1K_V1  # resnet50-0676ba61.pth
+    monkeypatch.setattr(model, "_sha256", lambda file: "0676ba61" + "0" * 56)
+    assert model.weights_of_file("resnet50", path) is v1
+    assert weights_resize("resnet50", str(path), 224) == 256
+    monkeypatch.setattr(model, "_sha256", lambda file: "f" * 64)  # weights torchvision does not know
+    assert model.weights_of_file("resnet50", path) is None
+    assert weights_resize("resnet50", str(path), 224) == 232  # preprocessed like the default weights
+    with pytest.raises(ValueError, match="does not exist"):
+        weights_resize("resnet50", str(tmp_path / "missing.pth"), 224)
 
 
 def test_pretrained_weights_load_from_the_hub_cache_and_get_frozen(offline_hub):

@@ -416,3 +416,23 @@ def test_a_crafted_checkpoint_is_refused_before_any_model_is_built(craft, traine
     monkeypatch.setattr(checkpoint, "EncoderCNN", lambda *args, **kwargs: pytest.fail("a model was built"))
     with pytest.raises(CheckpointError, match="do not fit its settings|not a checkpoint of this project"):
         checkpoint.build_models(load_checkpoint(crafted))
+
+
+def test_pretrained_yes_without_reachable_weights_is_one_line_not_a_traceback(synthetic_dir, tmp_path, capsys,
+                                                                             monkeypatch):
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file",
+                        lambda url, *args, **kwargs: (_ for _ in ()).throw(OSError(f"offline: {url}")))
+    code = train.main(["--config", "configs/synthetic.json", "--data-dir", str(synthetic_dir), "--out",
+                       str(tmp_path / "run"), "--pretrained", "yes", "--epochs", "1", "--scst-epochs", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: could not load the ImageNet weights for resnet18")
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_resize_zero_is_resolved_once_and_stored_with_the_run(synthetic_dir, tmp_path):
+    train.train(tiny_config(synthetic_dir, tmp_path / "run", resize_size=0, pretrained="no",
+                            max_steps_per_epoch=1, val_max_images=4), progress=False)
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")["config"]
+    assert saved["resize_size"] == round(32 * 8 / 7)  # no ImageNet weights: 8/7 of the crop
