@@ -222,6 +222,24 @@ def start_fine_tuning(run: Run) -> None:
     run.fine_tuning = True
 
 
+def fine_tuning_ahead(run: Run) -> bool:
+    """Whether the recipe plans a fine-tuning phase that has not started yet."""
+    return 0 <= run.config.fine_tune_after < run.config.epochs and not run.fine_tuning
+
+
+def begin_fine_tuning(run: Run, log) -> None:
+    """Start the fine-tuning phase at its documented rate: the plateau schedule has been cutting every group's
+    rate, the backbone's too while it was frozen, so that one starts again at backbone_lr. The phase also gets a
+    fresh patience: its first epochs need not beat the frozen phase's best for the run to go on."""
+    start_fine_tuning(run)
+    if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        run.optimizer.param_groups[1]["lr"] = run.config.backbone_lr
+        run.scheduler.num_bad_epochs = 0
+    run.stale_epochs = 0
+    log({"kind": "fine_tune", "epoch": run.epoch + 1, "stages": run.config.fine_tune_blocks,
+         "lr": run.optimizer.param_groups[0]["lr"], "backbone_lr": run.optimizer.param_groups[1]["lr"]})
+
+
 def make_loader(run: Run, mode: str, split: str):
     """A loader over images for one split (training transform in train mode)."""
     config = run.config
@@ -512,7 +530,8 @@ def end_of_epoch(run: Run, scores: dict[str, float], log) -> bool:
         if improved:
             save_checkpoint(run.out / "best.pt", state)
     patience = run.config.early_stop_patience
-    return bool(patience) and run.stale_epochs >= patience
+    # Early stopping ends the last phase only: a plateau of the frozen phase is what fine-tuning is for.
+    return bool(patience) and run.stale_epochs >= patience and not fine_tuning_ahead(run)
 
 
 def open_log(out: Path, fresh: bool):
@@ -668,9 +687,8 @@ def run_training(run: Run, resume: bool, progress: bool) -> list[dict[str, Any]]
 def train_epochs(run: Run, log, progress: bool) -> None:
     """The epoch loop: train, validate, checkpoint, maybe stop early or start fine-tuning."""
     while run.epoch < run.config.epochs:
-        if run.config.fine_tune_after >= 0 and run.epoch >= run.config.fine_tune_after and not run.fine_tuning:
-            start_fine_tuning(run)
-            log({"kind": "fine_tune", "epoch": run.epoch + 1, "stages": run.config.fine_tune_blocks})
+        if fine_tuning_ahead(run) and run.epoch >= run.config.fine_tune_after:
+            begin_fine_tuning(run, log)
         started, scst = time.time(), in_scst(run)
         train_loss = train_one_epoch(run, make_loader(run, "train", run.config.train_split), log, progress)
         scores = validate(run, make_loader(run, "val", run.config.val_split), progress)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 
 import pytest
@@ -436,3 +435,25 @@ def test_resize_zero_is_resolved_once_and_stored_with_the_run(synthetic_dir, tmp
                             max_steps_per_epoch=1, val_max_images=4), progress=False)
     saved = load_checkpoint(tmp_path / "run" / "last.pt")["config"]
     assert saved["resize_size"] == round(32 * 8 / 7)  # no ImageNet weights: 8/7 of the crop
+
+
+def test_fine_tuning_starts_at_its_rate_and_early_stopping_waits_for_it(synthetic_dir, tmp_path, monkeypatch):
+    # configs/coco.json's shape in miniature: a frozen backbone, a plateau schedule that cuts every epoch without
+    # improvement, early stopping after one such epoch, fine-tuning planned from epoch 4. The score never improves
+    # after epoch 1, so without care the run would stop at epoch 2 and fine-tuning would start at a cut rate.
+    monkeypatch.setattr(train, "validate", lambda run, loader, progress=True: {
+        "val_loss": 1.0, "val_perplexity": 2.7, "CIDEr": 0.5, "Bleu_4": 0.1})
+    config = tiny_config(synthetic_dir, tmp_path, epochs=6, max_steps_per_epoch=1, pretrained="no",
+                         train_backbone="no", lr_schedule="plateau", lr=1e-3, backbone_lr=1e-5, lr_patience=0,
+                         lr_factor=0.5, early_stop_patience=1, fine_tune_after=3)
+    history = train.train(config, progress=False)
+    log = train.read_log(tmp_path)
+    fine_tune = [entry for entry in log if entry["kind"] == "fine_tune"]
+    assert len(fine_tune) == 1 and fine_tune[0]["epoch"] == 4
+    assert fine_tune[0]["backbone_lr"] == 1e-5  # as documented, not cut by the frozen phase's plateau
+    assert fine_tune[0]["lr"] == 1e-3 * 0.5 * 0.5  # the head's rate goes on where the schedule took it
+    # Epochs 2 and 3 do not stop the run (fine-tuning is ahead); epoch 4, the first of fine-tuning, starts a fresh
+    # patience, and as it does not improve either, early stopping ends the run there.
+    assert [entry["epoch"] for entry in history] == [1, 2, 3, 4]
+    config = config.replace(out=str(tmp_path / "without"), fine_tune_after=-1)
+    assert len(train.train(config, progress=False)) == 2  # nothing planned: early stopping ends it at epoch 2
