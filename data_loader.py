@@ -223,6 +223,7 @@ class CocoCaptionDataset(Dataset):
         for ann_id, ann in sorted(self.coco.anns.items()):
             if ann["image_id"] in self.captions and tokens[ann_id]:
                 self.captions[ann["image_id"]].append(tokens[ann_id][:max_caption_length])
+        self.file_names = {image_id: self.coco.imgs[image_id]["file_name"] for image_id in self.image_ids}
         self.uncaptioned = [image_id for image_id in self.image_ids if not self.captions[image_id]]
         if vocab is not None:  # training/validation needs captions; captioning a split does not
             self.image_ids = [image_id for image_id in self.image_ids if self.captions[image_id]]
@@ -232,12 +233,17 @@ class CocoCaptionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def __getstate__(self) -> dict:
+        # What a DataLoader worker needs; the parsed annotation file (references) stays in the main process, so a
+        # worker started by spawn does not receive a copy of it.
+        return {key: value for key, value in self.__dict__.items() if key != "coco"}
+
     def caption_counts(self) -> list[int]:
         """Number of captions of each item, in item order."""
         return [len(self.captions[image_id]) for image_id in self.image_ids]
 
     def image_file(self, image_id: int) -> Path:
-        return image_path(self.data_dir, self.split, self.coco.imgs[image_id]["file_name"])
+        return image_path(self.data_dir, self.split, self.file_names[image_id])
 
     def references(self) -> dict[int, list[str]]:
         """Raw human captions by image id, for the metrics."""
@@ -375,5 +381,6 @@ def get_loader(transform: Callable | None, mode: str = "train", batch_size: int 
                     for image_id, count in zip(dataset.image_ids, counts)]
     sampler = ImageBatchSampler(mean_lengths, batch_size, shuffle=mode == "train", seed=seed)
     pad_index = vocab.pad_index if vocab is not None else 0
+    # Persistent workers live as long as the loader (a training phase) instead of being started again each epoch.
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
-                      collate_fn=functools.partial(collate, pad_index=pad_index))
+                      persistent_workers=num_workers > 0, collate_fn=functools.partial(collate, pad_index=pad_index))

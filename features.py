@@ -38,6 +38,15 @@ class FeatureStore:
         self.row = {image_id: row for row, image_id in enumerate(meta["image_ids"])}
         self.missing = set(meta["missing"])
 
+    def __getstate__(self) -> dict:
+        # A pickled np.memmap carries all its data: a DataLoader worker started by spawn (macOS, Windows) would get
+        # a copy of the whole cache. Workers reopen the file instead.
+        return {key: value for key, value in self.__dict__.items() if key != "array"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.array = np.load(self.path, mmap_mode="r")
+
     def get(self, image_id: int) -> torch.Tensor | None:
         if image_id in self.missing or image_id not in self.row:
             return None  # the image could not be read when the cache was built: skipped like a corrupt image

@@ -686,12 +686,14 @@ def run_training(run: Run, resume: bool, progress: bool) -> list[dict[str, Any]]
 
 def train_epochs(run: Run, log, progress: bool) -> None:
     """The epoch loop: train, validate, checkpoint, maybe stop early or start fine-tuning."""
+    loaders: dict[tuple[bool, bool], tuple] = {}
     while run.epoch < run.config.epochs:
         if fine_tuning_ahead(run) and run.epoch >= run.config.fine_tune_after:
             begin_fine_tuning(run, log)
         started, scst = time.time(), in_scst(run)
-        train_loss = train_one_epoch(run, make_loader(run, "train", run.config.train_split), log, progress)
-        scores = validate(run, make_loader(run, "val", run.config.val_split), progress)
+        train_loader, val_loader = phase_loaders(run, loaders)
+        train_loss = train_one_epoch(run, train_loader, log, progress)
+        scores = validate(run, val_loader, progress)
         scores = {"train_reward" if scst else "train_loss": train_loss, **scores,
                   "seconds": round(time.time() - started, 1)}
         stop = end_of_epoch(run, scores, log)
@@ -699,6 +701,17 @@ def train_epochs(run: Run, log, progress: bool) -> None:
         if stop:
             tqdm.write(f"no improvement in {run.stale_epochs} epochs: stopping early")
             break
+
+
+def phase_loaders(run: Run, loaders: dict[tuple[bool, bool], tuple]) -> tuple:
+    """The (train, val) loaders of the phase in progress, built when the phase starts and kept until it ends: the
+    annotations are parsed, and the backbone hashed for the feature cache's key, once per phase, not every epoch."""
+    phase = (use_feature_cache(run), in_scst(run))  # what a loader depends on changes only between phases
+    if phase not in loaders:
+        loaders.clear()  # the last phase's loaders, and their worker processes, go
+        loaders[phase] = (make_loader(run, "train", run.config.train_split),
+                          make_loader(run, "val", run.config.val_split))
+    return loaders[phase]
 
 
 def epoch_summary(run: Run, scores: dict[str, float]) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from collections import Counter
 
@@ -9,11 +10,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 import data_loader
+from conftest import tiny_config
 from data_loader import (IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, ImageBatchSampler, ImageLoadError,
-                         build_transform, get_loader, load_image)
-from vocabulary import Vocabulary
+                         annotation_path, build_transform, get_loader, load_image)
+from features import FeatureStore, feature_store
+from model import EncoderCNN
+from vocabulary import Vocabulary, get_vocabulary
 
 
 def test_sampler_visits_every_image_once_per_epoch_in_a_new_order():
@@ -200,3 +205,30 @@ def test_wide_greyscale_images_keep_their_range(kind, tmp_path):
     image.save(path)
     grey = np.asarray(load_image(path))[..., 0].astype(float)
     assert abs(grey.mean() - 127.5) < 2 and grey.min() == 0 and grey.max() == 255  # not clipped to white or black
+
+
+def test_a_pickled_feature_store_reopens_its_file_instead_of_carrying_the_data(tmp_path):
+    # A worker started by spawn (macOS, Windows) receives the dataset pickled: a pickled memmap carries every row.
+    array = np.random.default_rng(0).standard_normal((2000, 512)).astype(np.float16)  # 2 MB
+    np.save(tmp_path / "features.npy", array)
+    store = FeatureStore(tmp_path / "features.npy", {"image_ids": list(range(2000)), "missing": [],
+                                                      "feature_size": 512})
+    pickled = pickle.dumps(store)
+    assert len(pickled) < array.nbytes / 20
+    copy = pickle.loads(pickled)
+    assert torch.equal(copy.get(1234), store.get(1234))
+
+
+def test_a_loader_with_cached_features_works_with_spawned_workers(synthetic_dir, tmp_path):
+    config = tiny_config(synthetic_dir, tmp_path, train_backbone="no", pretrained="no")
+    encoder = EncoderCNN(config.embed_size, "resnet18", pretrained="no", train_backbone="no")
+    store = feature_store(encoder, config, "val", torch.device("cpu"), cache_dir=tmp_path / "cache", progress=False)
+    vocab = get_vocabulary(tmp_path / "vocab.pkl", 1, [annotation_path(synthetic_dir, "train")], False)
+    loader = get_loader(None, mode="val", batch_size=4, data_dir=synthetic_dir, split="val", vocab=vocab,
+                        features=store)
+    assert len(pickle.dumps(loader.dataset)) < 100_000  # no parsed annotation file, no features
+    spawned = DataLoader(loader.dataset, batch_sampler=loader.batch_sampler, collate_fn=loader.collate_fn,
+                         num_workers=1, multiprocessing_context="spawn")
+    for ours, theirs in zip(loader, spawned, strict=True):
+        assert ours.image_ids == theirs.image_ids
+        assert torch.equal(ours.images, theirs.images) and torch.equal(ours.captions, theirs.captions)

@@ -457,3 +457,14 @@ def test_fine_tuning_starts_at_its_rate_and_early_stopping_waits_for_it(syntheti
     assert [entry["epoch"] for entry in history] == [1, 2, 3, 4]
     config = config.replace(out=str(tmp_path / "without"), fine_tune_after=-1)
     assert len(train.train(config, progress=False)) == 2  # nothing planned: early stopping ends it at epoch 2
+
+
+def test_loaders_are_built_once_per_phase_not_every_epoch(synthetic_dir, tmp_path, monkeypatch):
+    built = []
+    make_loader = train.make_loader
+    monkeypatch.setattr(train, "make_loader", lambda run, mode, split: built.append((run.epoch + 1, mode))
+                        or make_loader(run, mode, split))
+    # Two frozen epochs from the feature cache, then two fine-tuning epochs on images.
+    train.train(tiny_config(synthetic_dir, tmp_path, epochs=4, max_steps_per_epoch=1, pretrained="no",
+                            train_backbone="no", lr_schedule="plateau", fine_tune_after=2), progress=False)
+    assert built == [(1, "train"), (1, "val"), (3, "train"), (3, "val")]
