@@ -14,12 +14,14 @@ CIDEr computes its IDF from the references of the images being scored, as the st
 which images are in the set, and a set of one image always scores CIDEr 0.
 """
 import functools
+import os
 import math
 import random
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import types
 import warnings
@@ -157,12 +159,25 @@ def tokenize_captions(captions: Mapping[Hashable, Sequence[str]], use_java: bool
     return tokenized
 
 
-class _QuietTokenizerProcess(subprocess.Popen):
-    """PTBTokenizer's Java process, whose stderr is passed on except its "PTBTokenizer tokenized N tokens at ..."
-    line: pycocoevalcap lets Java print one on every call, that is after every validation epoch."""
+_TOKENIZER_DIR = os.path.dirname(os.path.abspath(ptbtokenizer.__file__))  # holds Stanford's jar
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, stderr=subprocess.PIPE, **kwargs)
+
+def _sentences_file(delete: bool = False, dir: str | None = None):  # noqa: A002 -- tempfile's own signature
+    """PTBTokenizer writes the sentences into its own package folder, which is read-only in many installs (a system
+    Python, a container, a shared environment): they go to the system's temporary folder instead."""
+    return tempfile.NamedTemporaryFile(delete=delete, prefix="ptb_sentences_")
+
+
+class _QuietTokenizerProcess(subprocess.Popen):
+    """PTBTokenizer's Java process, run with absolute paths (its jar, the sentences' file in the temporary folder),
+    and whose stderr is passed on except its "PTBTokenizer tokenized N tokens at ..." line: pycocoevalcap lets Java
+    print one on every call, that is after every validation epoch."""
+
+    def __init__(self, args: list[str], **kwargs) -> None:
+        args = [os.path.join(_TOKENIZER_DIR, arg) if arg.endswith(".jar") else arg for arg in args]
+        args[-1] = os.path.join(tempfile.gettempdir(), args[-1])  # the sentences' file, named relative to cwd
+        kwargs.pop("cwd", None)
+        super().__init__(args, stderr=subprocess.PIPE, **kwargs)
 
     def communicate(self, *args, **kwargs):
         output, errors = super().communicate(*args, **kwargs)
@@ -172,8 +187,9 @@ class _QuietTokenizerProcess(subprocess.Popen):
         return output, errors
 
 
-# pycocoevalcap's tokenizer module alone sees this stand-in for subprocess.
+# pycocoevalcap's tokenizer module alone sees these stand-ins for subprocess and tempfile.
 ptbtokenizer.subprocess = types.SimpleNamespace(Popen=_QuietTokenizerProcess, PIPE=subprocess.PIPE)
+ptbtokenizer.tempfile = types.SimpleNamespace(NamedTemporaryFile=_sentences_file)
 
 
 # --- Scoring ------------------------------------------------------------------------------------------------------

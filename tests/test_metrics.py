@@ -51,6 +51,17 @@ def test_java_tokenizer_gives_the_expected_output_too(capfd):
     assert tokenized["cases"] == [expected for _, expected in TOKENIZER_CASES]
 
 
+
+@needs_java
+def test_java_tokenizer_writes_nothing_into_its_package_folder(monkeypatch, tmp_path):
+    # Where site-packages is read-only, pycocoevalcap's tokenizer failed at the first validation, after an epoch:
+    # it wrote its input file into its own folder. Here that folder is one nothing can be written into.
+    from pycocoevalcap.tokenizer import ptbtokenizer
+    monkeypatch.setattr(ptbtokenizer, "__file__", str(tmp_path / "not-writable" / "ptbtokenizer.py"))
+    tokenized = metrics.tokenize_captions({"cases": [caption for caption, _ in TOKENIZER_CASES]}, use_java=True)
+    assert tokenized["cases"] == [expected for _, expected in TOKENIZER_CASES]
+    assert not (tmp_path / "not-writable").exists()
+
 def test_perfect_candidates_score_one_and_key_names():
     scores = metrics.score_captions(REFERENCES, PERFECT, use_java=False)
     assert set(scores) == ALL_KEYS - {"METEOR"}  # METEOR needs Java
