@@ -12,20 +12,31 @@ import synthetic_data
 
 
 def ensure_dataset(dataset: str, data_dir: str | Path, n_train: int = 3000, n_val: int = 500, n_test: int = 500,
-                   seed: int = 0, coco_year: int = 2014, download: bool = False) -> list[str]:
-    """Make sure a dataset is on disk (generate the synthetic one, or check / fetch COCO); returns its split names."""
+                   seed: int = 0, coco_year: int = 2014, download: bool = False, karpathy_split: str | Path = ""
+                   ) -> list[str]:
+    """Make sure a dataset is on disk (generate the synthetic one, or check / fetch COCO); returns its split names.
+
+    karpathy_split: Karpathy's dataset_coco.json, from which the karpathy_train/val/test splits that
+    configs/coco.json trains on are written (COCO itself must be there, or download must be True).
+    """
     if dataset == "synthetic":
         code = main(["synthetic", "--out", str(data_dir), "--train", str(n_train), "--val", str(n_val),
                      "--test", str(n_test), "--seed", str(seed)])
         splits = ["train", "val", "test"]
     elif dataset == "coco":
         splits = [f"train{coco_year}", f"val{coco_year}"]
-        missing = [split for split in splits if not (Path(data_dir) / "annotations" / f"captions_{split}.json").exists()]
+        annotations = Path(data_dir) / "annotations"
+        missing = [split for split in splits if not (annotations / f"captions_{split}.json").exists()]
         if missing and not download:
             raise FileNotFoundError(f"MS COCO {coco_year} is not in {data_dir} (missing captions_{missing[0]}.json): "
                                     f"run `python prepare_data.py coco --out {data_dir} --year {coco_year}` "
                                     f"(about 19 GB) or set download_coco = True")
-        code = main(["coco", "--out", str(data_dir), "--year", str(coco_year)]) if missing else 0
+        arguments = ["coco", "--out", str(data_dir), "--year", str(coco_year)]
+        if karpathy_split:
+            arguments += ["--karpathy-split", str(karpathy_split)]
+            splits = [f"karpathy_{split}" for split in ("train", "val", "test")]
+        # With everything downloaded, a run only writes the split files (nothing is fetched again).
+        code = main(arguments) if missing or karpathy_split else 0
     else:
         raise ValueError(f"dataset must be 'synthetic' or 'coco', got {dataset!r}")
     if code != 0:

@@ -491,3 +491,19 @@ def test_disk_space_needed_counts_a_partial_download(tmp_path):
     (tmp_path / "val2014.zip.part").write_bytes(b"x" * 400)
     assert coco_download._bytes_needed([archive], tmp_path) == 600 + 1000
     assert coco_download._bytes_needed([archive], tmp_path, delete_archives=True) == 600 + 1000
+
+
+def test_notebook_0_writes_the_karpathy_split_of_a_downloaded_coco_without_fetching_again(server, tmp_path):
+    import prepare_data
+    assert _run_against(server, tmp_path) == 0  # COCO 2014 downloaded and extracted
+    fetched = len(server.requests)
+    karpathy = tmp_path / "dataset_coco.json"
+    karpathy.write_text(json.dumps({"images": [_karpathy_entry("train", "train2014", 1),
+                                               _karpathy_entry("val", "val2014", 3),
+                                               _karpathy_entry("test", "val2014", 4)]}))
+    splits = prepare_data.ensure_dataset("coco", tmp_path / "coco", coco_year=2014, karpathy_split=karpathy)
+    assert splits == ["karpathy_train", "karpathy_val", "karpathy_test"]
+    for split, image_id in zip(splits, (1, 3, 4)):
+        data = json.loads((tmp_path / "coco" / "annotations" / f"captions_{split}.json").read_text())
+        assert [image["id"] for image in data["images"]] == [image_id]
+    assert len(server.requests) == fetched
