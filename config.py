@@ -68,7 +68,7 @@ class Config:
     bow_loss_weight: float = 0.0  # weight of the auxiliary "which words are in this image's captions" loss
 
     # --- optimisation ---------------------------------------------------------------------------------------
-    epochs: int = 3
+    epochs: int = 3  # cross-entropy epochs (the self-critical ones, scst_epochs, come after them)
     batch_size: int = 32  # images per batch; every caption of each image is in the same batch (~5x captions)
     lr: float = 1e-3  # Adam, for the decoder and the projection layers
     backbone_lr: float = 1e-4  # Adam, for trainable backbone layers
@@ -81,7 +81,7 @@ class Config:
     fine_tune_after: int = -1  # unfreeze the last `fine_tune_blocks` ResNet stages after this epoch; -1 = never
     fine_tune_blocks: int = 1
     scheduled_sampling: float = 0.0  # max probability of feeding the model its own prediction (ramped per epoch)
-    scst_epochs: int = 0  # the last N of `epochs` train the decoder by self-critical sequence training (CIDEr)
+    scst_epochs: int = 0  # after `epochs`, this many epochs train the decoder by self-critical sequence training
     scst_lr: float = 3e-5  # Adam learning rate of the decoder in those epochs
     scst_samples: int = 5  # captions sampled per image in those epochs; each one's baseline is the others' mean
 
@@ -124,9 +124,6 @@ class Config:
         if self.scst_epochs and self.early_stop_patience:
             raise ValueError("early_stop_patience and scst_epochs do not combine (stopping early would skip the "
                              "self-critical epochs): set one of them to 0")
-        if self.scst_epochs > self.epochs:
-            raise ValueError(f"scst_epochs ({self.scst_epochs}) is more than epochs ({self.epochs}): the self-critical "
-                             f"epochs are the last scst_epochs of the epochs, so lower scst_epochs too (0 for none)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.resize_size and self.resize_size < self.image_size:

@@ -317,9 +317,14 @@ def bow_loss(run: Run, batch: Batch, features: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(run.decoder.bow_logits(features).float(), targets)
 
 
+def total_epochs(config: Config) -> int:
+    """The cross-entropy epochs, then the self-critical ones."""
+    return config.epochs + config.scst_epochs
+
+
 def in_scst(run: Run) -> bool:
-    """Whether the epoch in progress is one of the last config.scst_epochs (self-critical training)."""
-    return run.config.scst_epochs > 0 and run.epoch >= run.config.epochs - run.config.scst_epochs
+    """Whether the epoch in progress is one of the config.scst_epochs after the cross-entropy ones."""
+    return run.epoch >= run.config.epochs
 
 
 def reward_tokens(run: Run, ids: Iterable[int]) -> str:
@@ -419,8 +424,7 @@ def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
             break
         step, loss = run.global_step, None
         if isinstance(run.scheduler, CosineSchedule) and not scst:
-            planned = run.config.epochs - run.config.scst_epochs  # the cross-entropy epochs
-            run.scheduler.set_position((run.epoch + run.batches_done / steps) / planned)
+            run.scheduler.set_position((run.epoch + run.batches_done / steps) / run.config.epochs)
         # A step and the counters that record it happen together: an interrupt takes effect after the step, so a
         # resumed run neither repeats nor skips a batch (nor counts its skipped images twice).
         with signals_deferred():
@@ -687,7 +691,7 @@ def run_training(run: Run, resume: bool, progress: bool) -> list[dict[str, Any]]
 def train_epochs(run: Run, log, progress: bool) -> None:
     """The epoch loop: train, validate, checkpoint, maybe stop early or start fine-tuning."""
     loaders: dict[tuple[bool, bool], tuple] = {}
-    while run.epoch < run.config.epochs:
+    while run.epoch < total_epochs(run.config):
         if fine_tuning_ahead(run) and run.epoch >= run.config.fine_tune_after:
             begin_fine_tuning(run, log)
         started, scst = time.time(), in_scst(run)
@@ -718,7 +722,7 @@ def epoch_summary(run: Run, scores: dict[str, float]) -> str:
     """One line after an epoch: its scores, how long it took and about how long the run has left."""
     shown = ("train_loss", "train_reward", "val_loss", "Bleu_4", "CIDEr")
     summary = ", ".join(f"{key} {scores[key]:.4g}" for key in shown if key in scores)
-    return f"epoch {run.epoch}/{run.config.epochs}: {summary}; {scores['seconds']:.0f} s, " \
+    return f"epoch {run.epoch}/{total_epochs(run.config)}: {summary}; {scores['seconds']:.0f} s, " \
            f"{format_duration(time_left(run))} left"
 
 
@@ -730,9 +734,8 @@ def time_left(run: Run) -> float:
     self_critical = [entry["seconds"] for entry in timed if "train_reward" in entry] or cross_entropy
     if not cross_entropy and not self_critical:
         return 0.0
-    first_scst = run.config.epochs - run.config.scst_epochs if run.config.scst_epochs else run.config.epochs
-    remaining_ce = max(first_scst - run.epoch, 0)
-    remaining_scst = run.config.epochs - max(run.epoch, first_scst)
+    remaining_ce = max(run.config.epochs - run.epoch, 0)
+    remaining_scst = total_epochs(run.config) - max(run.epoch, run.config.epochs)
     mean = statistics.fmean
     return remaining_ce * mean(cross_entropy or self_critical) + remaining_scst * mean(self_critical)
 

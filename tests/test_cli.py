@@ -118,13 +118,15 @@ def test_resuming_with_other_model_sizes_is_refused(trained_checkpoint, tmp_path
 def test_a_resumed_run_is_checked_with_its_own_settings_not_the_recipes(trained_checkpoint, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(trained_checkpoint.parent, out)
-    # The recipe plans 5 self-critical epochs of 15; this run was trained without any, so 3 epochs are fine...
+    # The recipe plans self-critical epochs and no early stopping; this run was trained without them, so it goes
+    # on with its own settings (3 epochs, none self-critical)...
     assert train.main(["--config", "configs/synthetic.json", "--out", str(out), "--resume", "--epochs", "3",
                        "--no-progress"]) == 0
     assert load_checkpoint(out / "last.pt")["epoch"] == 3
     # ... and settings given on resume are checked once merged with the checkpoint's.
-    assert train.main(["--out", str(out), "--resume", "--epochs", "4", "--scst-epochs", "5"]) == 2
-    assert "scst_epochs (5) is more than epochs (4)" in one_line_error(capsys.readouterr().err)
+    assert train.main(["--out", str(out), "--resume", "--epochs", "4", "--scst-epochs", "0", "--scst-samples",
+                       "1"]) == 2
+    assert "scst_samples must be at least 2" in one_line_error(capsys.readouterr().err)
 
 
 @pytest.fixture

@@ -234,7 +234,7 @@ def test_interrupted_cosine_run_resumes_on_the_same_curve(synthetic_dir, tmp_pat
 
 def test_self_critical_epochs_train_the_decoder_for_cider_and_leave_the_cnn_alone(synthetic_dir, tmp_path,
                                                                                   monkeypatch):
-    config = tiny_config(synthetic_dir, tmp_path, epochs=2, scst_epochs=1, scst_lr=1e-3, max_steps_per_epoch=3,
+    config = tiny_config(synthetic_dir, tmp_path, epochs=1, scst_epochs=1, scst_lr=1e-3, max_steps_per_epoch=3,
                          lr_schedule="cosine")
     real_step, seen = train.scst_step, {}
 
@@ -246,9 +246,9 @@ def test_self_critical_epochs_train_the_decoder_for_cider_and_leave_the_cnn_alon
         seen.setdefault("inputs", set()).add(batch.images.dim())
         return real_step(run, batch)
     monkeypatch.setattr(train, "scst_step", remember_first)
-    data_caches = set(synthetic_dir.glob("cache/*"))
+    data_caches = set(synthetic_dir.glob("cache/features_*"))
     train.train(config, progress=False)
-    assert seen["epoch"] == 1  # only the last epoch is self-critical
+    assert seen["epoch"] == 1  # the self-critical epoch comes after the cross-entropy one
     state = load_checkpoint(tmp_path / "last.pt")
     for key, value in seen["encoder"].items():
         assert torch.equal(state["encoder"][key], value), key  # BatchNorm statistics included
@@ -263,15 +263,15 @@ def test_self_critical_epochs_train_the_decoder_for_cider_and_leave_the_cnn_alon
     # (images, 2048) rows, not pixels), with the run, since the weights are the run's own.
     assert seen["inputs"] == {2}
     assert {path.name.split("_")[1] for path in (tmp_path / "cache").glob("features_*.npy")} == {"train", "val"}
-    assert set(synthetic_dir.glob("cache/*")) == data_caches
+    assert set(synthetic_dir.glob("cache/features_*")) == data_caches  # none in the shared data folder
 
 
 def test_a_finished_run_goes_on_with_self_critical_epochs_at_the_rate_given(synthetic_dir, tmp_path):
     train.train(tiny_config(synthetic_dir, tmp_path, max_steps_per_epoch=2), progress=False)
     # As from the command line: only the flags given are the caller's; the rest comes from last.pt.
-    train.train(tiny_config(synthetic_dir, tmp_path, epochs=2, scst_epochs=1, scst_lr=2e-4, scst_samples=3,
+    train.train(tiny_config(synthetic_dir, tmp_path, scst_epochs=1, scst_lr=2e-4, scst_samples=3,
                             max_steps_per_epoch=2),
-                resume=True, progress=False, given={"epochs", "scst_epochs", "scst_lr", "scst_samples"})
+                resume=True, progress=False, given={"scst_epochs", "scst_lr", "scst_samples"})
     log = train.read_log(tmp_path)
     assert [(entry["lr"], entry["samples"]) for entry in log if entry["kind"] == "scst"] == [(2e-4, 3)]
     steps = [entry for entry in log if entry["kind"] == "step" and entry["epoch"] == 2]
@@ -281,15 +281,13 @@ def test_a_finished_run_goes_on_with_self_critical_epochs_at_the_rate_given(synt
 def test_scst_settings_are_checked():
     with pytest.raises(ValueError, match="scst_samples"):
         Config(scst_samples=1).validate()
-    with pytest.raises(ValueError, match="scst_epochs"):
-        Config(epochs=3, scst_epochs=4).validate()
     with pytest.raises(ValueError, match="do not combine"):
         Config(epochs=3, scst_epochs=1, early_stop_patience=2).validate()
 
 
 def test_the_time_left_counts_each_kind_of_epoch_at_its_own_pace():
     from types import SimpleNamespace
-    run = SimpleNamespace(config=Config(epochs=6, scst_epochs=2), epoch=2,
+    run = SimpleNamespace(config=Config(epochs=4, scst_epochs=2), epoch=2,
                           history=[{"train_loss": 1.0, "seconds": 100.0}, {"train_loss": 0.9, "seconds": 120.0}])
     assert train.time_left(run) == 4 * 110.0  # no self-critical epoch yet: assumed as long as the others
     run.epoch = 5
@@ -468,3 +466,15 @@ def test_loaders_are_built_once_per_phase_not_every_epoch(synthetic_dir, tmp_pat
     train.train(tiny_config(synthetic_dir, tmp_path, epochs=4, max_steps_per_epoch=1, pretrained="no",
                             train_backbone="no", lr_schedule="plateau", fine_tune_after=2), progress=False)
     assert built == [(1, "train"), (1, "val"), (3, "train"), (3, "val")]
+
+
+def test_a_recipe_shortens_to_any_number_of_epochs(synthetic_dir, tmp_path):
+    # The synthetic recipe plans 10 cross-entropy epochs, then 9 self-critical ones: --epochs 2 shortens the first
+    # stage and keeps the second (here shortened too, to keep the test short).
+    assert train.main(["--config", "configs/synthetic.json", "--data-dir", str(synthetic_dir), "--out",
+                       str(tmp_path), "--epochs", "2", "--scst-epochs", "1", "--image-size", "32", "--resize-size",
+                       "32", "--embed-size", "16", "--hidden-size", "32", "--vocab-threshold", "1",
+                       "--max-steps-per-epoch", "1", "--precision", "fp32", "--no-progress"]) == 0
+    epochs = [entry for entry in train.read_log(tmp_path) if entry["kind"] == "epoch"]
+    assert ["train_loss" in entry for entry in epochs] == [True, True, False]
+    assert "train_reward" in epochs[2]
