@@ -201,7 +201,7 @@ def original_train_step(run: train.Run, batch) -> None:
     """
     per_caption = dataclasses.replace(batch, images=batch.images[batch.image_index],  # (captions, 3, H, W)
                                       image_index=torch.arange(batch.captions.size(0), device=batch.images.device))
-    features = run.encoder(per_caption.images)  # (captions, embed)
+    features = run.encoder.project(run.encoder.backbone(per_caption.images).flatten(1))  # (captions, embed), NCHW
     loss, _ = train.caption_loss(run, per_caption, features)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -311,7 +311,7 @@ def bench_encoder(settings: BenchSettings, config: Config, run: train.Run, devic
         @torch.no_grad()
         def run_once() -> int:
             with context():
-                outputs[name] = model.pooled_features(inputs)
+                outputs[name] = model.backbone(inputs).flatten(1)  # the layout and dtype as set up here
             return images.size(0)
         return run_once
 

@@ -22,7 +22,7 @@ from config import Config
 from data_loader import DRAFT_TOLERANCE, annotation_path, build_transform, get_loader, write_json_atomic
 from files import atomic_write
 from model import EncoderCNN
-from runtime import autocast_dtype, encoder_autocast
+from runtime import autocast_dtype
 
 CACHE_VERSION = 2
 EXTRACT_BATCH = 64  # images per forward pass when extracting features
@@ -138,9 +138,7 @@ def extract_features(encoder: EncoderCNN, config: Config, split: str, device: to
         missing += batch.skipped_ids
         if not batch.image_ids:
             continue
-        images = batch.images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with encoder_autocast(device, config.precision):
-            pooled = encoder.pooled_features(images)
+        pooled = encoder.pooled_features(batch.images.to(device, non_blocking=True), config.precision)
         array[[row[image_id] for image_id in batch.image_ids]] = pooled.float().cpu().numpy()
     encoder.train(was_training)
     with atomic_write(array_path) as file:

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from checkpoint import build_models, load_checkpoint
 from data_loader import ImageLoadError, build_transform, get_loader, load_image
 from model import decode
-from runtime import encoder_autocast, resolve_device
+from runtime import resolve_device
 
 
 class Captioner:
@@ -35,10 +35,8 @@ class Captioner:
     @torch.no_grad()
     def generate(self, images: torch.Tensor, beam_size: int = 1, max_len: int | None = None) -> torch.Tensor:
         """(batch, 3, H, W) preprocessed images -> (batch, <= max_len) word ids ending at <end>."""
-        images = images.to(self.device).contiguous(memory_format=torch.channels_last)
-        with encoder_autocast(self.device, self.config.precision):
-            pooled = self.encoder.pooled_features(images)
-        return decode(self.decoder, self.encoder.project(pooled), beam_size, max_len or self.config.max_len)
+        features = self.encoder(images.to(self.device), self.config.precision)
+        return decode(self.decoder, features, beam_size, max_len or self.config.max_len)
 
     def caption_files(self, paths: Iterable[str | Path], beam_size: int = 1, batch_size: int = 32
                       ) -> Iterator[tuple[str, str | None, str | None]]:

@@ -13,6 +13,8 @@ import torchvision
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from runtime import autocast
+
 STAGES = ("layer1", "layer2", "layer3", "layer4")  # ResNet stages, shallow to deep
 
 
@@ -177,13 +179,19 @@ class EncoderCNN(nn.Module):
                 module.eval()
         return self
 
-    def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(batch, 3, H, W) images -> (batch, feature_size) pooled backbone features."""
-        return self.backbone(images).flatten(1)
+    def pooled_features(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        """(batch, 3, H, W) images -> (batch, feature_size) pooled backbone features.
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        The one way the CNN runs, in training, captioning and the feature cache alike: on channels_last images
+        (what oneDNN and cuDNN convolve fastest), under the autocast that precision picks for the device.
+        """
+        images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(images.device, precision):
+            return self.backbone(images).flatten(1)
+
+    def forward(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """(batch, 3, H, W) images -> (batch, embed_size) image features."""
-        return self.project(self.pooled_features(images))
+        return self.project(self.pooled_features(images, precision))
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
         """(batch, feature_size) pooled features (e.g. from the feature cache) -> (batch, embed_size)."""

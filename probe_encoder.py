@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from data_loader import annotation_path, build_transform, image_path, load_image
 from model import EncoderCNN
-from runtime import encoder_autocast
+
 from synthetic_data import COLOURS, SHAPES
 
 LABELS = list(COLOURS) + list(SHAPES)
@@ -51,9 +51,7 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
              device: torch.device) -> dict[str, float]:
     """Top colour and top shape accuracy on one-object images; exact label sets on all of them."""
     model.eval()
-    with encoder_autocast(device, "auto"):
-        logits = torch.cat([model(chunk.to(device, memory_format=torch.channels_last)).float().cpu()
-                            for chunk in images.split(100)])
+    logits = torch.cat([model(chunk.to(device), "auto").float().cpu() for chunk in images.split(100)])
     one = counts == 1
     colours = len(COLOURS)
     return {"colour": (logits[one, :colours].argmax(1) == labels[one, :colours].argmax(1)).float().mean().item(),
@@ -79,8 +77,7 @@ def probe(data_dir: Path, image_size: int, epochs: int, backbone: str = "resnet5
         order = torch.randperm(len(train_x))
         for start in range(0, len(order) - batch_size + 1, batch_size):
             index = order[start:start + batch_size]
-            with encoder_autocast(device, "auto"):
-                logits = model(train_x[index].to(device, memory_format=torch.channels_last))
+            logits = model(train_x[index].to(device), "auto")
             loss = F.binary_cross_entropy_with_logits(logits.float(), train_y[index].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -103,7 +103,7 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(chosen)
 
 
-def encoder_autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """Autocast context for the CNN, and for the whole forward pass while training (train.train_step).
 
     Decoding (greedy, beam search) stays fp32: it is cheap, and an argmax over close scores is precision-sensitive.

@@ -41,7 +41,7 @@ from config import Config, add_config_arguments, config_from_args
 from data_loader import (Batch, ImageLoadError, annotation_path, build_transform, get_loader, image_path,
                          load_coco, load_image)
 from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, decode, weights_resize
-from runtime import autocast_dtype, describe_precision, encoder_autocast, resolve_device
+from runtime import autocast, autocast_dtype, describe_precision, resolve_device
 from vocabulary import Vocabulary, get_vocabulary, is_punctuation
 
 LOG_NAME = "train_log.jsonl"
@@ -272,10 +272,7 @@ def encode(run: Run, batch: Batch) -> torch.Tensor:
     """(images, embed) features for a batch of images or of cached pooled features."""
     if batch.images.dim() == 2:  # (images, feature_size): from the feature cache
         return run.encoder.project(batch.images)
-    images = batch.images.contiguous(memory_format=torch.channels_last)
-    with encoder_autocast(run.device, run.config.precision):
-        pooled = run.encoder.pooled_features(images)
-    return run.encoder.project(pooled)
+    return run.encoder(batch.images, run.config.precision)
 
 
 def caption_loss(run: Run, batch: Batch, features: torch.Tensor, inputs: torch.Tensor | None = None
@@ -358,7 +355,7 @@ def scst_step(run: Run, batch: Batch) -> float:
     for the metric, where cross-entropy trains it to imitate every reference wording at once.
     """
     samples = run.config.scst_samples
-    with torch.no_grad(), encoder_autocast(run.device, run.config.precision):
+    with torch.no_grad(), autocast(run.device, run.config.precision):
         features = encode(run, batch).float()
     words, log_probs = run.decoder.sample_with_log_probs(features.repeat_interleave(samples, dim=0),
                                                          run.config.max_len)
@@ -385,7 +382,7 @@ def train_step(run: Run, batch: Batch) -> float:
     decoder included: its output layer is the largest matrix product of a step from cached features. Weights, their
     gradients and Adam stay fp32, and the losses are computed in fp32.
     """
-    with encoder_autocast(run.device, run.config.precision):
+    with autocast(run.device, run.config.precision):
         features = encode(run, batch)
         loss, _ = caption_loss(run, batch, features, sampled_inputs(run, batch, features))
         total = loss + run.config.bow_loss_weight * bow_loss(run, batch, features) if run.config.bow_loss_weight \
@@ -674,7 +671,6 @@ def run_training(run: Run, resume: bool, progress: bool) -> list[dict[str, Any]]
     precision = describe_precision(run.device, run.config.precision)
     print(precision)
     log({"kind": "precision", "message": precision})
-    run.vocab.save(run.config.vocab_path)
     try:
         train_epochs(run, log, progress)
     except KeyboardInterrupt:

@@ -48,12 +48,12 @@ def test_an_explicit_precision_is_kept_whatever_the_cpu(cpu_is):
     assert runtime.autocast_dtype(CPU, "fp32") is None
 
 
-def test_encoder_autocast_follows_the_choice(cpu_is):
+def test_autocast_follows_the_choice(cpu_is):
     cpu_is(XEON_AVX512)
-    with runtime.encoder_autocast(CPU, "auto"):
+    with runtime.autocast(CPU, "auto"):
         assert not torch.is_autocast_enabled("cpu")
     cpu_is(EPYC_GENOA)
-    with runtime.encoder_autocast(CPU, "auto"):
+    with runtime.autocast(CPU, "auto"):
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") is torch.bfloat16
 
 
