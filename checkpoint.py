@@ -21,6 +21,15 @@ from vocabulary import Vocabulary
 
 FORMAT_VERSION = 1
 
+# What a checkpoint holds. Enough to caption (caption.py, evaluate.py, notebook 3):
+MODEL_KEYS = ("encoder", "decoder", "config", "vocab")  # state dicts, Config.to_dict(), Vocabulary.to_dict()
+# Where training stands, for --resume: the run's counters as plain values...
+RUN_COUNTERS = ("epoch", "batches_done", "global_step", "best_score", "stale_epochs", "fine_tuning",
+                "encoder_pretrained", "history", "skipped_images", "epoch_loss_sum", "epoch_loss_steps")
+# ... and the states of its optimizer, schedule, gradient scaler and random generator.
+RUN_STATES = ("optimizer", "scheduler", "scaler", "torch_rng")
+# Besides: "metrics" (the last epoch's scores) and "format_version".
+
 
 class CheckpointError(Exception):
     """A checkpoint file is missing, unreadable, unsafe, or does not fit what it is combined with."""
@@ -62,9 +71,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               f"(loading it could run code). Details: {str(error).splitlines()[0]}") from None
     except (RuntimeError, EOFError, OSError) as error:
         raise CheckpointError(f"cannot read checkpoint {path}: it is truncated or not a checkpoint ({error})") from None
-    required = ("encoder", "decoder", "config", "vocab")
-    if not isinstance(state, dict) or any(key not in state for key in required):
-        raise CheckpointError(f"{path} is not a checkpoint of this project (it lacks {', '.join(required)})")
+    if not isinstance(state, dict) or any(key not in state for key in MODEL_KEYS):
+        raise CheckpointError(f"{path} is not a checkpoint of this project (it lacks {', '.join(MODEL_KEYS)})")
     return state
 
 

@@ -35,8 +35,8 @@ from pycocotools.coco import COCO
 from tqdm.auto import tqdm
 
 import metrics
-from checkpoint import (CheckpointError, check_sizes, load_checkpoint, load_weights, make_decoder,
-                        remove_partial_saves, save_checkpoint)
+from checkpoint import (RUN_COUNTERS, RUN_STATES, CheckpointError, check_sizes, load_checkpoint, load_weights,
+                        make_decoder, remove_partial_saves, save_checkpoint)
 from config import Config, add_config_arguments, config_from_args
 from data_loader import (Batch, ImageLoadError, annotation_path, build_transform, get_loader, image_path,
                          load_coco, load_image)
@@ -50,9 +50,6 @@ LOCK_NAME = ".train.lock"  # held (flock) by the run writing to the folder
 # The self-critical settings too, so that a finished run can go on with self-critical epochs at a rate of one's
 # choosing (--epochs 11 --scst-epochs 1 --scst-lr 1e-5).
 RESUMABLE = ("epochs", "device", "num_workers", "data_dir", "scst_epochs", "scst_lr", "scst_samples")
-# What --resume reads from last.pt besides the weights, config and vocabulary.
-RESUME_KEYS = ("epoch", "batches_done", "global_step", "optimizer", "scheduler", "scaler", "best_score",
-               "stale_epochs", "fine_tuning", "encoder_pretrained", "history", "skipped_images", "torch_rng")
 
 
 class TrainingFailed(RuntimeError):
@@ -186,16 +183,13 @@ def check_readable_split(coco: COCO, data_dir: str | Path, split: str) -> None:
 
 
 def checkpoint_state(run: Run) -> dict[str, Any]:
-    """The plain dict written to last.pt / best.pt."""
+    """The plain dict written to last.pt / best.pt (its keys: checkpoint.py)."""
     return {"encoder": run.encoder.state_dict(), "decoder": run.decoder.state_dict(),
-            "config": run.config.to_dict(), "vocab": run.vocab.to_dict(), "epoch": run.epoch,
-            "batches_done": run.batches_done, "global_step": run.global_step,
+            "config": run.config.to_dict(), "vocab": run.vocab.to_dict(),
+            **{name: getattr(run, name) for name in RUN_COUNTERS},
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-            "scaler": run.scaler.state_dict(), "best_score": run.best_score, "stale_epochs": run.stale_epochs,
-            "fine_tuning": run.fine_tuning, "encoder_pretrained": run.encoder_pretrained, "history": run.history,
-            "skipped_images": run.skipped_images, "epoch_loss_sum": run.epoch_loss_sum,
-            "epoch_loss_steps": run.epoch_loss_steps,
-            "metrics": run.history[-1] if run.history else {}, "torch_rng": torch.get_rng_state()}
+            "scaler": run.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+            "metrics": run.history[-1] if run.history else {}}
 
 
 def restore(run: Run, state: dict[str, Any]) -> None:
@@ -207,12 +201,8 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
-    for name in ("epoch", "batches_done", "global_step", "best_score", "stale_epochs", "history", "skipped_images",
-                 "encoder_pretrained"):
+    for name in RUN_COUNTERS:
         setattr(run, name, state[name])
-    # Checkpoints written before these existed resume with the epoch's mean loss over the steps after the resume.
-    run.epoch_loss_sum = float(state.get("epoch_loss_sum", 0.0))
-    run.epoch_loss_steps = int(state.get("epoch_loss_steps", 0))
     torch.set_rng_state(state["torch_rng"])
 
 
@@ -567,7 +557,7 @@ def prepare(config: Config, resume: bool, given: Iterable[str] | None = None) ->
     if not last.exists():
         raise CheckpointError(f"--resume: no checkpoint to resume from at {last}")
     state = load_checkpoint(last)
-    missing = [key for key in RESUME_KEYS if key not in state]
+    missing = [key for key in RUN_COUNTERS + RUN_STATES if key not in state]
     if missing:
         raise CheckpointError(f"cannot resume from {last}: it lacks {', '.join(missing)}; start a new run in "
                               f"another --out folder")
