@@ -47,7 +47,7 @@ import synthetic_data
 import train
 from checkpoint import make_decoder
 from config import Config, make_config
-from data_loader import (IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, annotation_path, build_transform,
+from data_loader import (IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, Preprocess, annotation_path,
                          get_loader, load_image, write_json_atomic)
 from features import EXTRACT_BATCH, FeatureStore, feature_store
 from model import DecoderRNN
@@ -292,7 +292,7 @@ def bench_encoder(settings: BenchSettings, config: Config, run: train.Run, devic
 
     Batches are as large as features.extract_features makes them (settings.extract_batch), not training batches.
     """
-    loader = get_loader(build_transform(config.image_size, config.resize_size), mode="test",
+    loader = get_loader(Preprocess(config.image_size, config.resize_size), mode="test",
                         batch_size=settings.extract_batch, data_dir=config.data_dir, split=config.train_split)
     images = next(iter(loader)).images.to(device)  # (batch, 3, image_size, image_size)
     encoder = run.encoder.eval()
@@ -366,7 +366,7 @@ def bench_training_step(settings: BenchSettings, data_dir: Path, work: Path, dev
     if recipe.backbone != "resnet50":
         ways["ResNet-50 instead, auto"] = recipe.replace(backbone="resnet50", precision="auto")
     vocab = padded_vocabulary(recipe, 0)
-    batch = next(iter(get_loader(build_transform(recipe.image_size, recipe.resize_size, train=True), mode="train",
+    batch = next(iter(get_loader(Preprocess(recipe.image_size, recipe.resize_size, train=True), mode="train",
                                  batch_size=recipe.batch_size, data_dir=recipe.data_dir, split=recipe.train_split,
                                  vocab=vocab, seed=0))).to(device)
 
@@ -398,7 +398,7 @@ def caption_agreement(run: train.Run, decoder: DecoderRNN, reference: torch.Tens
                       ) -> tuple[float, int]:
     """Fraction of images whose greedy caption is the same from both pooled features; distinct reference captions."""
     decoder.eval()
-    captions = [[run.vocab.clean_sentence(ids) for ids in decoder.sample(run.encoder.project(pooled),
+    captions = [[run.vocab.clean_sentence(ids) for ids in decoder.greedy(run.encoder.project(pooled),
                                                                        run.config.max_len).tolist()]
                 for pooled in (reference, reduced)]
     same = sum(a == b for a, b in zip(*captions)) / len(captions[0])
@@ -419,7 +419,7 @@ def bench_loading(settings: BenchSettings, config: Config) -> tuple[list[Row], d
     """Image decoding + preprocessing images/s, one thread (as in a DataLoader worker), and each way's pixels."""
     files = sorted((Path(config.data_dir) / "images" / config.train_split).glob("*.jpg"))[:32]
     original = original_transform(config.image_size, config.resize_size)
-    transform = build_transform(config.image_size, config.resize_size)
+    transform = Preprocess(config.image_size, config.resize_size)
 
     def pillow(path: Path) -> torch.Tensor:
         with Image.open(path) as image:
@@ -476,12 +476,12 @@ def bench_captioning(settings: BenchSettings, config: Config, run: train.Run, st
 
     def batched_greedy() -> int:
         for chunk in chunks:
-            lengths.append((decoder.sample(chunk, config.max_len) != decoder.pad_index).sum(1).float().mean())
+            lengths.append((decoder.greedy(chunk, config.max_len) != decoder.pad_index).sum(1).float().mean())
         return features.size(0)
 
     def single_greedy() -> int:
         for index in range(min(settings.single_images, features.size(0))):
-            decoder.sample(features[index:index + 1], config.max_len)
+            decoder.greedy(features[index:index + 1], config.max_len)
         return min(settings.single_images, features.size(0))
 
     def batched_beam() -> int:

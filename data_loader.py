@@ -22,12 +22,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision import transforms
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from files import atomic_write
-from vocabulary import Vocabulary, get_vocabulary, tokenize
+from vocabulary import Vocabulary, tokenize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -151,12 +149,6 @@ class Preprocess:
                 f"hflip={self.hflip}, ImageNet normalisation)")
 
 
-def build_transform(image_size: int, resize_size: int | None = None, train: bool = False,
-                    random_crop: bool = True, hflip: bool = False) -> Preprocess:
-    """The preprocessing for these settings (see Preprocess)."""
-    return Preprocess(image_size, resize_size, train=train, random_crop=random_crop, hflip=hflip)
-
-
 def load_coco(path: Path) -> COCO:
     """pycocotools COCO for a captions file, with clear errors for a missing, empty or malformed file."""
     if not path.is_file():
@@ -268,12 +260,7 @@ class CocoCaptionDataset(Dataset):
 
 def _min_side(transform: Callable | None) -> int | None:
     """The shorter side the transform resizes to, so images can be decoded no larger than needed."""
-    if isinstance(transform, Preprocess):
-        return transform.resize_size
-    for step in getattr(transform, "transforms", []):  # a torchvision Compose of the user's own
-        if isinstance(step, (transforms.Resize, v2.Resize)):
-            return step.size if isinstance(step.size, int) else min(step.size)
-    return None
+    return transform.resize_size if isinstance(transform, Preprocess) else None
 
 
 @dataclass
@@ -356,24 +343,21 @@ class ImageBatchSampler(Sampler[list[int]]):
         return full + (1 if rest and not self.drop_last else 0)
 
 
-def get_loader(transform: Callable | None, mode: str = "train", batch_size: int = 32, vocab_threshold: int = 5,
-               vocab_file: str | Path = "vocab.pkl", vocab_from_file: bool = True, num_workers: int = 0,
+def get_loader(transform: Callable | None, mode: str = "train", batch_size: int = 32,
                data_dir: str | Path = "data/synthetic", split: str | None = None, vocab: Vocabulary | None = None,
-               features: "FeatureStore | None" = None, seed: int = 0, max_caption_length: int = 50,
-               pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over one split, in the spirit of the Udacity original's get_loader.
+               features: "FeatureStore | None" = None, num_workers: int = 0, seed: int = 0,
+               max_caption_length: int = 50, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over one split.
 
-    mode "train": shuffled batches with captions (the vocabulary is built from this split, or loaded);
-    mode "val": ordered batches with captions (the vocabulary must come from training: pass it or vocab_file);
-    mode "test": ordered batches of images only, for captioning a split.
+    mode "train": shuffled batches with captions as ids of vocab (made from the training split: vocabulary.py);
+    mode "val": ordered batches with captions; mode "test": ordered batches of images only, for captioning a split.
+    With features (a feature cache), batches hold pooled features instead of images and transform is unused.
     """
     if mode not in ("train", "val", "test"):
         raise ValueError(f"mode must be train, val or test, got {mode!r}")
+    if mode != "test" and vocab is None:
+        raise ValueError(f"a {mode} loader needs the vocabulary its captions are written in")
     split = split or mode
-    if mode == "train" and vocab is None:
-        vocab = get_vocabulary(vocab_file, vocab_threshold, [annotation_path(data_dir, split)], vocab_from_file)
-    elif mode == "val" and vocab is None:
-        vocab = Vocabulary.load(vocab_file)
     dataset = CocoCaptionDataset(data_dir, split, vocab if mode != "test" else None, transform, features,
                                  max_caption_length)
     counts = dataset.caption_counts() if mode != "test" else [1] * len(dataset)

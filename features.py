@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from config import Config
-from data_loader import DRAFT_TOLERANCE, annotation_path, build_transform, get_loader, write_json_atomic
+from data_loader import DRAFT_TOLERANCE, Preprocess, annotation_path, get_loader, write_json_atomic
 from files import atomic_write
 from model import EncoderCNN
 from runtime import autocast_dtype
@@ -71,7 +71,7 @@ def cache_key(encoder: EncoderCNN, config: Config, split: str, device: torch.dev
     stat = annotations.stat()
     return {"version": CACHE_VERSION, "backbone": config.backbone, "weights": backbone_fingerprint(encoder),
             "image_size": config.image_size, "resize_size": config.resize_size,
-            "transform": repr(build_transform(config.image_size, config.resize_size)),
+            "transform": repr(Preprocess(config.image_size, config.resize_size)),
             "decode": f"jpeg draft >= {DRAFT_TOLERANCE} x resize_size",
             "precision": str(autocast_dtype(device, config.precision)), "annotations": annotations.name,
             "annotations_size": stat.st_size, "annotations_mtime_ns": stat.st_mtime_ns}
@@ -125,7 +125,7 @@ def writable(folder: Path) -> bool:
 def extract_features(encoder: EncoderCNN, config: Config, split: str, device: torch.device, array_path: Path,
                      progress: bool = True) -> dict:
     """Run the backbone over every image of the split and save (images, feature_size) float16 rows atomically."""
-    transform = build_transform(config.image_size, config.resize_size, train=False)
+    transform = Preprocess(config.image_size, config.resize_size, train=False)
     loader = get_loader(transform, mode="test", batch_size=EXTRACT_BATCH, num_workers=config.num_workers,
                         data_dir=config.data_dir, split=split, pin_memory=device.type == "cuda")
     image_ids = loader.dataset.image_ids

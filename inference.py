@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from checkpoint import build_models, load_checkpoint
-from data_loader import ImageLoadError, build_transform, get_loader, load_image
+from data_loader import ImageLoadError, Preprocess, get_loader, load_image
 from model import decode
 from runtime import resolve_device
 
@@ -25,7 +25,7 @@ class Captioner:
         self.state = load_checkpoint(checkpoint, map_location=self.device)
         self.encoder, self.decoder, self.vocab, self.config = build_models(self.state, self.device)
         self.encoder.to(memory_format=torch.channels_last)
-        self.transform = build_transform(self.config.image_size, self.config.resize_size, train=False)
+        self.transform = Preprocess(self.config.image_size, self.config.resize_size, train=False)
 
     @torch.no_grad()
     def caption_tensors(self, images: torch.Tensor, beam_size: int = 1, max_len: int | None = None) -> list[str]:

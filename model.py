@@ -5,7 +5,6 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -258,7 +257,7 @@ class DecoderRNN(nn.Module):
         return F.log_softmax(self.fc(hidden.squeeze(1)), dim=-1), state
 
     @torch.no_grad()
-    def sample(self, features: torch.Tensor, max_len: int = 20) -> torch.Tensor:
+    def greedy(self, features: torch.Tensor, max_len: int = 20) -> torch.Tensor:
         """Greedy decoding for a whole batch: (batch, embed) -> (batch, <= max_len) word ids.
 
         Each row ends at its first <end> (included); what follows is <pad>. <start> is not included.
@@ -279,7 +278,7 @@ class DecoderRNN(nn.Module):
                               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample one caption per row from the model's distribution, keeping the graph (self-critical training).
 
-        Returns word ids (batch, <= max_len), laid out like sample(), and the log-probability of each sampled word
+        Returns word ids (batch, <= max_len), laid out like greedy(), and the log-probability of each sampled word
         (batch, <= max_len), zero after <end>; their sum over a row is the caption's log-probability.
         """
         log_probs, state = self.init_state(features)
@@ -297,12 +296,11 @@ class DecoderRNN(nn.Module):
         return torch.stack(words, dim=1), torch.stack(chosen, dim=1)
 
     @torch.no_grad()
-    def beam_search(self, features: torch.Tensor, beam_size: int = 3, max_len: int = 20,
-                    length_penalty: float = 0.0) -> torch.Tensor:
-        """Beam search for a whole batch: (batch, embed) -> (batch, <= max_len) word ids, like sample().
+    def beam_search(self, features: torch.Tensor, beam_size: int = 3, max_len: int = 20) -> torch.Tensor:
+        """Beam search for a whole batch: (batch, embed) -> (batch, <= max_len) word ids, like greedy().
 
-        Finished hypotheses stay in the beam with a frozen score; the final choice divides each total
-        log-probability by length ** length_penalty (0 = plain log-probability). beam_size 1 is greedy decoding.
+        Finished hypotheses stay in the beam with a frozen score; the most probable hypothesis wins. beam_size 1 is
+        greedy decoding.
         """
         batch, vocab = features.size(0), self.vocab_size
         log_probs, state = self.init_state(features)  # (batch, vocab)
@@ -313,7 +311,6 @@ class DecoderRNN(nn.Module):
         scores[:, 0] = 0.0  # all beams start identical: keep one so the first step does not pick duplicates
         sequences = torch.empty(batch, beam_size, 0, dtype=torch.long, device=features.device)
         finished = torch.zeros(batch, beam_size, dtype=torch.bool, device=features.device)
-        lengths = torch.zeros(batch, beam_size, device=features.device)
         for _ in range(max_len):
             # A finished hypothesis may only continue with <pad>, at no cost.
             log_probs = log_probs.view(batch, beam_size, vocab)
@@ -325,26 +322,19 @@ class DecoderRNN(nn.Module):
             parent, word = flat // vocab, flat % vocab  # (batch, beam)
             sequences = torch.cat([sequences.gather(1, parent.unsqueeze(-1).expand_as(sequences)),
                                    word.unsqueeze(-1)], dim=-1)
-            lengths = lengths.gather(1, parent) + (~finished.gather(1, parent)).float()
             finished = finished.gather(1, parent) | (word == self.end_index)
             if finished.all():
                 break
             rows = (parent + torch.arange(batch, device=features.device).unsqueeze(1) * beam_size).view(-1)
             state = tuple(tensor[:, rows] for tensor in state)
             log_probs, state = self.step(word.view(-1), state)
-        final = scores / lengths.clamp(min=1) ** length_penalty if length_penalty else scores
-        best = final.argmax(dim=-1)  # (batch,)
+        best = scores.argmax(dim=-1)  # (batch,)
         return sequences[torch.arange(batch, device=features.device), best]
 
 
 def decode(decoder: DecoderRNN, features: torch.Tensor, beam_size: int = 1, max_len: int = 20) -> torch.Tensor:
     """Captions for a batch of image features: greedy when beam_size is 1, beam search otherwise."""
     if beam_size <= 1:
-        return decoder.sample(features, max_len=max_len)
+        return decoder.greedy(features, max_len=max_len)
     return decoder.beam_search(features, beam_size=beam_size, max_len=max_len)
 
-
-def iter_trainable(*modules: nn.Module) -> Iterator[nn.Parameter]:
-    """Parameters that require gradients."""
-    for module in modules:
-        yield from (parameter for parameter in module.parameters() if parameter.requires_grad)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from data_loader import annotation_path, build_transform, image_path, load_image
+from data_loader import Preprocess, annotation_path, image_path, load_image
 from model import EncoderCNN
 
 from synthetic_data import COLOURS, SHAPES
@@ -36,7 +36,7 @@ def load_split(data_dir: Path, split: str, image_size: int, max_images: int = 0
     images = annotations["images"][:max_images or None]
     if not images or "objects" not in images[0]:
         raise ValueError(f"{annotation_path(data_dir, split)} has no object lists: the probe needs the synthetic set")
-    transform = build_transform(image_size, image_size)
+    transform = Preprocess(image_size, image_size)
     pixels, labels = [], torch.zeros(len(images), len(LABELS))
     for row, image in enumerate(images):
         pixels.append(transform(load_image(image_path(data_dir, split, image["file_name"]), transform.resize_size)))

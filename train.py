@@ -38,8 +38,8 @@ import metrics
 from checkpoint import (RUN_COUNTERS, RUN_STATES, CheckpointError, check_sizes, load_checkpoint, load_weights,
                         make_decoder, remove_partial_saves, save_checkpoint)
 from config import Config, add_config_arguments, config_from_args
-from data_loader import (Batch, ImageLoadError, annotation_path, build_transform, get_loader, image_path,
-                         load_coco, load_image)
+from data_loader import (Batch, ImageLoadError, Preprocess, annotation_path, get_loader, image_path, load_coco,
+                         load_image)
 from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, decode, weights_resize
 from runtime import autocast, autocast_dtype, describe_precision, resolve_device
 from vocabulary import Vocabulary, get_vocabulary, is_punctuation
@@ -233,7 +233,7 @@ def begin_fine_tuning(run: Run, log) -> None:
 def make_loader(run: Run, mode: str, split: str):
     """A loader over images for one split (training transform in train mode)."""
     config = run.config
-    transform = build_transform(config.image_size, config.resize_size, train=mode == "train",
+    transform = Preprocess(config.image_size, config.resize_size, train=mode == "train",
                                 random_crop=config.random_crop, hflip=config.hflip)
     features = None
     if use_feature_cache(run):

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 import data_loader
 from conftest import tiny_config
 from data_loader import (IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, ImageBatchSampler, ImageLoadError,
-                         annotation_path, build_transform, get_loader, load_image)
+                         Preprocess, annotation_path, get_loader, load_image)
 from features import FeatureStore, feature_store
 from model import EncoderCNN
 from vocabulary import Vocabulary, get_vocabulary
@@ -55,8 +55,8 @@ def test_sampler_keeps_similar_lengths_together():
 
 
 def test_train_loader_yields_every_caption_exactly_once(synthetic_dir, tmp_path):
-    loader = get_loader(build_transform(32), mode="train", batch_size=7, vocab_threshold=1,
-                        vocab_file=tmp_path / "vocab.pkl", vocab_from_file=False, data_dir=synthetic_dir)
+    vocab = Vocabulary.from_annotations([annotation_path(synthetic_dir, "train")], threshold=1)
+    loader = get_loader(Preprocess(32), mode="train", batch_size=7, data_dir=synthetic_dir, vocab=vocab)
     coco = loader.dataset.coco
     seen = Counter()
     for batch in loader:
@@ -117,8 +117,8 @@ def test_loader_skips_and_counts_unreadable_images(tmp_path):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "captions_odd.json").write_text(json.dumps({"images": images,
                                                                            "annotations": annotations}))
-    loader = get_loader(build_transform(16), mode="train", batch_size=4, vocab_threshold=1,
-                        vocab_file=tmp_path / "v.pkl", data_dir=tmp_path, split="odd")
+    vocab = Vocabulary.from_annotations([tmp_path / "annotations" / "captions_odd.json"], threshold=1)
+    loader = get_loader(Preprocess(16), mode="train", batch_size=4, data_dir=tmp_path, split="odd", vocab=vocab)
     kept, skipped = [], []
     for batch in loader:
         kept += batch.image_ids
@@ -143,15 +143,15 @@ def test_preprocess_matches_the_pil_transforms_and_takes_tensors():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 90, 3), dtype=np.uint8))
     reference = transforms.Compose([transforms.Resize(40, antialias=True), transforms.CenterCrop(32),
                                     transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    ours = build_transform(32, 40)(image)
+    ours = Preprocess(32, 40)(image)
     assert ours.shape == (3, 32, 32) and ours.dtype == torch.float32
     # Resampling on uint8 tensors rounds a little differently from Pillow: within a grey level or two.
     assert (ours - reference(image)).abs().max() < 3 / 255 / min(IMAGENET_STD)
-    assert torch.equal(build_transform(32, 40)(torch.from_numpy(np.array(image)).permute(2, 0, 1)), ours)
-    train = build_transform(32, 40, train=True, random_crop=True, hflip=True)
+    assert torch.equal(Preprocess(32, 40)(torch.from_numpy(np.array(image)).permute(2, 0, 1)), ours)
+    train = Preprocess(32, 40, train=True, random_crop=True, hflip=True)
     assert train(image).shape == (3, 32, 32)
     with pytest.raises(ValueError, match="smaller than the crop"):
-        build_transform(32, 24)
+        Preprocess(32, 24)
 
 
 def test_missing_or_empty_annotation_file_is_named(tmp_path):
@@ -181,7 +181,7 @@ def test_caption_less_images_are_left_out_of_training(synthetic_dir, tmp_path):
 
 def test_transform_is_deterministic_for_evaluation():
     image = Image.new("RGB", (90, 60), (200, 10, 10))
-    transform = build_transform(32, 36, train=False)
+    transform = Preprocess(32, 36, train=False)
     first, second = transform(image), transform(image)
     assert first.shape == (3, 32, 32) and torch.equal(first, second)
 
@@ -232,3 +232,8 @@ def test_a_loader_with_cached_features_works_with_spawned_workers(synthetic_dir,
     for ours, theirs in zip(loader, spawned, strict=True):
         assert ours.image_ids == theirs.image_ids
         assert torch.equal(ours.images, theirs.images) and torch.equal(ours.captions, theirs.captions)
+
+
+def test_a_loader_with_captions_needs_their_vocabulary(synthetic_dir):
+    with pytest.raises(ValueError, match="vocabulary"):
+        get_loader(None, mode="val", data_dir=synthetic_dir, split="val")

@@ -11,9 +11,10 @@ import torch
 import features
 import train
 from conftest import tiny_config
-from data_loader import build_transform, get_loader, load_image
+from data_loader import Preprocess, get_loader, load_image
 from features import feature_store
 from model import EncoderCNN
+from vocabulary import Vocabulary
 
 CPU = torch.device("cpu")
 
@@ -77,7 +78,7 @@ def test_cached_features_equal_the_encoders_pooled_features(synthetic_dir, tmp_p
     encoder = make_encoder().eval()
     store = feature_store(encoder, config, "test", CPU, cache_dir=tmp_path / "cache", progress=False)
     dataset = get_loader(None, mode="test", data_dir=synthetic_dir, split="test").dataset
-    transform = build_transform(config.image_size, config.resize_size, train=False)
+    transform = Preprocess(config.image_size, config.resize_size, train=False)
     for image_id in dataset.image_ids:
         image = transform(load_image(dataset.image_file(image_id), min_side=config.resize_size))
         with torch.no_grad():
@@ -100,8 +101,9 @@ def test_unreadable_and_missing_images_are_recorded_and_skipped(synthetic_dir, t
     assert sorted(store.meta["missing"]) == sorted([corrupt["id"], missing["id"]])
     assert store.get(corrupt["id"]) is None and store.get(missing["id"]) is None
     assert store.get(annotations["images"][2]["id"]) is not None
-    loader = get_loader(None, mode="train", batch_size=8, data_dir=data_dir, split="train",
-                        vocab_file=tmp_path / "vocab.pkl", vocab_threshold=1, features=store)
+    vocab = Vocabulary.from_annotations([data_dir / "annotations" / "captions_train.json"], threshold=1)
+    loader = get_loader(None, mode="train", batch_size=8, data_dir=data_dir, split="train", vocab=vocab,
+                        features=store)
     seen, skipped = [], []
     for batch in loader:
         seen += batch.image_ids
@@ -146,7 +148,7 @@ def test_cache_files_are_written_atomically_meta_last(synthetic_dir, tmp_path, m
         written.append((path.name, cache_files(cache_dir)))
         real_write(path, data)
     monkeypatch.setattr(features, "write_json_atomic", record_then_write)
-    store = feature_store(encoder, config, "val", CPU, cache_dir=cache_dir, progress=False)
+    feature_store(encoder, config, "val", CPU, cache_dir=cache_dir, progress=False)
     (meta_name, files_then), = written
     assert meta_name.startswith("features_val_") and meta_name.endswith(".json")
     assert files_then == [meta_name.replace(".json", ".npy")]  # the complete array existed before the meta file

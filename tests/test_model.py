@@ -155,11 +155,11 @@ def test_greedy_sampling_stops_each_sequence_at_end():
     decoder = DecoderRNN(16, 32, VOCAB).eval()
     with torch.no_grad():
         decoder.fc.bias[decoder.end_index] = 50.0  # <end> dominates: every caption is just <end>
-    out = decoder.sample(torch.randn(3, 16), max_len=10)
+    out = decoder.greedy(torch.randn(3, 16), max_len=10)
     assert out.shape == (3, 1) and (out[:, 0] == decoder.end_index).all()
     torch.manual_seed(1)
     decoder = DecoderRNN(16, 32, VOCAB).eval()
-    out = decoder.sample(torch.randn(8, 16), max_len=15)
+    out = decoder.greedy(torch.randn(8, 16), max_len=15)
     for row in out.tolist():
         if decoder.end_index in row:
             after = row[row.index(decoder.end_index) + 1:]
@@ -170,9 +170,9 @@ def test_batched_greedy_equals_one_at_a_time():
     torch.manual_seed(2)
     decoder = DecoderRNN(16, 32, VOCAB).eval()
     features = torch.randn(5, 16)
-    batched = decoder.sample(features, max_len=12)
+    batched = decoder.greedy(features, max_len=12)
     for index in range(5):
-        single = decoder.sample(features[index:index + 1], max_len=12)[0]
+        single = decoder.greedy(features[index:index + 1], max_len=12)[0]
         assert torch.equal(batched[index, :len(single)], single)
 
 
@@ -193,7 +193,7 @@ def test_beam_of_one_is_greedy_and_wider_beams_find_likelier_captions():
     with torch.no_grad():
         decoder.fc.bias[decoder.end_index] = 2.0  # captions end within the limit
     features = torch.randn(6, 16)
-    greedy = decoder.sample(features, max_len=10)
+    greedy = decoder.greedy(features, max_len=10)
     assert torch.equal(decoder.beam_search(features, beam_size=1, max_len=10), greedy)
     beam = decoder.beam_search(features, beam_size=4, max_len=10)
     for index in range(6):
