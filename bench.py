@@ -45,10 +45,11 @@ from torchvision import transforms
 
 import synthetic_data
 import train
+from annotations import annotation_path, load_coco
 from checkpoint import make_decoder
 from config import Config, make_config
-from data_loader import (IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, Preprocess, annotation_path,
-                         get_loader, load_image, write_json_atomic)
+from data_loader import IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, Preprocess, get_loader, load_image
+from files import write_json_atomic
 from features import EXTRACT_BATCH, FeatureStore, feature_store
 from model import DecoderRNN
 from runtime import autocast_dtype, resolve_device
@@ -168,7 +169,7 @@ def bench_config(settings: BenchSettings, data_dir: Path, work: Path, device: st
 
 def padded_vocabulary(config: Config, size: int) -> Vocabulary:
     """The synthetic captions' vocabulary, padded with unused words to `size` so the output layer is COCO-sized."""
-    annotations = json.loads(annotation_path(config.data_dir, config.train_split).read_text())["annotations"]
+    annotations = load_coco(annotation_path(config.data_dir, config.train_split)).dataset["annotations"]
     vocab = build_vocabulary([annotation["caption"] for annotation in annotations], config.vocab_threshold)
     for index in range(len(vocab), size):
         vocab.add_word(f"<unused{index}>")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import json
 import math
 import os
@@ -24,7 +23,8 @@ from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.v2 import functional as TF
 
-from files import atomic_write
+from annotations import annotation_path, image_path, load_coco
+from files import write_json_atomic
 from vocabulary import Vocabulary, tokenize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,17 +38,6 @@ MAX_IMAGE_PIXELS = 100_000_000  # larger files are refused rather than decoded (
 
 class ImageLoadError(Exception):
     """An image file is missing, truncated, not an image, or unusable."""
-
-
-def annotation_path(data_dir: str | Path, split: str) -> Path:
-    """DIR/annotations/captions_<split>.json."""
-    return Path(data_dir) / "annotations" / f"captions_{split}.json"
-
-
-def image_path(data_dir: str | Path, split: str, file_name: str) -> Path:
-    """Where an image of a split lives; a file_name with a "/" is relative to DIR/images/ (Karpathy splits)."""
-    root = Path(data_dir) / "images"
-    return root / file_name if "/" in file_name else root / split / file_name
 
 
 def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
@@ -149,30 +138,6 @@ class Preprocess:
                 f"hflip={self.hflip}, ImageNet normalisation)")
 
 
-def load_coco(path: Path) -> COCO:
-    """pycocotools COCO for a captions file, with clear errors for a missing, empty or malformed file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress chatter
-            coco = COCO(str(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"annotation file {path} is not valid JSON: {error}") from None
-    except (KeyError, TypeError, AssertionError) as error:
-        raise ValueError(f"annotation file {path} is not a COCO captions file ({error!r})") from None
-    if not coco.dataset.get("images"):
-        raise ValueError(f"annotation file {path} lists no images")
-    for index, image in enumerate(coco.dataset["images"]):
-        if not isinstance(image.get("file_name"), str) or not image["file_name"]:
-            raise ValueError(f"annotation file {path}: images[{index}] (id {image.get('id')!r}) has file_name "
-                             f"{image.get('file_name')!r}, not a file name")
-    for index, annotation in enumerate(coco.dataset.get("annotations", [])):
-        if not isinstance(annotation.get("caption"), str):
-            raise ValueError(f"annotation file {path}: annotations[{index}] (image {annotation.get('image_id')!r}) "
-                             f"has caption {annotation.get('caption')!r}, not a string")
-    return coco
-
-
 def tokenized_captions(coco: COCO, path: Path, cache_dir: Path | None) -> dict[int, list[str]]:
     """Tokens of every caption by annotation id, tokenized once and cached as JSON next to the data."""
     stat = path.stat()
@@ -190,12 +155,6 @@ def tokenized_captions(coco: COCO, path: Path, cache_dir: Path | None) -> dict[i
         except OSError as error:  # a read-only data folder only costs the speed-up
             warnings.warn(f"could not write the token cache {cache_file}: {error}")
     return tokens
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    """Write JSON so that a reader never sees a half-written file (temp file in the same folder, then rename)."""
-    with atomic_write(path, "w") as handle:
-        json.dump(data, handle)
 
 
 class CocoCaptionDataset(Dataset):

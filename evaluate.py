@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import metrics
+from annotations import annotation_path, load_coco
 from checkpoint import CheckpointError
-from data_loader import annotation_path, load_coco, write_json_atomic
+from files import write_json_atomic
 from inference import Captioner
 
 

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from annotations import annotation_path
 from config import Config
-from data_loader import DRAFT_TOLERANCE, Preprocess, annotation_path, get_loader, write_json_atomic
-from files import atomic_write
+from data_loader import DRAFT_TOLERANCE, Preprocess, get_loader
+from files import atomic_write, write_json_atomic
 from model import EncoderCNN
 from runtime import autocast_dtype
 

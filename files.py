@@ -7,6 +7,7 @@ never leaves half a file where a whole one was, and no temp file is left behind 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from pathlib import Path
@@ -31,3 +32,9 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | Path, data: object) -> None:
+    """Write data as JSON with atomic_write: a reader sees the old file or the whole new one."""
+    with atomic_write(path, "w") as handle:
+        json.dump(data, handle)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import coco_download
 import synthetic_data
+from annotations import annotation_path
 
 
 def ensure_dataset(dataset: str, data_dir: str | Path, n_train: int = 3000, n_val: int = 500, n_test: int = 500,
@@ -25,8 +26,7 @@ def ensure_dataset(dataset: str, data_dir: str | Path, n_train: int = 3000, n_va
         splits = ["train", "val", "test"]
     elif dataset == "coco":
         splits = [f"train{coco_year}", f"val{coco_year}"]
-        annotations = Path(data_dir) / "annotations"
-        missing = [split for split in splits if not (annotations / f"captions_{split}.json").exists()]
+        missing = [split for split in splits if not annotation_path(data_dir, split).exists()]
         if missing and not download:
             raise FileNotFoundError(f"MS COCO {coco_year} is not in {data_dir} (missing captions_{missing[0]}.json): "
                                     f"run `python prepare_data.py coco --out {data_dir} --year {coco_year}` "

@@ -14,14 +14,15 @@ top shape of a one-object image are right, and the share of images whose whole l
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from data_loader import Preprocess, annotation_path, image_path, load_image
+
+from annotations import annotation_path, image_path, load_coco
+from data_loader import Preprocess, load_image
 from model import EncoderCNN
 
 from synthetic_data import COLOURS, SHAPES
@@ -32,8 +33,7 @@ LABELS = list(COLOURS) + list(SHAPES)
 def load_split(data_dir: Path, split: str, image_size: int, max_images: int = 0
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Preprocessed images (N, 3, S, S), their labels (N, 16) and object counts (N,) of a synthetic split."""
-    annotations = json.loads(annotation_path(data_dir, split).read_text())
-    images = annotations["images"][:max_images or None]
+    images = load_coco(annotation_path(data_dir, split)).dataset["images"][:max_images or None]
     if not images or "objects" not in images[0]:
         raise ValueError(f"{annotation_path(data_dir, split)} has no object lists: the probe needs the synthetic set")
     transform = Preprocess(image_size, image_size)

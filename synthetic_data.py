@@ -23,6 +23,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from annotations import annotation_path
+from files import write_json_atomic
+
 SPLITS = ("train", "val", "test")
 # Part of the parameters stored in each annotation file: bump it when drawing or captioning changes, so that
 # an output made by older code is regenerated instead of being reported as complete.
@@ -561,20 +564,10 @@ def _parameters(split: str, count: int, seed: int, width: int, height: int) -> d
             "generator_version": GENERATOR_VERSION, "jpeg_quality": JPEG_QUALITY}
 
 
-def _write_json_atomically(path: Path, data: dict) -> None:
-    """Write JSON to a temporary file beside path, then rename it over path, so readers never see half a file."""
-    temporary = path.with_name(path.name + ".part")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, ensure_ascii=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def _is_complete(annotation_path: Path, image_dir: Path, parameters: dict) -> bool:
+def _is_complete(annotation_file: Path, image_dir: Path, parameters: dict) -> bool:
     """Whether a split was already written with these parameters and its images are all still there."""
     try:
-        with open(annotation_path, encoding="utf-8") as handle:
+        with open(annotation_file, encoding="utf-8") as handle:
             existing = json.load(handle)
     except (OSError, ValueError):
         return False
@@ -583,12 +576,12 @@ def _is_complete(annotation_path: Path, image_dir: Path, parameters: dict) -> bo
     return all((image_dir / image["file_name"]).is_file() for image in existing.get("images", []))
 
 
-def _written_by_us(annotation_path: Path) -> bool:
+def _written_by_us(annotation_file: Path) -> bool:
     """Whether an annotation file may be replaced: it is missing, or this generator wrote it."""
-    if not annotation_path.exists():
+    if not annotation_file.exists():
         return True
     try:
-        with open(annotation_path, encoding="utf-8") as handle:
+        with open(annotation_file, encoding="utf-8") as handle:
             info = json.load(handle).get("info", {})
     except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not a JSON object
         return False
@@ -598,14 +591,14 @@ def _written_by_us(annotation_path: Path) -> bool:
 def _generate_split(out_dir: Path, split: str, count: int, seed: int, width: int, height: int,
                     verbose: bool) -> tuple[Path, bool]:
     """Write one split's images, then its annotation file; returns (annotation path, whether it was written)."""
-    annotation_path = out_dir / "annotations" / f"captions_{split}.json"
+    annotation_file = annotation_path(out_dir, split)
     image_dir = out_dir / "images" / split
     parameters = _parameters(split, count, seed, width, height)
-    if _is_complete(annotation_path, image_dir, parameters):
-        return annotation_path, False
+    if _is_complete(annotation_file, image_dir, parameters):
+        return annotation_file, False
     # Removed first: if this run is interrupted, no annotation file may vouch for a half-rewritten image folder.
-    annotation_path.unlink(missing_ok=True)
-    annotation_path.parent.mkdir(parents=True, exist_ok=True)
+    annotation_file.unlink(missing_ok=True)
+    annotation_file.parent.mkdir(parents=True, exist_ok=True)
     image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for index in tqdm(range(1, count + 1), desc=f"synthetic {split}", disable=not verbose, leave=False):
@@ -635,8 +628,8 @@ def _generate_split(out_dir: Path, split: str, count: int, seed: int, width: int
         "images": images,
         "annotations": annotations,
     }
-    _write_json_atomically(annotation_path, data)
-    return annotation_path, True
+    write_json_atomic(annotation_file, data)
+    return annotation_file, True
 
 
 def _check(name: str, value: int, low: int, high: int) -> None:
@@ -654,7 +647,7 @@ def generate(out_dir: str | os.PathLike, n_train: int = 3000, n_val: int = 500, 
     _check("height", height, MIN_SIDE, MAX_SIDE)
     out_dir = Path(out_dir)
     for split in SPLITS:  # all checked before anything is written
-        theirs = out_dir / "annotations" / f"captions_{split}.json"
+        theirs = annotation_path(out_dir, split)
         if not _written_by_us(theirs):
             raise ValueError(f"{theirs} exists and was not written by the synthetic generator, so it is not "
                              f"replaced: give another output folder")

@@ -35,11 +35,11 @@ from pycocotools.coco import COCO
 from tqdm.auto import tqdm
 
 import metrics
+from annotations import annotation_path, image_path, load_coco
 from checkpoint import (RUN_COUNTERS, RUN_STATES, CheckpointError, check_sizes, load_checkpoint, load_weights,
                         make_decoder, remove_partial_saves, save_checkpoint)
 from config import Config, add_config_arguments, config_from_args
-from data_loader import (Batch, ImageLoadError, Preprocess, annotation_path, get_loader, image_path, load_coco,
-                         load_image)
+from data_loader import Batch, ImageLoadError, Preprocess, get_loader, load_image
 from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, decode, weights_resize
 from runtime import autocast, autocast_dtype, describe_precision, resolve_device
 from vocabulary import Vocabulary, get_vocabulary, is_punctuation

@@ -9,7 +9,8 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import torch
 
-from data_loader import IMAGENET_MEAN, IMAGENET_STD, annotation_path, image_path, load_coco, load_image
+from annotations import annotation_path, image_path, load_coco
+from data_loader import IMAGENET_MEAN, IMAGENET_STD, load_image
 from vocabulary import Vocabulary, build_vocabulary, tokenize
 
 

@@ -1,7 +1,6 @@
 """Vocabulary: captions -> tokens -> ids and back; saved as a restricted pickle."""
 
 import hashlib
-import json
 import os
 import pickle
 import warnings
@@ -13,6 +12,7 @@ from nltk.tokenize.destructive import NLTKWordTokenizer
 from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
 from tqdm import tqdm
 
+from annotations import load_coco
 from files import atomic_write
 
 PathLike = str | os.PathLike
@@ -210,20 +210,8 @@ class Vocabulary:
 
 
 def _read_captions(path: Path) -> list[str]:
-    """All caption strings of one COCO caption JSON file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file {path} does not exist")
-    try:
-        with open(path, encoding="utf-8") as file:
-            annotations = json.load(file)["annotations"]
-        captions = [annotation["caption"] for annotation in annotations]
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is not a COCO captions file (needs annotations[].caption): {error!r}") from error
-    for index, caption in enumerate(captions):
-        if not isinstance(caption, str):
-            raise ValueError(f"annotation file {path}: annotations[{index}] (image "
-                             f"{annotations[index].get('image_id')!r}) has caption {caption!r}, not a string")
-    return captions
+    """All caption strings of one COCO caption JSON file, in file order."""
+    return [annotation["caption"] for annotation in load_coco(path).dataset.get("annotations", [])]
 
 
 def captions_fingerprint(captions: Sequence[str]) -> str:

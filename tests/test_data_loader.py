@@ -13,9 +13,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import data_loader
+import files
 from conftest import tiny_config
+from annotations import annotation_path
 from data_loader import (IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, ImageBatchSampler, ImageLoadError,
-                         Preprocess, annotation_path, get_loader, load_image)
+                         Preprocess, get_loader, load_image)
 from features import FeatureStore, feature_store
 from model import EncoderCNN
 from vocabulary import Vocabulary, get_vocabulary
@@ -188,9 +190,9 @@ def test_transform_is_deterministic_for_evaluation():
 
 def test_write_json_atomic_leaves_the_old_file_and_no_temp_file_when_it_fails(tmp_path):
     target = tmp_path / "out.json"
-    data_loader.write_json_atomic(target, {"kept": 1})
+    files.write_json_atomic(target, {"kept": 1})
     with pytest.raises(TypeError):
-        data_loader.write_json_atomic(target, {"not serialisable": object()})
+        files.write_json_atomic(target, {"not serialisable": object()})
     assert json.loads(target.read_text()) == {"kept": 1}
     assert [path.name for path in tmp_path.iterdir()] == ["out.json"]
 

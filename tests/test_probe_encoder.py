@@ -6,7 +6,7 @@ import json
 import pytest
 
 import probe_encoder
-from data_loader import annotation_path
+from annotations import annotation_path
 
 
 def test_labels_are_the_colours_and_shapes_of_each_image(synthetic_dir):
