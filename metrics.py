@@ -332,42 +332,38 @@ def _frequent_captions(train_references: Mapping[int, Sequence[str]], n_captions
     return [spelling[key] for key in sorted(counts, key=lambda key: (-counts[key], key))[:n_captions]]
 
 
-def best_constant_caption(
-    train_references: Mapping[int, Sequence[str]],
-    n_candidates: int = 50,
-    max_images: int = 1000,
-    seed: int = 0,
-    *,
-    n_consensus: int = 100,
-    screen_images: int = 25,
-    n_finalists: int = 5,
-    use_java: bool | None = None,
-) -> str:
+# How best_constant_caption searches: candidates, screening, final round (see its docstring).
+CONSTANT_CANDIDATES = 50  # most frequent training captions
+CONSTANT_CONSENSUS = 100  # captions of random training images
+CONSTANT_SCREEN_IMAGES = 25
+CONSTANT_FINALISTS = 5
+CONSTANT_MAX_IMAGES = 1000
+
+
+def best_constant_caption(train_references: Mapping[int, Sequence[str]], seed: int = 0,
+                          use_java: bool | None = None) -> str:
     """The tokenized training caption that, given to every training image, scores the best CIDEr.
 
-    Uses the training split only, deterministically for a given seed. Candidates: the n_candidates most frequent
-    training captions plus n_consensus captions of random training images. Every candidate is scored as a constant
-    caption with pycocoevalcap's CIDEr on screen_images random training images that no consensus caption comes
-    from (its mean CIDEr against other images' references); the n_finalists best are scored again on max_images
-    random training images (a superset of the screening ones) and the best of those wins. The screening stage is
+    Uses the training split only, deterministically for a given seed. Candidates: the 50 most frequent training
+    captions plus 100 captions of random training images. Every candidate is scored as a constant caption with
+    pycocoevalcap's CIDEr on 25 random training images that no consensus caption comes from (its mean CIDEr against
+    other images' references); the 5 best are scored again on 1,000 random training images (a superset of the
+    screening ones) and the best of those wins. The screening stage is
     what keeps this to a few seconds: one CIDEr pass over 1,000 images takes about 0.4 s.
     """
-    if min(max_images, screen_images, n_finalists) < 1 or n_candidates + n_consensus < 1:
-        raise ValueError("best_constant_caption needs max_images, screen_images, n_finalists and "
-                         "n_candidates + n_consensus all to be at least 1.")
     image_ids = sorted(image_id for image_id, refs in train_references.items() if len(refs) > 0)
     if not image_ids:
         raise ValueError("No training references: train_references has no image with captions.")
     rng = random.Random(seed)
-    evaluation_ids = rng.sample(image_ids, min(max_images, len(image_ids)))
-    screening_ids = evaluation_ids[:screen_images]  # rng.sample's order is already random
+    evaluation_ids = rng.sample(image_ids, min(CONSTANT_MAX_IMAGES, len(image_ids)))
+    screening_ids = evaluation_ids[:CONSTANT_SCREEN_IMAGES]  # rng.sample's order is already random
     screened = set(screening_ids)
     other_ids = [image_id for image_id in image_ids if image_id not in screened] or image_ids
     consensus = [rng.choice(list(train_references[image_id]))
-                 for image_id in rng.sample(other_ids, min(n_consensus, len(other_ids)))]
+                 for image_id in rng.sample(other_ids, min(CONSTANT_CONSENSUS, len(other_ids)))]
 
     # One tokenizer run for everything that gets scored.
-    tokenized = tokenize_captions({("candidates",): _frequent_captions(train_references, n_candidates) + consensus,
+    tokenized = tokenize_captions({("candidates",): _frequent_captions(train_references, CONSTANT_CANDIDATES) + consensus,
                                    **{image_id: list(train_references[image_id]) for image_id in evaluation_ids}},
                                   use_java=use_java)
     candidates = [caption for caption in dict.fromkeys(tokenized[("candidates",)]) if caption]
@@ -376,7 +372,7 @@ def best_constant_caption(
 
     screen_scores = _constant_cider(candidates, {image_id: tokenized[image_id] for image_id in screening_ids})
     ranking = sorted(range(len(candidates)), key=lambda index: -screen_scores[index])  # stable: ties keep list order
-    finalists = [candidates[index] for index in ranking[:n_finalists]]
+    finalists = [candidates[index] for index in ranking[:CONSTANT_FINALISTS]]
     if len(evaluation_ids) == len(screening_ids):  # nothing more to learn from a second pass
         return finalists[0]
     final_scores = _constant_cider(finalists, {image_id: tokenized[image_id] for image_id in evaluation_ids})

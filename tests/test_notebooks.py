@@ -9,8 +9,7 @@ import demo
 
 
 def test_notebooks_run_in_order_and_produce_their_artefacts(tmp_path):
-    seconds = demo.run_notebooks(demo.quick_parameters(str(tmp_path)), output_dir=tmp_path / "executed")
-    assert seconds > 0
+    demo.run_notebooks(demo.quick_parameters(str(tmp_path)), output_dir=tmp_path / "executed")
     for name in demo.NOTEBOOKS:
         notebook = nbformat.read(tmp_path / "executed" / name, as_version=4)
         outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import probe_encoder
 from annotations import annotation_path
@@ -24,6 +25,28 @@ def test_probe_reports_accuracies_for_every_epoch(synthetic_dir, one_thread):
     assert [report["epoch"] for report in reports] == [1, 2]
     for report in reports:
         assert all(0.0 <= report[key] <= 1.0 for key in ("colour", "shape", "exact"))
+
+
+class _Oracle(torch.nn.Module):
+    """Scores each image's true labels high (the image's first pixel says which row it is), or, inverted, low."""
+
+    def __init__(self, labels: torch.Tensor, inverted: bool = False) -> None:
+        super().__init__()
+        self.labels, self.sign = labels, -1.0 if inverted else 1.0
+
+    def forward(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        return self.sign * (self.labels[images[:, 0, 0, 0].long()] * 10 - 5)
+
+
+def test_accuracy_is_one_for_a_perfect_model_and_zero_for_a_perverse_one(synthetic_dir):
+    _, labels, counts = probe_encoder.load_split(synthetic_dir, "val", 32)
+    images = torch.zeros(len(labels), 3, 4, 4)
+    images[:, 0, 0, 0] = torch.arange(len(labels)).float()
+    cpu = torch.device("cpu")
+    assert probe_encoder.accuracy(_Oracle(labels), images, labels, counts, cpu) == \
+        {"colour": 1.0, "shape": 1.0, "exact": 1.0}
+    wrong = probe_encoder.accuracy(_Oracle(labels, inverted=True), images, labels, counts, cpu)
+    assert wrong["colour"] == wrong["shape"] == wrong["exact"] == 0.0
 
 
 def test_probe_refuses_data_without_object_lists(synthetic_dir, tmp_path):
