@@ -226,13 +226,18 @@ def _min_side(transform: Callable | None) -> int | None:
 class Batch:
     """Images (or pooled features) of the batch and their captions, padded, with lengths."""
 
-    images: torch.Tensor  # (images, 3, H, W) or (images, feature_size)
+    images: torch.Tensor  # (images, 3, H, W) pixels, or (images, feature_size) cached features: holds_features
     image_ids: list[int]
     captions: torch.Tensor | None = None  # (captions, T) word ids, <pad> after each caption
     lengths: torch.Tensor | None = None  # (captions,) including <start> and <end>
     image_index: torch.Tensor | None = None  # (captions,) which image of the batch each caption belongs to
     skipped: list[str] | None = None  # errors of the images left out of the batch
     skipped_ids: list[int] | None = None  # ... and their image ids
+
+    @property
+    def holds_features(self) -> bool:
+        """Whether `images` holds pooled features from the feature cache instead of pixels."""
+        return self.images.dim() == 2
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
         move = lambda tensor: None if tensor is None else tensor.to(device, non_blocking=non_blocking)

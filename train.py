@@ -260,7 +260,7 @@ def backbone_trained_here(run: Run) -> bool:
 
 def encode(run: Run, batch: Batch) -> torch.Tensor:
     """(images, embed) features for a batch of images or of cached pooled features."""
-    if batch.images.dim() == 2:  # (images, feature_size): from the feature cache
+    if batch.holds_features:
         return run.encoder.project(batch.images)
     return run.encoder(batch.images, run.config.precision)
 
