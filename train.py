@@ -48,7 +48,7 @@ LOG_NAME = "train_log.jsonl"
 LOCK_NAME = ".train.lock"  # held (flock) by the run writing to the folder
 # What a resumed run takes from the caller (more epochs, another machine, data that moved); the rest from last.pt.
 # The self-critical settings too, so that a finished run can go on with self-critical epochs at a rate of one's
-# choosing (--epochs 11 --scst-epochs 1 --scst-lr 1e-5).
+# choosing (--scst-epochs 1 --scst-lr 1e-5).
 RESUMABLE = ("epochs", "device", "num_workers", "data_dir", "scst_epochs", "scst_lr", "scst_samples")
 
 
