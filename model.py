@@ -112,7 +112,15 @@ class EncoderCNN(nn.Module):
 
     def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
         """(batch, 3, H, W) images -> (batch, feature_size) pooled backbone features."""
-        return self.backbone(images).flatten(1)
+        return self.pool(self.feature_map(images))
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, H, W) images -> (batch, feature_size, H/32, W/32): the last convolutional stage's output."""
+        return self.backbone[:-1](images)
+
+    def pool(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """(batch, feature_size, h, w) feature map -> (batch, feature_size), averaged over space."""
+        return self.backbone[-1](feature_map).flatten(1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(batch, 3, H, W) images -> (batch, embed_size) image features."""
