@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from checkpoint import CheckpointError
 from inference import Captioner
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,10 +91,26 @@ def caption_and_draw(captioner: Captioner, args: argparse.Namespace, targets: li
     for (path, maps, error), target in zip(results, targets):
         if maps is not None:
             figure = viz.show_word_maps([maps], titles=[Path(path).name])
-            with open(target, "xb") as file:  # exclusive: never replaces a file that appeared meanwhile
-                figure.savefig(file, format="png", dpi=100)
+            error = save_figure(figure, target)
             plt.close(figure)
-        yield path, maps and maps.caption, error
+        yield path, None if error else maps.caption, error
+
+
+def save_figure(figure: Figure, target: Path) -> str | None:
+    """Write a figure to a new PNG file; the reason when it cannot (a file that appeared meanwhile is kept)."""
+    try:
+        file = open(target, "xb")  # exclusive: never replaces a file that appeared meanwhile
+    except FileExistsError:
+        return f"{target} appeared meanwhile and is not replaced"
+    except OSError as failure:
+        return f"cannot write {target} ({failure.strerror or failure})"
+    try:
+        with file:
+            figure.savefig(file, format="png", dpi=100)
+    except OSError as failure:  # a full disk: the half-written file is ours to remove
+        target.unlink(missing_ok=True)
+        return f"cannot write {target} ({failure.strerror or failure})"
+    return None
 
 
 if __name__ == "__main__":
