@@ -199,3 +199,11 @@ def summarise(trials: list[tuple[str, bool, float]], split: str, beam_size: int,
                 "random_rate": sum(rate for _, _, rate in chosen) / count if count else float("nan")}
     per_shape = {shape: rates([trial for trial in trials if trial[0] == shape]) for shape in SHAPES}
     return {"split": split, "beam_size": beam_size, "images": images, **rates(trials), "per_shape": per_shape}
+
+
+def describe(result: dict) -> str:
+    """One line on a pointing_game result."""
+    if not result["words"]:
+        return f"no caption of the {result['images']} images names a shape that is in its image: nothing to point at"
+    return (f"hit rate {result['hit_rate']:.3f} over {result['words']} shape words in {result['images']} images, "
+            f"against {result['random_rate']:.3f} for a random point")

@@ -170,3 +170,12 @@ def test_the_demo_models_word_maps_point_at_the_shapes_they_name():
                                     progress=False)
     assert result["words"] >= 50, result
     assert result["hit_rate"] > 2 * result["random_rate"], result  # measured: 0.41 against 0.09 (500 images)
+
+
+def test_describe_says_when_there_was_nothing_to_point_at():
+    empty = wordmaps.summarise([], "test", 1, 6)
+    assert "nothing to point at" in wordmaps.describe(empty)
+    result = wordmaps.summarise([("star", True, 0.1), ("star", False, 0.2)], "test", 1, 2)
+    assert result["hit_rate"] == 0.5 and result["random_rate"] == pytest.approx(0.15)
+    assert "0.500 over 2 shape words" in wordmaps.describe(result)
+    viz.plot_pointing_game(empty)  # draws the empty case without failing
