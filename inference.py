@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -15,6 +15,8 @@ from checkpoint import build_models, load_checkpoint
 from data_loader import ImageLoadError, Preprocess, get_loader, load_image
 from model import decode
 from runtime import resolve_device
+
+T = TypeVar("T")
 
 
 class Captioner:
@@ -35,25 +37,47 @@ class Captioner:
     @torch.no_grad()
     def generate(self, images: torch.Tensor, beam_size: int = 1, max_len: int | None = None) -> torch.Tensor:
         """(batch, 3, H, W) preprocessed images -> (batch, <= max_len) word ids ending at <end>."""
-        features = self.encoder(images.to(self.device), self.config.precision)
+        return self.decode_feature_maps(self.feature_maps(images), beam_size, max_len)
+
+    @torch.no_grad()
+    def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, H, W) preprocessed images -> (batch, C, h, w) the CNN's last feature map, in the run's
+        precision."""
+        return self.encoder.feature_map(images.to(self.device), self.config.precision)
+
+    @torch.no_grad()
+    def decode_feature_maps(self, feature_maps: torch.Tensor, beam_size: int = 1, max_len: int | None = None
+                            ) -> torch.Tensor:
+        """(batch, C, h, w) feature maps -> (batch, <= max_len) word ids ending at <end>."""
+        features = self.encoder.project(self.encoder.pool(feature_maps))
         return decode(self.decoder, features, beam_size, max_len or self.config.max_len)
 
     def caption_files(self, paths: Iterable[str | Path], beam_size: int = 1, batch_size: int = 32
                       ) -> Iterator[tuple[str, str | None, str | None]]:
         """(path, caption, None) per readable image, (path, None, reason) per unreadable one, in order."""
+        return self.map_files(paths, lambda images: self.caption_tensors(images, beam_size), batch_size)
+
+    def load(self, path: str | Path) -> torch.Tensor:
+        """An image file -> (3, H, W) preprocessed tensor; raises ImageLoadError with the reason."""
+        return self.transform(load_image(path, min_side=self.config.resize_size))
+
+    def map_files(self, paths: Iterable[str | Path], function: Callable[[torch.Tensor], list[T]],
+                  batch_size: int = 32) -> Iterator[tuple[str, T | None, str | None]]:
+        """function applied to batches of the readable images: (path, result, None) per readable image,
+        (path, None, reason) per unreadable one, in order."""
         paths = iter(paths)
         while chunk := list(itertools.islice(paths, batch_size)):
             tensors, results = [], []
             for path in chunk:
                 try:
-                    tensors.append(self.transform(load_image(path, min_side=self.config.resize_size)))
+                    tensors.append(self.load(path))
                     results.append([str(path), None, None])
                 except ImageLoadError as error:
                     results.append([str(path), None, str(error)])
-            captions = iter(self.caption_tensors(torch.stack(tensors), beam_size) if tensors else [])
+            outputs = iter(function(torch.stack(tensors)) if tensors else [])
             for result in results:
                 if result[2] is None:
-                    result[1] = next(captions)
+                    result[1] = next(outputs)
                 yield tuple(result)
 
     def caption_split(self, data_dir: str | Path, split: str, beam_size: int = 1, batch_size: int = 64,

@@ -179,14 +179,22 @@ class EncoderCNN(nn.Module):
         return self
 
     def pooled_features(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-        """(batch, 3, H, W) images -> (batch, feature_size) pooled backbone features.
+        """(batch, 3, H, W) images -> (batch, feature_size) pooled backbone features."""
+        return self.pool(self.feature_map(images, precision))
 
-        The one way the CNN runs, in training, captioning and the feature cache alike: on channels_last images
-        (what oneDNN and cuDNN convolve fastest), under the autocast that precision picks for the device.
+    def feature_map(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        """(batch, 3, H, W) images -> (batch, feature_size, H/32, W/32): the last convolutional stage's output.
+
+        The one way the CNN runs, in training, captioning, word maps and the feature cache alike: on channels_last
+        images (what oneDNN and cuDNN convolve fastest), under the autocast that precision picks for the device.
         """
         images = images.contiguous(memory_format=torch.channels_last)
         with autocast(images.device, precision):
-            return self.backbone(images).flatten(1)
+            return self.backbone[:-1](images)
+
+    def pool(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """(batch, feature_size, h, w) feature map -> (batch, feature_size), averaged over space."""
+        return self.backbone[-1](feature_map).flatten(1)
 
     def forward(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """(batch, 3, H, W) images -> (batch, embed_size) image features."""

@@ -220,6 +220,18 @@ def draw_scene(rng: np.random.Generator, scene: Scene) -> Image.Image:
 _SHAPE_NOUNS = {"circle": ["circle", "circle", "circle", "disk"], "square": ["square"], "triangle": ["triangle"],
                 "star": ["star"], "diamond": ["diamond"],
                 "cross": ["cross"]}
+
+
+def _plural(noun: str) -> str:
+    return noun + ("es" if noun.endswith("s") else "s")
+
+
+def shape_words() -> dict[str, str]:
+    """Every word the captions use to name a shape, singular and plural, -> the shape it names ("disks" -> circle)."""
+    return {word: shape for shape, nouns in _SHAPE_NOUNS.items() for noun in nouns
+            for word in (noun, _plural(noun))}
+
+
 _SIZE_WORDS = {"small": ["small", "small", "little"], "large": ["large", "big"]}
 # Keyed by (row, column) of the shape's centre, see _grid_position.
 _PLACES = {
@@ -260,8 +272,7 @@ class _Captioner:
         return self.pick(_SHAPE_NOUNS[shape.shape])
 
     def plural(self, kind: str) -> str:
-        noun = self.pick(_SHAPE_NOUNS[kind])
-        return noun + ("es" if noun.endswith("s") else "s")
+        return _plural(self.pick(_SHAPE_NOUNS[kind]))
 
     def bare(self, shape: Shape, size_probability: float = 0.5) -> str:
         """Noun phrase without article: "[size] colour noun"."""

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 try:
     import fcntl
@@ -606,18 +606,20 @@ def repair_best(run: Run, state: dict[str, Any], last: Path) -> None:
 
 
 def train(config: Config | None = None, resume: bool = False, progress: bool = True,
-          given: Iterable[str] | None = None, overwrite: bool = False, **overrides: Any) -> list[dict[str, Any]]:
+          given: Iterable[str] | None = None, overwrite: bool = False,
+          on_epoch: Callable[[list[dict[str, Any]]], None] | None = None, **overrides: Any) -> list[dict[str, Any]]:
     """Train (or with resume, continue) a captioner; returns the per-epoch history. Ctrl-C saves and stops.
 
     given: with resume, the config fields the caller set on purpose (see prepare); None = all of them.
     overwrite: start a new run in a folder that holds another run's checkpoints (refused otherwise).
+    on_epoch: called with the training log's entries (read_log) after every epoch, e.g. to redraw curves.
     """
     config = (config or Config()).replace(**overrides)
     if not resume:  # a resumed run checks its settings once merged with the checkpoint's (prepare)
         config.validate()
     with claim_run_folder(Path(config.out), resume, overwrite):
         run = prepare(config, resume, None if given is None else set(given) | set(overrides))
-        return run_training(run, resume, progress)
+        return run_training(run, resume, progress, on_epoch)
 
 
 @contextlib.contextmanager
@@ -647,7 +649,7 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> Iterator[None]
         yield
 
 
-def run_training(run: Run, resume: bool, progress: bool) -> list[dict[str, Any]]:
+def run_training(run: Run, resume: bool, progress: bool, on_epoch: Callable | None = None) -> list[dict[str, Any]]:
     """The run's log, its epochs, and a save of last.pt on Ctrl-C."""
     remove_partial_saves(run.out)  # half-written checkpoints of a killed run; last.pt and best.pt are intact
     log = open_log(run.out, fresh=not resume)
@@ -662,7 +664,7 @@ def run_training(run: Run, resume: bool, progress: bool) -> list[dict[str, Any]]
     print(precision)
     log({"kind": "precision", "message": precision})
     try:
-        train_epochs(run, log, progress)
+        train_epochs(run, log, progress, on_epoch)
     except KeyboardInterrupt:
         with signals_deferred():  # a second Ctrl-C waits for this save rather than cutting it short
             save_checkpoint(run.out / "last.pt", checkpoint_state(run))
@@ -674,7 +676,7 @@ def run_training(run: Run, resume: bool, progress: bool) -> list[dict[str, Any]]
     return run.history
 
 
-def train_epochs(run: Run, log, progress: bool) -> None:
+def train_epochs(run: Run, log, progress: bool, on_epoch: Callable | None = None) -> None:
     """The epoch loop: train, validate, checkpoint, maybe stop early or start fine-tuning."""
     loaders: dict[tuple[bool, bool], tuple] = {}
     while run.epoch < total_epochs(run.config):
@@ -688,6 +690,8 @@ def train_epochs(run: Run, log, progress: bool) -> None:
                   "seconds": round(time.time() - started, 1)}
         stop = end_of_epoch(run, scores, log)
         tqdm.write(epoch_summary(run, scores))
+        if on_epoch:
+            on_epoch(read_log(run.out))
         if stop:
             tqdm.write(f"no improvement in {run.stale_epochs} epochs: stopping early")
             break

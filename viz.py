@@ -1,17 +1,28 @@
-"""Pictures for the notebooks: sample grids, caption statistics, training curves, captions next to human ones."""
+"""Pictures for the notebooks: sample grids, caption statistics, training curves, captions next to human ones,
+word maps, and the pointing game."""
 from __future__ import annotations
 
+import contextlib
+import glob
+import io
+import os
+import re
+import tempfile
 import textwrap
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import matplotlib.pyplot as plt
 import torch
 
 from annotations import annotation_path, image_path, load_coco
 from data_loader import IMAGENET_MEAN, IMAGENET_STD, load_image
-from vocabulary import Vocabulary, build_vocabulary, tokenize
+from vocabulary import Vocabulary, build_vocabulary, is_punctuation, tokenize
+
+if TYPE_CHECKING:  # the model's modules; the notebooks' other pictures do not need them
+    from inference import Captioner
+    from wordmaps import WordMaps
 
 
 def _wrap(text: str, width: int = 38) -> str:
@@ -152,3 +163,150 @@ def metrics_markdown(report: dict) -> str:
     lines.append(f"\n{report['images']} images of split `{report['split']}`, beam size {report['beam_size']}; "
                  f"baseline caption for every image: *{report['baseline']['caption']}*; METEOR {report['meteor']}.")
     return "\n".join(lines)
+
+
+def show_word_maps(word_maps: Sequence[WordMaps], titles: Sequence[str] | None = None,
+                   per_row: int = 8) -> plt.Figure:
+    """The caption word by word over the image, like "Show, Attend and Tell"'s attention figures: per image the
+    image (with its caption), then one panel per word with the word's map overlaid, per_row panels to a row.
+    Punctuation gets no panel."""
+    panels = [[position for position, word in enumerate(maps.words) if not is_punctuation(word)]
+              for maps in word_maps]
+    heights = [max(1, -(-len(positions) // per_row)) for positions in panels]  # rows of panels per image
+    columns = 1 + min(per_row, max((len(positions) for positions in panels), default=0))
+    figure, axes = plt.subplots(sum(heights), columns, figsize=(1.6 * columns, 1.75 * sum(heights)), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    top = 0
+    for number, (maps, positions, height) in enumerate(zip(word_maps, panels, heights)):
+        picture = unnormalise(maps.image.unsqueeze(0))[0].numpy()
+        axes[top, 0].imshow(picture)
+        title = f"{titles[number]}\n{maps.caption}" if titles else maps.caption
+        axes[top, 0].set_title(_wrap(title, 26), fontsize=6.5, loc="left")
+        heat = maps.maps  # (words, H, W)
+        for count, position in enumerate(positions):
+            axis = axes[top + count // per_row, 1 + count % per_row]
+            axis.imshow(picture)
+            axis.imshow(heat[position].numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            axis.set_title(maps.words[position], fontsize=9)
+        top += height
+    figure.tight_layout(pad=0.3)
+    return figure
+
+
+def plot_pointing_game(result: dict) -> plt.Figure:
+    """Pointing-game hit rate of the word maps next to a random point's, over all shape words and per shape."""
+    groups = {"all": result, **{shape: rates for shape, rates in result["per_shape"].items() if rates["words"]}}
+    figure, axis = plt.subplots(figsize=(1.1 * len(groups) + 2, 3.4))
+    positions = range(len(groups))
+    axis.bar([p - 0.2 for p in positions], [rates["hit_rate"] for rates in groups.values()], 0.4,
+             color="tab:blue", label="word map's maximum in the box")
+    axis.bar([p + 0.2 for p in positions], [rates["random_rate"] for rates in groups.values()], 0.4,
+             color="tab:gray", label="random point (boxes' share of the image)")
+    axis.set_xticks(list(positions), [f"{name}\n({rates['words']} words)" for name, rates in groups.items()],
+                    fontsize=8)
+    axis.set(ylabel="hit rate", ylim=(0, 1),
+             title=f"pointing game, {result['split']} split, {result['images']} images, beam {result['beam_size']}")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def live_training_curves() -> Callable[[list[dict]], None]:
+    """A train.train on_epoch callback that redraws plot_training in one notebook output after every epoch."""
+    from IPython.display import display
+
+    handle = None
+
+    def redraw(log: list[dict]) -> None:
+        nonlocal handle
+        figure = plot_training(log)
+        if handle is None:
+            handle = display(figure, display_id=True)
+        else:
+            handle.update(figure)
+        plt.close(figure)  # shown through the handle; the inline backend would otherwise show it again
+    return redraw
+
+
+def show_image_files(captioner: Captioner, paths: Iterable[str | Path], beam_size: int = 1,
+                     titles: Sequence[str] | None = None) -> plt.Figure | None:
+    """show_word_maps for image files (None when none is readable); an unreadable file gets one line, as in
+    caption.py."""
+    from wordmaps import word_maps_files
+
+    shown, names = [], []
+    for number, (path, maps, error) in enumerate(word_maps_files(captioner, paths, beam_size)):
+        if error:
+            print(f"error: {error}")
+        else:
+            shown.append(maps)
+            names.append(titles[number] if titles else Path(path).name)
+    return show_word_maps(shown, names) if shown else None
+
+
+def show_split_word_maps(captioner: Captioner, data_dir: str | Path, split: str, image_ids: Sequence[int],
+                          beam_size: int = 1, scores: dict[int, float] | None = None) -> plt.Figure | None:
+    """show_word_maps for images of a split, titled with their CIDEr when scores are given."""
+    coco = load_coco(annotation_path(data_dir, split))
+    files = [image_path(data_dir, split, coco.imgs[image_id]["file_name"]) for image_id in image_ids]
+    titles = [f"CIDEr {scores[image_id]:.2f}" if scores else Path(file).name
+              for image_id, file in zip(image_ids, files)]
+    return show_image_files(captioner, files, beam_size, titles)
+
+
+def show_image_glob(captioner: Captioner, pattern: str, beam_size: int = 1) -> plt.Figure | None:
+    """show_image_files for the files a glob matches (** included); says so when it matches none."""
+    paths = sorted(path for path in glob.glob(os.path.expanduser(pattern), recursive=True) if not os.path.isdir(path))
+    if not paths:
+        print(f"error: no file matches {pattern!r}: give a glob of image files, e.g. 'photos/*.jpg'")
+        return None
+    return show_image_files(captioner, paths, beam_size)
+
+
+def in_live_jupyter() -> bool:
+    """Whether a person is at a Jupyter front end: papermill and nbconvert (nbclient) run the kernel without stdin,
+    JupyterLab, Notebook and VS Code with it."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    kernel = getattr(get_ipython(), "kernel", None)
+    return bool(getattr(kernel, "_allow_stdin", False))  # set from each execute request
+
+
+def show_uploaded(captioner: Captioner, files: Sequence[dict], beam_size: int = 1) -> plt.Figure | None:
+    """show_image_files for files dropped on an ipywidgets FileUpload (dicts with "name" and "content")."""
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for number, file in enumerate(files):
+            paths.append(Path(folder) / str(number) / Path(file["name"]).name)  # the user's name, in messages too
+            paths[-1].parent.mkdir()
+            paths[-1].write_bytes(bytes(file["content"]))
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            figure = show_image_files(captioner, paths, beam_size)
+        print(re.sub(re.escape(folder + os.sep) + r"\d+" + re.escape(os.sep), "", printed.getvalue()), end="")
+        return figure
+
+
+def upload_widget(captioner: Captioner, beam_size: int = 1):
+    """Show an upload button that captions each dropped image with its word maps; only in a live Jupyter session
+    (returns None, showing nothing, in papermill, nbconvert and the tests)."""
+    if not in_live_jupyter():
+        return None
+    import ipywidgets
+    from IPython.display import display
+
+    upload = ipywidgets.FileUpload(accept="image/*", multiple=True, description="Caption images")
+    output = ipywidgets.Output()
+
+    def on_upload(change: dict) -> None:
+        with output:
+            output.clear_output()
+            figure = show_uploaded(captioner, change["new"], beam_size)
+            if figure is not None:
+                display(figure)
+                plt.close(figure)
+    upload.observe(on_upload, names="value")
+    display(ipywidgets.VBox([upload, output]))
+    return upload

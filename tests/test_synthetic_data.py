@@ -319,3 +319,7 @@ def test_unwritable_output_is_reported(tmp_path, capsys):
     assert synthetic_data.run(parser.parse_args(["--out", str(blocker), "--train", "1", "--val", "1",
                                                  "--test", "1"])) == 1
     assert "--out" in capsys.readouterr().err
+
+
+def test_shape_words_are_every_noun_and_plural_the_captions_use():
+    assert synthetic_data.shape_words() == {**NOUNS, **PLURALS}

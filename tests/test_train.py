@@ -51,6 +51,14 @@ def test_best_follows_validation_score_not_the_last_epoch(synthetic_dir, tmp_pat
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
 
 
+def test_on_epoch_sees_the_log_after_every_epoch(synthetic_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "validate", lambda run, loader, progress=True: {
+        "val_loss": 1.0, "val_perplexity": 2.7, "CIDEr": 0.5, "Bleu_4": 0.1})
+    seen = []
+    train.train(tiny_config(synthetic_dir, tmp_path, epochs=2, max_steps_per_epoch=1), progress=False,
+                on_epoch=lambda log: seen.append([entry["epoch"] for entry in log if entry["kind"] == "epoch"]))
+    assert seen == [[1], [1, 2]]
+
 def test_resume_continues_exactly(synthetic_dir, tmp_path):
     # Resumed with more epochs, which a plateau schedule takes in its stride (a cosine one stretches: see below).
     config = dict(max_steps_per_epoch=3, lr_schedule="plateau")
