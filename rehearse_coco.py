@@ -61,8 +61,10 @@ ZIPF_WORDS = 30_000  # made-up words the caption tails draw from (real COCO's ca
 TAIL_WORDS = (0, 5)  # each caption ends with this many (inclusive) Zipf words
 IMAGE_SIZES = ((80, 60), (60, 80), (72, 72), (80, 54))  # small JPEGs, landscape, portrait and square like COCO's
 STOP_VARIABLE = "REHEARSE_COCO_STOP"  # "<phase>:<n>": the train stage sends itself SIGTERM after that step
-MARKER = ".rehearse_coco"  # inside WORK: the folder is this tool's and may be cleared by it
-GENERATOR_VERSION = 1
+NO_JAVA_VARIABLE = "REHEARSE_COCO_NO_JAVA"  # "1": evaluate scores as on a machine without Java (the test's choice)
+MARKER = ".rehearse_coco"
+BOOTSTRAP = "import sys, rehearse_coco; sys.exit(rehearse_coco.timed_main())"  # a stage's process runs this  # inside WORK: the folder is this tool's and may be cleared by it
+GENERATOR_VERSION = 2  # bump when the stand-in or its stand_in.json changes
 # The CNN's work is shrunk (the brief allows it): everything else is configs/coco.json at full scale.
 SHRINK_FLAGS = ["--backbone", "resnet18", "--pretrained", "no", "--train-backbone", "no",
                 "--image-size", "56", "--resize-size", "64"]
@@ -308,8 +310,9 @@ class Timings:
 
         @functools.wraps(function)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            start = self.call_start = time.time()
+            start = time.time()
             result = function(*args, **kwargs)
+            self.call_start = start  # for describe (a nested timed call has set its own meanwhile)
             extra = describe(signature.bind(*args, **kwargs).arguments, result) if describe else {}
             self.record({"event": event, "start": start, "seconds": time.time() - start, **extra})
             return result
@@ -338,6 +341,8 @@ def timed_main() -> int:
                      lambda a, r: {"images": len(r[0]), "beam_size": a.get("beam_size", 1)})
         timings.wrap(metrics, "score_captions", "scoring", lambda a, r: {"images": len(a["candidates"])})
         timings.wrap(metrics, "best_constant_caption", "baseline_caption")
+        if os.environ.get(NO_JAVA_VARIABLE) == "1":  # METEOR skipped, Python PTB tokenizer: a JVM start saved
+            metrics.java_available = lambda: False
         return evaluate.main(argv)
     raise SystemExit(f"unknown command {command}")
 
@@ -418,22 +423,29 @@ def _process_memory_kb(pid: int) -> float:
     return 0.0
 
 
-def run_stage(name: str, command: str, argv: list[str], work: Path, stop_after: str | None = None
-              ) -> dict[str, Any]:
-    """Run one documented command in its own timed process (stop_after "<phase>:<n>": SIGTERM after that step)."""
+def run_stage(name: str, command: str, argv: list[str], work: Path, stop_after: str | None = None,
+              threads: int | None = None, java: bool = True) -> dict[str, Any]:
+    """Run one documented command in its own timed process (stop_after "<phase>:<n>": SIGTERM after that step;
+    threads: PyTorch's CPU threads, OMP_NUM_THREADS; None = its default)."""
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
     timings_path, log_path = logs / f"{name}.timings.jsonl", logs / f"{name}.log"
     timings_path.unlink(missing_ok=True)
     shown = " ".join(["python", command, *argv])
     print(f"[{name}] {shown}", flush=True)
-    environment = {**os.environ, STOP_VARIABLE: stop_after or ""}
+    environment = {**os.environ, STOP_VARIABLE: stop_after or "", NO_JAVA_VARIABLE: "" if java else "1"}
+    if threads is not None:
+        environment["OMP_NUM_THREADS"] = str(threads)
     started = time.time()
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-c", "import sys, rehearse_coco; sys.exit(rehearse_coco.timed_main())",
-                                    command, str(timings_path), *argv], cwd=ROOT, env=environment, stdout=log,
-                                   stderr=subprocess.STDOUT)
-        status, usage, tree_peak = _watch(process)
+        process = subprocess.Popen([sys.executable, "-c", BOOTSTRAP, command, str(timings_path), *argv], cwd=ROOT,
+                                   env=environment, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            status, usage, tree_peak = _watch(process)
+        except BaseException:  # Ctrl-C or SIGTERM of the rehearsal: the stage must not run on without it
+            process.terminate()
+            process.wait()
+            raise
     code = os.waitstatus_to_exitcode(status)
     expected = 130 if stop_after else 0  # train.py's exit status after saving on SIGTERM
     if code != expected:
@@ -501,27 +513,33 @@ def prepare_work(work: Path, scale: float, seed: int) -> bool:
     return False
 
 
-def rehearse(args: argparse.Namespace, extra_train_flags: tuple[str, ...] = ()) -> dict[str, Any]:
+def rehearse(args: argparse.Namespace, extra_train_flags: tuple[str, ...] = (), java: bool = True) -> dict[str, Any]:
     """Build (or reuse) the stand-in, serve it, run every stage; returns the report.
 
-    extra_train_flags go after the others on the first train command (the test shrinks the model with them)."""
+    extra_train_flags go after the others on the first train command, and java=False makes evaluate score as
+    without Java (the test shrinks its work with them)."""
     work = args.work.resolve()
     reuse = prepare_work(work, args.scale, args.seed)
     source = work / "source"
     stages = []
     started = time.time()
     if reuse:
-        counts = json.loads((source / "stand_in.json").read_text())["counts"]
-        print(f"[generate] reusing the stand-in in {source}")
+        stand_in = json.loads((source / "stand_in.json").read_text())
+        print(f"[generate] reusing the stand-in in {source} (made in {stand_in['seconds']:.0f} s)")
     else:
+        print(f"[generate] drawing the stand-in into {source}", flush=True)
         counts = generate(source, args.scale, args.seed, args.generate_workers)
-        (source / "stand_in.json").write_text(json.dumps({"parameters": {
-            "scale": args.scale, "seed": args.seed, "version": GENERATOR_VERSION}, "counts": counts}))
+        stand_in = {"parameters": {"scale": args.scale, "seed": args.seed, "version": GENERATOR_VERSION},
+                    "counts": counts, "seconds": round(time.time() - started, 2),
+                    "generate_workers": args.generate_workers}
+        (source / "stand_in.json").write_text(json.dumps(stand_in))
+    counts = stand_in["counts"]
+    # a reused stand-in's row shows the time it took to make, not the time to find it
     stages.append({"stage": "generate", "command": "(this script)", "returncode": 0, "reused": reuse,
-                   "seconds": round(time.time() - started, 2), "counts": counts})
+                   "seconds": stand_in["seconds"], "counts": counts})
     server, base_url = serve(source)
     try:
-        stages += run_pipeline(args, work, source, base_url, counts, list(extra_train_flags))
+        stages += run_pipeline(args, work, source, base_url, counts, list(extra_train_flags), java)
     finally:
         server.shutdown()
         server.server_close()
@@ -533,26 +551,28 @@ def rehearse(args: argparse.Namespace, extra_train_flags: tuple[str, ...] = ()) 
 
 
 def run_pipeline(args: argparse.Namespace, work: Path, source: Path, base_url: str, counts: dict[str, int],
-                 extra_train_flags: list[str]) -> list[dict]:
+                 extra_train_flags: list[str], java: bool = True) -> list[dict]:
     """prepare -> train (stopped mid-epoch in each phase, resumed) -> evaluate."""
     coco, run = work / "coco", work / "run"
+    stage = functools.partial(run_stage, work=work, threads=args.threads, java=java)
     workers = [] if args.num_workers is None else ["--num-workers", str(args.num_workers)]
-    stages = [run_stage("prepare", "prepare_data.py", [
+    stages = [stage("prepare", "prepare_data.py", [
         "coco", "--out", str(coco), "--year", "2014", "--base-url", base_url,
-        "--checksums", str(source / "checksums.json"), "--karpathy-split", str(source / "dataset_coco.json")], work)]
+        "--checksums", str(source / "checksums.json"), "--karpathy-split", str(source / "dataset_coco.json")])]
     train_images = counts["karpathy_train"] + counts["karpathy_restval"]
     steps = min(args.steps, math.ceil(train_images / 64))  # configs/coco.json: 64 images a batch
     stop_at = max(steps // 2, 1)
     recipe = ["--config", "configs/coco.json", "--out", str(run), "--no-progress", *workers]
-    stages.append(run_stage("train", "train.py", recipe + [
+    stages.append(stage("train", "train.py", recipe + [
         "--data-dir", str(coco), *SHRINK_FLAGS, "--epochs", "2", "--fine-tune-after", "1",
-        "--max-steps-per-epoch", str(args.steps), *extra_train_flags], work, stop_after=f"frozen:{stop_at}"))
-    stages.append(run_stage("train_resume_1", "train.py", recipe + ["--resume"], work,
-                            stop_after=f"fine-tune:{stop_at}"))
-    stages.append(run_stage("train_resume_2", "train.py", recipe + ["--resume"], work))
-    stages.append(run_stage("evaluate", "evaluate.py", [
+        "--max-steps-per-epoch", str(args.steps), *extra_train_flags], stop_after=f"frozen:{stop_at}"))
+    stages.append(stage("train_resume_1", "train.py", recipe + ["--resume"], stop_after=f"fine-tune:{stop_at}"))
+    stages.append(stage("train_resume_2", "train.py", recipe + ["--resume"]))
+    stages.append(stage("evaluate", "evaluate.py", [
         "--checkpoint", str(run / "best.pt"), "--split", "karpathy_test", "--beam-size", "3",
-        "--out", str(work / "results_test.json"), *workers], work))
+        "--out", str(work / "results_test.json"), *workers]))
+    for entry in stages:  # the report says under which thread setting it was measured
+        entry["threads"] = args.threads
     check_outcome(work, stages, steps)
     return stages
 
@@ -598,9 +618,11 @@ def unit_figures(stages: list[dict], counts: dict[str, int]) -> dict[str, Any]:
         units["token_cache"] = {"seconds": round(seconds, 2), "captions": captions,
                                 "seconds_per_100k_captions": round(seconds / captions * 1e5, 2)}
     for entry in events.get("feature_cache", []):
+        # its loader tokenizes the split's captions the first time (the token cache): that is counted apart
+        seconds = entry["seconds"] - _nested_seconds(entry, events.get("token_cache", []))
         units[f"feature_cache_{entry['split']}"] = {
-            "seconds": round(entry["seconds"], 2), "images": entry["images"],
-            "seconds_per_1000_images": round(entry["seconds"] / max(entry["images"], 1) * 1000, 2),
+            "seconds": round(seconds, 2), "images": entry["images"],
+            "seconds_per_1000_images": round(seconds / max(entry["images"], 1) * 1000, 2),
             "peak_rss_mb": entry["peak_rss_mb"]}
     for phase in ("frozen", "fine-tune"):
         steps = [entry for entry in events.get("train_step", []) if entry["phase"] == phase]
@@ -610,8 +632,9 @@ def unit_figures(stages: list[dict], counts: dict[str, int]) -> dict[str, Any]:
                 "captions_per_step": round(statistics.fmean(entry["captions"] for entry in steps), 1)}
         validations = [entry for entry in events.get("validation", []) if entry["phase"] == phase]
         for entry in validations[:1]:
+            per_5000 = round(entry["seconds"] / entry["images"] * 5000, 2)
             units[f"validation_{phase}"] = {"seconds": round(entry["seconds"], 2), "images": entry["images"],
-                                            "seconds_per_5000_images": round(entry["seconds"] / entry["images"] * 5000, 2)}
+                                            "seconds_per_5000_images": per_5000}
     for event in ("captioning", "scoring", "baseline_caption"):
         for entry in events.get(event, [])[:1]:
             units[f"evaluate_{event}"] = {key: round(value, 2) if isinstance(value, float) else value
@@ -621,6 +644,13 @@ def unit_figures(stages: list[dict], counts: dict[str, int]) -> dict[str, Any]:
         units["checkpoint_save"] = {"saves": len(saves), "median_seconds": round(statistics.median(
             entry["seconds"] for entry in saves), 3)}
     return units
+
+
+def _nested_seconds(outer: dict, inner: list[dict]) -> float:
+    """Seconds of the inner calls made during the outer one (same process)."""
+    end = outer["start"] + outer["seconds"]
+    return sum(entry["seconds"] for entry in inner
+               if entry["stage"] == outer["stage"] and outer["start"] <= entry["start"] <= end)
 
 
 def _wall_per_step(steps: list[dict]) -> float | None:
@@ -685,24 +715,33 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=200, help="training steps per phase (default 200)")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="DataLoader workers for training and evaluation (default: the recipe's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="PyTorch CPU threads of each stage (OMP_NUM_THREADS; default: PyTorch's choice). On a "
+                             "CPU shared with other jobs, 1 avoids threads spinning while waiting for each other")
     parser.add_argument("--generate-workers", type=int, default=2, help="processes drawing the stand-in (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if not 0 < args.scale <= 1:
         parser.error(f"--scale must be in (0, 1], got {args.scale}")
-    if args.steps < 2 or args.generate_workers < 1 or (args.num_workers is not None and args.num_workers < 0):
-        parser.error("--steps must be at least 2, --generate-workers at least 1, --num-workers at least 0")
+    if args.steps < 2 or args.generate_workers < 1 or (args.num_workers is not None and args.num_workers < 0) \
+            or (args.threads is not None and args.threads < 1):
+        parser.error("--steps must be at least 2, --generate-workers and --threads at least 1, --num-workers at "
+                     "least 0")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     args = parse_arguments(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops the stage in progress too, see run_stage
     try:
         report = rehearse(args)
     except RehearsalError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     print(format_table(report))
     print(f"wrote {args.work / 'rehearsal.json'}")
     return 0
