@@ -298,8 +298,10 @@ class Timings:
         with open(self.path, "a") as file:
             file.write(json.dumps({**entry, "peak_rss_mb": round(peak, 1)}) + "\n")
 
-    def wrap(self, owner: Any, name: str, event: str, describe: Callable[..., dict] | None = None) -> None:
-        """Replace owner.name by a timed version that records event (and describe(arguments, result))."""
+    def wrap(self, owner: Any, name: str, event: str, describe: Callable[..., dict] | None = None,
+             after: Callable[[dict], None] | None = None) -> None:
+        """Replace owner.name by a timed version that records event (and describe(arguments, result)), then calls
+        after(entry) once the entry is on disk."""
         original = inspect.getattr_static(owner, name, None)
         if original is None:
             self.record({"event": "not_timed", "name": f"{getattr(owner, '__name__', owner)}.{name}"})
@@ -314,7 +316,10 @@ class Timings:
             result = function(*args, **kwargs)
             self.call_start = start  # for describe (a nested timed call has set its own meanwhile)
             extra = describe(signature.bind(*args, **kwargs).arguments, result) if describe else {}
-            self.record({"event": event, "start": start, "seconds": time.time() - start, **extra})
+            entry = {"event": event, "start": start, "seconds": time.time() - start, **extra}
+            self.record(entry)
+            if after is not None:
+                after(entry)
             return result
         setattr(owner, name, classmethod(timed) if is_classmethod else timed)
 
@@ -364,18 +369,20 @@ def _timed_train(timings: Timings, argv: list[str]) -> int:
     steps_in_phase: dict[str, int] = {}
 
     def train_step(arguments: dict, result: float) -> dict:
-        phase = "fine-tune" if arguments["run"].fine_tuning else "frozen"
-        steps_in_phase[phase] = steps_in_phase.get(phase, 0) + 1
-        if phase == stop_phase and steps_in_phase[phase] == int(stop_count):
+        return {"phase": "fine-tune" if arguments["run"].fine_tuning else "frozen",
+                "captions": int(arguments["batch"].captions.shape[0])}
+
+    def stop(entry: dict) -> None:
+        steps_in_phase[entry["phase"]] = steps_in_phase.get(entry["phase"], 0) + 1
+        if entry["phase"] == stop_phase and steps_in_phase[stop_phase] == int(stop_count):
             # As a job scheduler would: train.py saves last.pt once the step in progress is counted, and exits.
             os.kill(os.getpid(), signal.SIGTERM)
-        return {"phase": phase, "captions": int(arguments["batch"].captions.shape[0])}
 
     timings.wrap(vocabulary.Vocabulary, "from_annotations", "vocabulary", lambda a, r: {"words": len(r)})
     timings.wrap(data_loader, "tokenized_captions", "token_cache", token_cache)
     timings.wrap(features, "extract_features", "feature_cache",
                  lambda a, r: {"split": a["split"], "images": len(r["image_ids"])})
-    timings.wrap(train, "train_step", "train_step", train_step)
+    timings.wrap(train, "train_step", "train_step", train_step, after=stop)
     timings.wrap(train, "validate", "validation",
                  lambda a, r: {"phase": "fine-tune" if a["run"].fine_tuning else "frozen",
                                "images": _validated_images(a["run"], a["loader"])})
