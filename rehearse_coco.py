@@ -703,7 +703,7 @@ def format_table(report: dict[str, Any]) -> str:
                      f"{_cell(stage.get('peak_tree_pss_mb')):>13}")
     lines.append("per unit:")
     for name, figures in report["units"].items():
-        lines.append(f"  {name:<28}" + ", ".join(f"{key} {value}" for key, value in figures.items()))
+        lines.append(f"  {name:<30}" + ", ".join(f"{key} {value}" for key, value in figures.items()))
     lines.append("disk MB: " + ", ".join(f"{name} {value}" for name, value in report["disk_mb"].items()))
     return "\n".join(lines)
 
