@@ -14,9 +14,10 @@ captions give about 10,000 words at threshold 5, as real COCO does. --scale shri
 The commands run as separate processes against a loopback HTTP server, with the stand-in's own SHA-256 and sizes
 passed through --checksums (verification stays on):
   prepare   prepare_data.py coco --base-url URL --checksums FILE --karpathy-split dataset_coco.json
-  train     train.py --config configs/coco.json, the CNN shrunk by flags (ResNet-18, random weights, frozen, 56 px),
-            two epochs bounded to --steps steps each, the second fine-tuning the last ResNet stage; stopped by
-            SIGTERM in the middle of each epoch and resumed with --resume
+  train     train.py --config configs/coco.json, the CNN shrunk by flags (ResNet-18 at 56 px, random weights saved
+            as a local weights file where train.py takes one: see shrink_flags), two epochs bounded to --steps steps
+            each, frozen (cached features) then fine-tuning the last ResNet stage; each stopped by SIGTERM half-way
+            and resumed with --resume
   evaluate  evaluate.py --split karpathy_test --beam-size 3
 Each runs the project's own entry point (train.main, ...) inside a small wrapper that times the functions that
 matter (vocabulary, token cache, feature extraction, one training step, validation, captioning, scoring) without
@@ -26,6 +27,7 @@ DataLoader workers (Linux /proc). The table is printed and written to WORK/rehea
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -65,9 +67,7 @@ NO_JAVA_VARIABLE = "REHEARSE_COCO_NO_JAVA"  # "1": evaluate scores as on a machi
 MARKER = ".rehearse_coco"
 BOOTSTRAP = "import sys, rehearse_coco; sys.exit(rehearse_coco.timed_main())"  # a stage's process runs this  # inside WORK: the folder is this tool's and may be cleared by it
 GENERATOR_VERSION = 2  # bump when the stand-in or its stand_in.json changes
-# The CNN's work is shrunk (the brief allows it): everything else is configs/coco.json at full scale.
-SHRINK_FLAGS = ["--backbone", "resnet18", "--pretrained", "no", "--train-backbone", "no",
-                "--image-size", "56", "--resize-size", "64"]
+RECIPE = ROOT / "configs" / "coco.json"
 
 
 class RehearsalError(Exception):
@@ -505,7 +505,7 @@ def prepare_work(work: Path, scale: float, seed: int) -> bool:
         raise RehearsalError(f"{work} holds files this tool did not make: give an empty or new --work folder")
     work.mkdir(parents=True, exist_ok=True)
     (work / MARKER).write_text("made by rehearse_coco.py; it clears this folder's outputs on each run\n")
-    for name in ("coco", "run", "logs", "results_test.json", "rehearsal.json"):
+    for name in ("coco", "run", "logs", "weights", "results_test.json", "rehearsal.json"):
         path = work / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -567,11 +567,11 @@ def run_pipeline(args: argparse.Namespace, work: Path, source: Path, base_url: s
         "coco", "--out", str(coco), "--year", "2014", "--base-url", base_url,
         "--checksums", str(source / "checksums.json"), "--karpathy-split", str(source / "dataset_coco.json")])]
     train_images = counts["karpathy_train"] + counts["karpathy_restval"]
-    steps = min(args.steps, math.ceil(train_images / 64))  # configs/coco.json: 64 images a batch
+    steps = min(args.steps, math.ceil(train_images / json.loads(RECIPE.read_text())["batch_size"]))
     stop_at = max(steps // 2, 1)
-    recipe = ["--config", "configs/coco.json", "--out", str(run), "--no-progress", *workers]
+    recipe = ["--config", str(RECIPE.relative_to(ROOT)), "--out", str(run), "--no-progress", *workers]
     stages.append(stage("train", "train.py", recipe + [
-        "--data-dir", str(coco), *SHRINK_FLAGS, "--epochs", "2", "--fine-tune-after", "1",
+        "--data-dir", str(coco), *shrink_flags(work), "--epochs", "2", "--fine-tune-after", "1",
         "--max-steps-per-epoch", str(args.steps), *extra_train_flags], stop_after=f"frozen:{stop_at}"))
     stages.append(stage("train_resume_1", "train.py", recipe + ["--resume"], stop_after=f"fine-tune:{stop_at}"))
     stages.append(stage("train_resume_2", "train.py", recipe + ["--resume"]))
@@ -582,6 +582,27 @@ def run_pipeline(args: argparse.Namespace, work: Path, source: Path, base_url: s
         entry["threads"] = args.threads
     check_outcome(work, stages, steps)
     return stages
+
+
+def shrink_flags(work: Path) -> list[str]:
+    """Flags that shrink the CNN's work (ResNet-18 at 56 px): everything else stays configs/coco.json's.
+
+    Where train.py takes a local weights file, a randomly initialised ResNet-18 saved as a torchvision state dict
+    stands in for the ImageNet weights (speed does not depend on their values), so the recipe's own path runs:
+    pretrained weights, frozen, cached features, then fine-tuned. Otherwise the backbone is random and frozen."""
+    import torch
+    import torchvision
+
+    from config import Config
+    flags = ["--backbone", "resnet18", "--image-size", "56"]
+    if "weights" not in {field.name for field in dataclasses.fields(Config)}:
+        return flags + ["--pretrained", "no", "--train-backbone", "no", "--resize-size", "64"]
+    path = work / "weights" / "resnet18_stand_in.pth"
+    if not path.is_file():
+        path.parent.mkdir(exist_ok=True)
+        torch.manual_seed(0)
+        torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return flags + ["--pretrained", "yes", "--weights", str(path)]
 
 
 def check_outcome(work: Path, stages: list[dict], steps: int) -> None:
@@ -670,7 +691,8 @@ def _wall_per_step(steps: list[dict]) -> float | None:
 def disk_use(work: Path) -> dict[str, float]:
     """MB on disk (allocated blocks) of the work folder's parts."""
     parts = {"source": work / "source", "downloads": work / "coco" / "downloads", "images": work / "coco" / "images",
-             "annotations": work / "coco" / "annotations", "cache": work / "coco" / "cache", "run": work / "run"}
+             "annotations": work / "coco" / "annotations", "cache": work / "coco" / "cache", "run": work / "run",
+             "weights": work / "weights"}
     return {name: round(_allocated(path) / 1e6, 1) for name, path in parts.items()}
 
 
