@@ -1,5 +1,6 @@
-"""COCO-scale rehearsal: a synthetic stand-in with MS COCO 2014's scale and layout, served as the official archives on
-loopback and run through the documented commands (prepare, train with a stop and two resumes, evaluate), timed.
+"""COCO-scale rehearsal: a synthetic MS COCO 2014 at full scale, served on loopback, through every documented command.
+
+Prepare, train (stopped and resumed in each phase) and evaluate run as the docs say, each timed and measured.
 
     python rehearse_coco.py --work /tmp/rehearsal [--scale 1.0] [--steps 200] [--num-workers 2]
 
