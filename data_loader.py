@@ -5,9 +5,7 @@ per epoch however many captions it has, and every caption is visited exactly onc
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
 import math
 import os
 import random
@@ -19,17 +17,14 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.v2 import functional as TF
 
 from annotations import annotation_path, image_path, load_coco
-from files import write_json_atomic
-from vocabulary import Vocabulary, tokenize
+from vocabulary import Vocabulary, tokenized_captions
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TOKEN_CACHE_VERSION = 1  # bump when tokenize() changes, so cached tokens are rebuilt
 # A JPEG may be decoded at a reduced scale whose shorter side is this fraction of the size it is resized to (a
 # DCT-scaled decode is about 4x cheaper at 1/2 scale; the small enlargement afterwards costs a little sharpness).
 DRAFT_TOLERANCE = 0.9
@@ -136,25 +131,6 @@ class Preprocess:
         crop = "random" if self.random_crop else "centre"
         return (f"Preprocess(resize shorter side to {self.resize_size}, {crop} crop {self.image_size}, "
                 f"hflip={self.hflip}, ImageNet normalisation)")
-
-
-def tokenized_captions(coco: COCO, path: Path, cache_dir: Path | None) -> dict[int, list[str]]:
-    """Tokens of every caption by annotation id, tokenized once and cached as JSON next to the data."""
-    stat = path.stat()
-    key = {"file": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "version": TOKEN_CACHE_VERSION}
-    cache_file = cache_dir / f"tokens_{path.stem}.json" if cache_dir else None
-    if cache_file and cache_file.is_file():
-        with contextlib.suppress(ValueError, OSError):
-            cached = json.loads(cache_file.read_text())
-            if cached.get("key") == key:
-                return {int(ann_id): tokens for ann_id, tokens in cached["tokens"].items()}
-    tokens = {ann_id: tokenize(ann["caption"]) for ann_id, ann in coco.anns.items()}
-    if cache_file:
-        try:
-            write_json_atomic(cache_file, {"key": key, "tokens": tokens})
-        except OSError as error:  # a read-only data folder only costs the speed-up
-            warnings.warn(f"could not write the token cache {cache_file}: {error}")
-    return tokens
 
 
 class CocoCaptionDataset(Dataset):

@@ -1,6 +1,8 @@
 """Vocabulary: captions -> tokens -> ids and back; saved as a restricted pickle."""
 
+import contextlib
 import hashlib
+import json
 import os
 import pickle
 import warnings
@@ -10,10 +12,13 @@ from pathlib import Path
 
 from nltk.tokenize.destructive import NLTKWordTokenizer
 from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+from pycocotools.coco import COCO
 from tqdm import tqdm
 
 from annotations import load_coco
-from files import atomic_write
+from files import atomic_write, write_json_atomic
+
+TOKEN_CACHE_VERSION = 1  # bump when tokenize() changes, so cached tokens are rebuilt
 
 PathLike = str | os.PathLike
 
@@ -180,8 +185,14 @@ class Vocabulary:
         """Build a vocabulary from the captions in COCO caption JSON files."""
         if isinstance(annotation_files, (str, os.PathLike)):
             annotation_files = [annotation_files]
-        captions = [caption for path in annotation_files for caption in _read_captions(Path(path))]
-        vocabulary = build_vocabulary(tqdm(captions, desc="tokenizing captions"), threshold)
+        captions, token_lists = [], []
+        for path in map(Path, annotation_files):
+            coco = load_coco(path)
+            tokens = tokenized_captions(coco, path, token_cache_dir(path))  # the loader will find them cached
+            for annotation in coco.dataset.get("annotations", []):
+                captions.append(annotation["caption"])
+                token_lists.append(tokens[annotation["id"]])
+        vocabulary = vocabulary_from_tokens(token_lists, threshold)
         vocabulary.source = captions_fingerprint(captions)
         return vocabulary
 
@@ -214,6 +225,34 @@ def _read_captions(path: Path) -> list[str]:
     return [annotation["caption"] for annotation in load_coco(path).dataset.get("annotations", [])]
 
 
+def tokenized_captions(coco: COCO, path: Path, cache_dir: Path | None) -> dict[int, list[str]]:
+    """Tokens of every caption by annotation id, tokenized once and cached as JSON in cache_dir (None: no cache).
+
+    The vocabulary and the loader both read captions as tokens: the second one finds them cached.
+    """
+    stat = path.stat()
+    key = {"file": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "version": TOKEN_CACHE_VERSION}
+    cache_file = cache_dir / f"tokens_{path.stem}.json" if cache_dir else None
+    if cache_file and cache_file.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            cached = json.loads(cache_file.read_text())
+            if cached.get("key") == key:
+                return {int(ann_id): tokens for ann_id, tokens in cached["tokens"].items()}
+    tokens = {ann_id: tokenize(ann["caption"]) for ann_id, ann in tqdm(coco.anns.items(), desc="tokenizing captions")}
+    if cache_file:
+        try:
+            write_json_atomic(cache_file, {"key": key, "tokens": tokens})
+        except OSError as error:  # a read-only data folder only costs the speed-up
+            warnings.warn(f"could not write the token cache {cache_file}: {error}")
+    return tokens
+
+
+def token_cache_dir(annotation_file: Path) -> Path | None:
+    """Where a split's tokens are cached: <data_dir>/cache for <data_dir>/annotations/captions_<split>.json; a
+    file anywhere else gets no cache (nothing is written beside a file of unknown layout)."""
+    return annotation_file.parent.parent / "cache" if annotation_file.parent.name == "annotations" else None
+
+
 def captions_fingerprint(captions: Sequence[str]) -> str:
     """A short digest of a list of captions: tells whether a saved vocabulary was built from these captions."""
     return hashlib.sha256("\n".join(captions).encode("utf-8")).hexdigest()[:16]
@@ -221,9 +260,14 @@ def captions_fingerprint(captions: Sequence[str]) -> str:
 
 def build_vocabulary(captions: Iterable[str], threshold: int) -> Vocabulary:
     """Keep the words seen at least threshold times, most frequent first, ties alphabetical."""
+    return vocabulary_from_tokens((tokenize(caption) for caption in captions), threshold)
+
+
+def vocabulary_from_tokens(token_lists: Iterable[Sequence[str]], threshold: int) -> Vocabulary:
+    """build_vocabulary from captions already tokenized."""
     if threshold < 1:
         raise ValueError(f"threshold must be at least 1, got {threshold}")
-    counts = Counter(token for caption in captions for token in tokenize(caption))
+    counts = Counter(token for tokens in token_lists for token in tokens)
     vocabulary = Vocabulary(threshold)
     for word, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
         if count >= threshold:

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 import data_loader
 import files
+import vocabulary
 from conftest import tiny_config
 from annotations import annotation_path
 from data_loader import (IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, ImageBatchSampler, ImageLoadError,
@@ -78,9 +79,18 @@ def test_train_loader_yields_every_caption_exactly_once(synthetic_dir, tmp_path)
 def test_captions_are_tokenized_once_then_read_from_the_cache(synthetic_dir, tmp_path, monkeypatch):
     vocab = Vocabulary.from_annotations([synthetic_dir / "annotations" / "captions_train.json"], 1)
     first = CocoCaptionDataset(synthetic_dir, "train", vocab, cache_dir=tmp_path)
-    monkeypatch.setattr(data_loader, "tokenize", lambda caption: pytest.fail("tokenized again"))
+    monkeypatch.setattr(vocabulary, "tokenize", lambda caption: pytest.fail("tokenized again"))
     second = CocoCaptionDataset(synthetic_dir, "train", vocab, cache_dir=tmp_path)
     assert second.captions == first.captions
+
+
+def test_the_loader_reads_the_tokens_the_vocabulary_was_built_from(synthetic_dir, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data, ignore=shutil.ignore_patterns("cache"))
+    expected = CocoCaptionDataset(synthetic_dir, "train", None, cache_dir=None).captions
+    vocab = Vocabulary.from_annotations([data / "annotations" / "captions_train.json"], 1)
+    monkeypatch.setattr(vocabulary, "tokenize", lambda caption: pytest.fail("tokenized twice"))
+    assert CocoCaptionDataset(data, "train", vocab).captions == expected
 
 
 def make_odd_images(folder):
