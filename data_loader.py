@@ -351,16 +351,15 @@ class ImageBatchSampler(Sampler[list[int]]):
             order = [index for start in range(0, len(order), window)
                      for index in sorted(order[start:start + window], key=self.lengths.__getitem__)]
         batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
-        if batches and len(batches[-1]) < self.min_batch():
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
         if self.shuffle:
             rng.shuffle(batches)  # sorted windows would otherwise run short captions first
-        return batches
+        # Dropped after the shuffle, so that the other batches come in the order one process takes them.
+        return [batch for batch in batches if len(batch) >= self.min_batch()]
 
     def min_batch(self) -> int:
-        """The smallest batch kept."""
-        if self.drop_last:
-            return self.batch_size
+        """The smallest batch kept: one image, or in training under torchrun one per rank."""
         return self.world_size if self.shuffle else 1
 
     def batches(self) -> list[list[int]]:
@@ -372,7 +371,7 @@ class ImageBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.lengths), self.batch_size)
-        return full + (1 if rest >= self.min_batch() else 0)
+        return full + (1 if rest >= self.min_batch() and not self.drop_last else 0)
 
 
 def get_loader(transform: Callable | None, mode: str = "train", batch_size: int = 32, vocab_threshold: int = 5,

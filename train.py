@@ -2,6 +2,10 @@
 
     python train.py --config configs/synthetic.json --data-dir data/synthetic --out models/
     python train.py --config configs/synthetic.json --out models/ --resume
+    torchrun --standalone --nproc_per_node 2 train.py --config configs/synthetic.json --out models/
+
+Under torchrun the processes train one model with DistributedDataParallel (distributed.py); batch_size is the
+global batch.
 
 `train(config)` is what the notebooks call; the command line is a thin wrapper around it.
 """
@@ -429,7 +433,9 @@ def replicated(run: Run, compute, *args):
         gc.collect()  # the last phase's DDP, whose gradient hooks must go before the new one adds its own
         # The self-critical step trains the decoder alone, its bag-of-words head unused; a frozen backbone (or one
         # the cache stands in for) has no gradients, which DDP leaves out by itself.
-        parts = [run.decoder] if scst else [run.encoder.embed, run.decoder] + [run.encoder.backbone] * backbone
+        parts = [run.decoder]
+        if not scst:
+            parts += [run.encoder.embed] + ([run.encoder.backbone] if backbone else [])
         unused = scst or not run.config.bow_loss_weight
         run.replica = ((scst, backbone), distributed.replicate(parts, find_unused_parameters=unused))
     return run.replica[1](compute, *args)
