@@ -716,6 +716,9 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> Iterator[None]
 def run_training(run: Run, resume: bool, progress: bool) -> list[dict[str, Any]]:
     """The run's log, its epochs, and a save of last.pt on Ctrl-C (under torchrun: rank 0 writes, ranks agree)."""
     main, ranks = distributed.is_main(), distributed.world_size()
+    if run.config.batch_size < ranks:  # every training batch would leave a rank without an image
+        raise ValueError(f"batch_size {run.config.batch_size} is the global batch, shared by the {ranks} processes: "
+                         f"give at least {ranks}, or run fewer processes")
     say = print if main else lambda *args, **kwargs: None
     if main:
         remove_partial_saves(run.out)  # half-written checkpoints of a killed run; last.pt and best.pt are intact

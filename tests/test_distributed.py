@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+import distributed
 import train
 from checkpoint import build_models, load_checkpoint
-from conftest import ROOT
+from conftest import ROOT, tiny_config
 from data_loader import ImageBatchSampler
 from model import decode
 
@@ -94,6 +95,12 @@ def test_sampler_shards_are_disjoint_complete_and_deterministic(world_size):
 def test_a_rank_outside_the_world_is_refused():
     with pytest.raises(ValueError, match="rank 2 is not one of the 2 ranks"):
         ImageBatchSampler([1.0] * 4, 2, rank=2, world_size=2)
+
+
+def test_a_global_batch_smaller_than_the_processes_is_refused(synthetic_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
+    with pytest.raises(ValueError, match="batch_size 2 is the global batch, shared by the 4 processes"):
+        train.train(tiny_config(synthetic_dir, tmp_path, batch_size=2), progress=False)
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(synthetic_dir, tmp_path, capsys, one_thread):
