@@ -100,6 +100,14 @@ def agree_on_step(*counts: float) -> list[float]:
     return sums
 
 
+def broadcast_buffers(*modules: nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics, which each rank updates from its own share)."""
+    if active():
+        for module in modules:
+            for buffer in module.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+
+
 def all_gather(value: T) -> list[T]:
     """Every rank's value (any picklable object), in rank order."""
     if not active():

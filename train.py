@@ -483,6 +483,8 @@ def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
             bar.set_postfix({"reward" if scst else "loss": f"{loss:.3f}"})
         bar.update()
     bar.close()
+    # Under torchrun: every rank validates, checkpoints and hashes (for the feature cache) the same model.
+    distributed.broadcast_buffers(run.encoder, run.decoder)
     if not run.epoch_loss_steps:
         raise TrainingFailed(f"epoch {run.epoch + 1} trained no step: none of its {run.batches_done} batches held a "
                              f"readable image ({run.skipped_images} skipped so far); check the images of the split "

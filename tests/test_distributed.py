@@ -151,7 +151,10 @@ def test_two_processes_train_like_one_with_the_same_global_batch(synthetic_dir, 
 
 def test_sigterm_saves_once_and_every_rank_exits_then_the_run_resumes(synthetic_dir, tmp_path):
     data, out = copy_data(synthetic_dir, tmp_path / "data"), tmp_path / "run"
-    job = torchrun(["--data-dir", str(data), "--out", str(out), "--epochs", "100", "--scst-epochs", "0"])
+    # From the second epoch on the last ResNet stage trains too, on images: the backbone goes through DDP, and each
+    # rank's BatchNorm statistics move apart until the epoch's end gives every rank rank 0's.
+    job = torchrun(["--data-dir", str(data), "--out", str(out), "--epochs", "100", "--scst-epochs", "0",
+                    "--fine-tune-after", "1"])
     deadline = time.time() + TIMEOUT
     while not entries(out, "epoch") and time.time() < deadline and job.poll() is None:
         time.sleep(0.2)
@@ -167,7 +170,8 @@ def test_sigterm_saves_once_and_every_rank_exits_then_the_run_resumes(synthetic_
     assert f"at epoch {epoch + 1}, batch {state['batches_done']};" in interrupted[0]["message"]
     assert len(entries(out, "step")) == steps  # the steps the log saw are the ones saved
 
-    # Two processes resume it: the epoch goes on where it stopped, then one self-critical epoch of the decoder.
+    # Two processes resume it: the epoch goes on where it stopped, then one self-critical epoch of the decoder
+    # from features of the fine-tuned backbone, cached by both ranks under one name.
     job = torchrun(["--data-dir", str(data), "--out", str(out), "--resume", "--epochs", str(epoch + 1),
                     "--scst-epochs", "1", "--scst-samples", "2"])
     output = finish(job)
@@ -178,4 +182,5 @@ def test_sigterm_saves_once_and_every_rank_exits_then_the_run_resumes(synthetic_
     per_epoch = 5  # 40 images in global batches of 8
     assert [entry["step"] for entry in entries(out, "step")] == list(range(finished["global_step"]))
     assert finished["global_step"] == (epoch + 2) * per_epoch
-    assert "train_reward" in finished["history"][-1] and finished["world_size"] == 2
+    assert "train_reward" in finished["history"][-1] and finished["world_size"] == 2 and finished["fine_tuning"]
+    assert len(list((out / "cache").glob("features_train_*.npy"))) == 1
