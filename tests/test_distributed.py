@@ -53,6 +53,14 @@ def entries(out: Path, kind: str) -> list[dict]:
     return [entry for entry in train.read_log(out) if entry["kind"] == kind]
 
 
+def epoch_logged(out: Path) -> bool:
+    """Whether the log has an epoch entry yet (a line being written may be incomplete)."""
+    try:
+        return bool(entries(out, "epoch"))
+    except ValueError:
+        return False
+
+
 def copy_data(synthetic_dir: Path, target: Path) -> Path:
     """A data folder of its own (its feature cache starts empty)."""
     return Path(shutil.copytree(synthetic_dir, target, ignore=shutil.ignore_patterns("cache")))
@@ -80,6 +88,7 @@ def test_sampler_shards_are_disjoint_complete_and_deterministic(world_size):
         # Complete: the one-process batches (so similar caption lengths stay together), in the same order, each
         # split over the ranks; the batch of 3 images (43 = 5 x 8 + 3) is dropped only when a rank would have none.
         expected = [batch for batch in single.batches() if len(batch) >= world_size]
+        assert all(len(batches) == len(expected) for batches in ranks)  # every rank takes every step
         assert [sorted(sum((batches[step] for batches in ranks), [])) for step in range(len(expected))] \
             == [sorted(batch) for batch in expected]
         assert len(seen) == 43 - (3 if world_size > 3 else 0)
@@ -156,7 +165,7 @@ def test_sigterm_saves_once_and_every_rank_exits_then_the_run_resumes(synthetic_
     job = torchrun(["--data-dir", str(data), "--out", str(out), "--epochs", "100", "--scst-epochs", "0",
                     "--fine-tune-after", "1"])
     deadline = time.time() + TIMEOUT
-    while not entries(out, "epoch") and time.time() < deadline and job.poll() is None:
+    while not epoch_logged(out) and time.time() < deadline and job.poll() is None:
         time.sleep(0.2)
     job.send_signal(signal.SIGTERM)  # to torchrun, which passes it on to its workers
     output = finish(job)
