@@ -69,7 +69,7 @@ class Config:
 
     # --- optimisation ---------------------------------------------------------------------------------------
     epochs: int = 3  # cross-entropy epochs (the self-critical ones, scst_epochs, come after them)
-    batch_size: int = 32  # images per batch; every caption of each image is in the same batch (~5x captions)
+    batch_size: int = 32  # images per batch, all their captions (~5x); under torchrun, shared by the processes
     lr: float = 1e-3  # Adam, for the decoder and the projection layers
     backbone_lr: float = 1e-4  # Adam, for trainable backbone layers
     weight_decay: float = 0.0

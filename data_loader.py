@@ -248,19 +248,28 @@ class ImageBatchSampler(Sampler[list[int]]):
 
     Within a window of `sort_window` batches, images are ordered by caption length so each batch pads little.
     `start_batch` skips the first batches of the epoch (resuming a run interrupted mid-epoch).
+
+    Under torchrun, batch_size is the global batch: every rank builds the same batches and takes its share of each,
+    images rank, rank + world_size, ... (similar caption lengths on every rank). In training (shuffle) a global
+    batch with fewer images than ranks, the epoch's last one at most, is dropped, so that no rank has an empty
+    share; in order (validation, captioning) it is kept and some ranks get an empty batch.
     """
 
     def __init__(self, caption_lengths: Sequence[float], batch_size: int, shuffle: bool = True, seed: int = 0,
-                 sort_window: int = 20, drop_last: bool = False) -> None:
+                 sort_window: int = 20, drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not one of the {world_size} ranks")
         self.lengths, self.batch_size, self.shuffle = list(caption_lengths), batch_size, shuffle
         self.seed, self.sort_window, self.drop_last = seed, sort_window, drop_last
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """The epoch whose order to give, and how many of its (global) batches are done already."""
         self.epoch, self.start_batch = epoch, start_batch
 
-    def batches(self) -> list[list[int]]:
-        """All batches of the current epoch, in order."""
+    def global_batches(self) -> list[list[int]]:
+        """All batches of the current epoch, in order, as the whole job sees them."""
         order = list(range(len(self.lengths)))
         rng = random.Random(self.seed + self.epoch)
         if self.shuffle:
@@ -273,25 +282,36 @@ class ImageBatchSampler(Sampler[list[int]]):
             batches.pop()
         if self.shuffle:
             rng.shuffle(batches)  # sorted windows would otherwise run short captions first
-        return batches
+        # Dropped after the shuffle, so that the other batches come in the order one process takes them.
+        return [batch for batch in batches if len(batch) >= self.min_batch()]
+
+    def min_batch(self) -> int:
+        """The smallest batch kept: one image, or in training under torchrun one per rank."""
+        return self.world_size if self.shuffle else 1
+
+    def batches(self) -> list[list[int]]:
+        """This rank's share of every batch of the current epoch."""
+        return [batch[self.rank::self.world_size] for batch in self.global_batches()]
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self.batches()[self.start_batch:]
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.lengths), self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        return full + (1 if rest >= self.min_batch() and not self.drop_last else 0)
 
 
 def get_loader(transform: Callable | None, mode: str = "train", batch_size: int = 32,
                data_dir: str | Path = "data/synthetic", split: str | None = None, vocab: Vocabulary | None = None,
                features: "FeatureStore | None" = None, num_workers: int = 0, seed: int = 0,
-               max_caption_length: int = 50, pin_memory: bool = False) -> DataLoader:
+               max_caption_length: int = 50, pin_memory: bool = False, rank: int = 0, world_size: int = 1
+               ) -> DataLoader:
     """A DataLoader over one split.
 
     mode "train": shuffled batches with captions as ids of vocab (made from the training split: vocabulary.py);
     mode "val": ordered batches with captions; mode "test": ordered batches of images only, for captioning a split.
     With features (a feature cache), batches hold pooled features instead of images and transform is unused.
+    rank, world_size: this process's share of every batch of batch_size images under torchrun (ImageBatchSampler).
     """
     if mode not in ("train", "val", "test"):
         raise ValueError(f"mode must be train, val or test, got {mode!r}")
@@ -303,7 +323,8 @@ def get_loader(transform: Callable | None, mode: str = "train", batch_size: int 
     counts = dataset.caption_counts() if mode != "test" else [1] * len(dataset)
     mean_lengths = [sum(map(len, dataset.captions[image_id])) / max(count, 1)
                     for image_id, count in zip(dataset.image_ids, counts)]
-    sampler = ImageBatchSampler(mean_lengths, batch_size, shuffle=mode == "train", seed=seed)
+    sampler = ImageBatchSampler(mean_lengths, batch_size, shuffle=mode == "train", seed=seed, rank=rank,
+                                world_size=world_size)
     pad_index = vocab.pad_index if vocab is not None else 0
     # Persistent workers live as long as the loader (a training phase) instead of being started again each epoch.
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
 import tempfile
 import warnings
 from pathlib import Path
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+import distributed
 from annotations import annotation_path
 from config import Config
 from data_loader import DRAFT_TOLERANCE, Preprocess, get_loader
@@ -88,6 +91,20 @@ def feature_store(encoder: EncoderCNN, config: Config, split: str, device: torch
     folders = [Path(cache_dir)] if cache_dir else [Path(config.data_dir) / "cache", Path(config.out) / "cache"]
     key = cache_key(encoder, config, split, device)
     stem = f"features_{split}_{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}"
+    # Under torchrun rank 0 looks and decides; the others follow, so that all extract or none does.
+    store = distributed.from_main(lambda: cached_store(folders, stem, key))
+    if store is not None:
+        return store
+    folder = distributed.from_main(lambda: cache_folder(folders))
+    array_path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
+    meta = {**extract_features(encoder, config, split, device, array_path, progress), "key": key}
+    # Written last: its presence marks a complete cache; the other ranks wait for it.
+    distributed.from_main(lambda: write_json_atomic(meta_path, meta))
+    return FeatureStore(array_path, meta)
+
+
+def cached_store(folders: list[Path], stem: str, key: dict) -> FeatureStore | None:
+    """The first complete cache of that name and key in folders, if any."""
     for folder in folders:
         array_path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
         if meta_path.exists() and array_path.exists():
@@ -100,16 +117,18 @@ def feature_store(encoder: EncoderCNN, config: Config, split: str, device: torch
                     return store
             except (OSError, ValueError, KeyError, AttributeError) as error:  # truncated, garbled, cut short
                 warnings.warn(f"the feature cache {array_path} is damaged ({error}): extracting it again")
+    return None
+
+
+def cache_folder(folders: list[Path]) -> Path:
+    """The first writable folder (a warning when it is not the first choice); OSError when none is."""
     folder = next((folder for folder in folders if writable(folder)), None)
     if folder is None:
         raise OSError(f"cannot write the feature cache to {' or '.join(map(str, folders))}: "
                       "make one writable, or train with --feature-cache off")
     if folder != folders[0]:
         warnings.warn(f"{folders[0]} is not writable: the feature cache goes to {folder}")
-    array_path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
-    meta = extract_features(encoder, config, split, device, array_path, progress)
-    write_json_atomic(meta_path, {**meta, "key": key})  # written last: its presence marks a complete cache
-    return FeatureStore(array_path, {**meta, "key": key})
+    return folder
 
 
 def writable(folder: Path) -> bool:
@@ -125,23 +144,43 @@ def writable(folder: Path) -> bool:
 @torch.no_grad()
 def extract_features(encoder: EncoderCNN, config: Config, split: str, device: torch.device, array_path: Path,
                      progress: bool = True) -> dict:
-    """Run the backbone over every image of the split and save (images, feature_size) float16 rows atomically."""
+    """Run the backbone over every image of the split and save (images, feature_size) float16 rows atomically.
+
+    Under torchrun each rank computes its share of every batch and writes those rows into one file that rank 0
+    creates, under a temporary name until every rank is done."""
+    ranks = distributed.world_size()
     transform = Preprocess(config.image_size, config.resize_size, train=False)
-    loader = get_loader(transform, mode="test", batch_size=EXTRACT_BATCH, num_workers=config.num_workers,
-                        data_dir=config.data_dir, split=split, pin_memory=device.type == "cuda")
+    loader = get_loader(transform, mode="test", batch_size=EXTRACT_BATCH * ranks, num_workers=config.num_workers,
+                        data_dir=config.data_dir, split=split, pin_memory=device.type == "cuda",
+                        rank=distributed.rank(), world_size=ranks)
     image_ids = loader.dataset.image_ids
     row = {image_id: index for index, image_id in enumerate(image_ids)}
-    array = np.zeros((len(image_ids), encoder.feature_size), dtype=np.float16)
+    shape = (len(image_ids), encoder.feature_size)
+    shared = distributed.from_main(lambda: shared_array(array_path, shape)) if ranks > 1 else None
+    array = np.lib.format.open_memmap(shared, mode="r+") if shared else np.zeros(shape, dtype=np.float16)
     missing: list[int] = []
     was_training = encoder.training
     encoder.eval()
-    for batch in tqdm(loader, desc=f"caching {split} features", disable=not progress):
+    for batch in tqdm(loader, desc=f"caching {split} features", disable=not progress or not distributed.is_main()):
         missing += batch.skipped_ids
         if not batch.image_ids:
             continue
         pooled = encoder.pooled_features(batch.images.to(device, non_blocking=True), config.precision)
         array[[row[image_id] for image_id in batch.image_ids]] = pooled.float().cpu().numpy()
     encoder.train(was_training)
-    with atomic_write(array_path) as file:
-        np.save(file, array)
+    missing = [image_id for share in distributed.all_gather(missing) for image_id in share]
+    if shared:
+        array.flush()
+        distributed.barrier()  # every rank's rows are in the file
+        distributed.from_main(lambda: os.replace(shared, array_path))
+    else:
+        with atomic_write(array_path) as file:
+            np.save(file, array)
     return {"image_ids": image_ids, "missing": missing, "feature_size": encoder.feature_size}
+
+
+def shared_array(array_path: Path, shape: tuple[int, int]) -> Path:
+    """A zero-filled float16 .npy beside array_path, under a temporary name, that every rank can open to write."""
+    temporary = array_path.with_name(f"{array_path.name}.{secrets.token_hex(4)}.tmp")
+    np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float16, shape=shape).flush()
+    return temporary

@@ -2,6 +2,10 @@
 
     python train.py --config configs/synthetic.json --data-dir data/synthetic --out models/
     python train.py --config configs/synthetic.json --out models/ --resume
+    torchrun --standalone --nproc_per_node 2 train.py --config configs/synthetic.json --out models/
+
+Under torchrun the processes train one model with DistributedDataParallel (distributed.py); batch_size is the
+global batch.
 
 `train(config)` is what the notebooks call; the command line is a thin wrapper around it.
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -34,6 +39,7 @@ import torch.nn.functional as F
 from pycocotools.coco import COCO
 from tqdm.auto import tqdm
 
+import distributed
 import metrics
 from annotations import annotation_path, image_path, load_coco
 from checkpoint import (RUN_COUNTERS, RUN_STATES, CheckpointError, check_sizes, load_checkpoint, load_weights,
@@ -120,6 +126,8 @@ class Run:
     epoch_loss_steps: int = 0
     reward: metrics.CorpusCider | None = None  # built when self-critical training starts (not checkpointed)
     scst_skip: set[int] = field(default_factory=set)  # word ids the reward leaves out
+    world_size: int = 1  # processes the run last trained on (torchrun), as its checkpoint records
+    replica: tuple | None = None  # under torchrun: (phase, the DistributedDataParallel of what the phase trains)
 
     @property
     def out(self) -> Path:
@@ -136,8 +144,9 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
     # long to show.
     val = load_coco(annotation_path(config.data_dir, config.val_split))
     if vocab is None:
-        vocab = get_vocabulary(config.vocab_path, config.vocab_threshold,
-                               [annotation_path(config.data_dir, config.train_split)], config.vocab_from_file)
+        vocab = distributed.from_main(lambda: get_vocabulary(  # built and saved by rank 0 alone under torchrun
+            config.vocab_path, config.vocab_threshold, [annotation_path(config.data_dir, config.train_split)],
+            config.vocab_from_file))
     check_readable_split(val, config.data_dir, config.val_split)
     encoder = EncoderCNN(config.embed_size, config.backbone, config.pretrained, config.train_backbone, config.weights)
     decoder = make_decoder(config, vocab)
@@ -189,7 +198,7 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
             **{name: getattr(run, name) for name in RUN_COUNTERS},
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
             "scaler": run.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
-            "metrics": run.history[-1] if run.history else {}}
+            "metrics": run.history[-1] if run.history else {}, "world_size": distributed.world_size()}
 
 
 def restore(run: Run, state: dict[str, Any]) -> None:
@@ -244,7 +253,8 @@ def make_loader(run: Run, mode: str, split: str):
     return get_loader(transform, mode=mode, batch_size=config.batch_size, num_workers=config.num_workers,
                       data_dir=config.data_dir, split=split, vocab=run.vocab, features=features,
                       seed=config.seed, max_caption_length=config.max_caption_length,
-                      pin_memory=run.device.type == "cuda")
+                      pin_memory=run.device.type == "cuda", rank=distributed.rank(),
+                      world_size=distributed.world_size())
 
 
 def use_feature_cache(run: Run) -> bool:
@@ -347,8 +357,8 @@ def scst_step(run: Run, batch: Batch) -> float:
     samples = run.config.scst_samples
     with torch.no_grad(), autocast(run.device, run.config.precision):
         features = encode(run, batch).float()
-    words, log_probs = run.decoder.sample_with_log_probs(features.repeat_interleave(samples, dim=0),
-                                                         run.config.max_len)
+    words, log_probs = replicated(run, run.decoder.sample_with_log_probs,
+                                  features.repeat_interleave(samples, dim=0), run.config.max_len)
     references: list[list[str]] = [[] for _ in range(features.size(0))]
     for caption, image in zip(batch.captions.tolist(), batch.image_index.tolist()):
         references[image].append(reward_tokens(run, caption[1:]))
@@ -356,13 +366,16 @@ def scst_step(run: Run, batch: Batch) -> float:
                             for row, sample in enumerate(words.tolist())], device=features.device).view(-1, samples)
     baseline = (rewards.sum(dim=1, keepdim=True) - rewards) / (samples - 1)
     loss = -((rewards - baseline).view(-1) * log_probs.sum(dim=1)).mean()
-    check_finite(run, loss.item(), "self-critical loss")
+    # Under torchrun: each rank's share of the global batch's mean (see global_loss).
+    loss, (mean_loss,) = global_loss(run, [(loss, rewards.numel())])
+    check_finite(run, mean_loss, "self-critical loss")
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if run.config.grad_clip:
         torch.nn.utils.clip_grad_norm_(run.decoder.parameters(), run.config.grad_clip)
     run.optimizer.step()
-    return rewards.mean().item()
+    reward_sum, count = distributed.all_sum([rewards.mean().item() * rewards.numel(), rewards.numel()])
+    return reward_sum / count
 
 
 def train_step(run: Run, batch: Batch) -> float:
@@ -373,11 +386,11 @@ def train_step(run: Run, batch: Batch) -> float:
     gradients and Adam stay fp32, and the losses are computed in fp32.
     """
     with autocast(run.device, run.config.precision):
-        features = encode(run, batch)
-        loss, _ = caption_loss(run, batch, features, sampled_inputs(run, batch, features))
-        total = loss + run.config.bow_loss_weight * bow_loss(run, batch, features) if run.config.bow_loss_weight \
-            else loss
-    check_finite(run, total.item(), "training loss")
+        loss, words, bow = replicated(run, step_losses, run, batch)
+    weight = run.config.bow_loss_weight
+    terms = [(loss, words.item())] + ([(weight * bow, len(batch.image_ids))] if weight else [])
+    total, means = global_loss(run, terms)
+    check_finite(run, sum(means), "training loss")
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(total).backward()
     if run.config.grad_clip:
@@ -386,7 +399,46 @@ def train_step(run: Run, batch: Batch) -> float:
                                        run.config.grad_clip)
     run.scaler.step(run.optimizer)
     run.scaler.update()
-    return loss.item()
+    return means[0]
+
+
+def step_losses(run: Run, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The caption loss of a batch, its number of words, and its bag-of-words loss (None when not trained)."""
+    features = encode(run, batch)
+    loss, words = caption_loss(run, batch, features, sampled_inputs(run, batch, features))
+    return loss, words, bow_loss(run, batch, features) if run.config.bow_loss_weight else None
+
+
+def global_loss(run: Run, terms: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, list[float]]:
+    """The loss to back-propagate from (mean, count) terms, and each term's mean over the global batch.
+
+    DistributedDataParallel averages the ranks' gradients, but a rank's mean is over its own share of the words
+    (or images): weighting it by share / global count x world size makes that average the gradient of the global
+    batch's mean, as one process would compute it. With one process every weight is 1.
+    """
+    sums = distributed.all_sum([value for mean, count in terms for value in (mean.item() * count, count)])
+    totals = sums[1::2]
+    loss = sum(mean * (count / total * distributed.world_size()) for (mean, count), total in zip(terms, totals))
+    return loss, [value / total for value, total in zip(sums[0::2], totals)]
+
+
+def replicated(run: Run, compute, *args):
+    """compute(*args) inside DistributedDataParallel's forward under torchrun, so that backward averages the
+    gradients of what the phase trains over the ranks; a plain call otherwise."""
+    if not distributed.active():
+        return compute(*args)
+    scst, backbone = in_scst(run), run.encoder.backbone_trainable
+    if run.replica is None or run.replica[0] != (scst, backbone):  # a new phase: DDP's parameters are fixed
+        run.replica = None
+        gc.collect()  # the last phase's DDP, whose gradient hooks must go before the new one adds its own
+        # The self-critical step trains the decoder alone, its bag-of-words head unused; a frozen backbone (or one
+        # the cache stands in for) has no gradients, which DDP leaves out by itself.
+        parts = [run.decoder]
+        if not scst:
+            parts += [run.encoder.embed] + ([run.encoder.backbone] if backbone else [])
+        unused = scst or not run.config.bow_loss_weight
+        run.replica = ((scst, backbone), distributed.replicate(parts, find_unused_parameters=unused))
+    return run.replica[1](compute, *args)
 
 
 def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
@@ -412,11 +464,13 @@ def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
         step, loss = run.global_step, None
         if isinstance(run.scheduler, CosineSchedule) and not scst:
             run.scheduler.set_position((run.epoch + run.batches_done / steps) / run.config.epochs)
+        # Under torchrun every rank takes the step or none does, and a Ctrl-C or SIGTERM stops all ranks here.
+        captionless, skipped = distributed.agree_on_step(batch.captions is None, report_skipped(batch))
         # A step and the counters that record it happen together: an interrupt takes effect after the step, so a
         # resumed run neither repeats nor skips a batch (nor counts its skipped images twice).
         with signals_deferred():
-            run.skipped_images += report_skipped(batch)
-            if batch.captions is not None:
+            run.skipped_images += int(skipped)
+            if not captionless:
                 loss = (scst_step if scst else train_step)(run, batch.to(run.device, non_blocking=True))
                 run.global_step += 1
                 run.epoch_loss_sum, run.epoch_loss_steps = run.epoch_loss_sum + loss, run.epoch_loss_steps + 1
@@ -429,6 +483,8 @@ def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
             bar.set_postfix({"reward" if scst else "loss": f"{loss:.3f}"})
         bar.update()
     bar.close()
+    # Under torchrun: every rank validates, checkpoints and hashes (for the feature cache) the same model.
+    distributed.broadcast_buffers(run.encoder, run.decoder)
     if not run.epoch_loss_steps:
         raise TrainingFailed(f"epoch {run.epoch + 1} trained no step: none of its {run.batches_done} batches held a "
                              f"readable image ({run.skipped_images} skipped so far); check the images of the split "
@@ -461,7 +517,15 @@ def validate(run: Run, loader, progress: bool = True) -> dict[str, float]:
         loss_sum, words = loss_sum + loss.item() * count.item(), words + count.item()
         sequences = decode(run.decoder, features, run.config.val_beam_size, run.config.max_len)
         captions.update(zip(batch.image_ids, map(run.vocab.clean_sentence, sequences.tolist())))
-    val_loss = loss_sum / max(words, 1)
+    # Under torchrun each rank captioned its share: rank 0 scores them all, and every rank gets its scores.
+    loss_sum, words = distributed.all_sum([loss_sum, words])
+    shares = distributed.all_gather(captions)
+    return distributed.from_main(lambda: validation_scores(run, loader, loss_sum / max(words, 1), {
+        image_id: caption for share in shares for image_id, caption in share.items()}))
+
+
+def validation_scores(run: Run, loader, val_loss: float, captions: dict[int, str]) -> dict[str, float]:
+    """The validation loss, its perplexity, and BLEU and CIDEr of the generated captions."""
     result = {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50))}
     if not captions:
         raise ValueError(f"no readable images in the validation split {run.config.val_split!r} "
@@ -515,11 +579,12 @@ def end_of_epoch(run: Run, scores: dict[str, float], log) -> bool:
         entry = {"kind": "epoch", "epoch": run.epoch, **scores, "lr": run.optimizer.param_groups[0]["lr"],
                  "best": improved, "skipped_images": run.skipped_images}
         run.history.append(entry)
-        state = checkpoint_state(run)
-        save_checkpoint(run.out / "last.pt", state)
-        log(entry)  # once the epoch is on disk (a kill before best.pt is written is repaired on resume)
-        if improved:
-            save_checkpoint(run.out / "best.pt", state)
+        if distributed.is_main():  # under torchrun the other ranks hold the same weights and counters
+            state = checkpoint_state(run)
+            save_checkpoint(run.out / "last.pt", state)
+            log(entry)  # once the epoch is on disk (a kill before best.pt is written is repaired on resume)
+            if improved:
+                save_checkpoint(run.out / "best.pt", state)
     patience = run.config.early_stop_patience
     # Early stopping ends the last phase only: a plateau of the frozen phase is what fine-tuning is for.
     return bool(patience) and run.stale_epochs >= patience and not fine_tuning_ahead(run)
@@ -574,7 +639,9 @@ def prepare(config: Config, resume: bool, given: Iterable[str] | None = None) ->
                                   train_backbone="yes" if trainable else "no").validate(), vocab=vocab)
     restore(run, state)
     run.config = run.config.replace(pretrained=saved.pretrained, train_backbone=saved.train_backbone)
-    repair_best(run, state, last)
+    run.world_size = state.get("world_size", 1)
+    if distributed.is_main():
+        repair_best(run, state, last)
     return run
 
 
@@ -617,7 +684,8 @@ def train(config: Config | None = None, resume: bool = False, progress: bool = T
     config = (config or Config()).replace(**overrides)
     if not resume:  # a resumed run checks its settings once merged with the checkpoint's (prepare)
         config.validate()
-    with claim_run_folder(Path(config.out), resume, overwrite):
+    # Under torchrun, rank 0 holds the folder for the job.
+    with distributed.main_only(claim_run_folder(Path(config.out), resume, overwrite)):
         run = prepare(config, resume, None if given is None else set(given) | set(overrides))
         return run_training(run, resume, progress, on_epoch)
 
@@ -650,27 +718,39 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> Iterator[None]
 
 
 def run_training(run: Run, resume: bool, progress: bool, on_epoch: Callable | None = None) -> list[dict[str, Any]]:
-    """The run's log, its epochs, and a save of last.pt on Ctrl-C."""
-    remove_partial_saves(run.out)  # half-written checkpoints of a killed run; last.pt and best.pt are intact
-    log = open_log(run.out, fresh=not resume)
+    """The run's log, its epochs, and a save of last.pt on Ctrl-C (under torchrun: rank 0 writes, ranks agree)."""
+    main, ranks = distributed.is_main(), distributed.world_size()
+    if run.config.batch_size < ranks:  # every training batch would leave a rank without an image
+        raise ValueError(f"batch_size {run.config.batch_size} is the global batch, shared by the {ranks} processes: "
+                         f"give at least {ranks}, or run fewer processes")
+    say = print if main else lambda *args, **kwargs: None
+    if main:
+        remove_partial_saves(run.out)  # half-written checkpoints of a killed run; last.pt and best.pt are intact
+    log = open_log(run.out, fresh=not resume) if main else lambda entry: None
     if resume:
         message = f"resuming from {run.out / 'last.pt'}: epoch {run.epoch + 1}, batch {run.batches_done}, " \
                   f"step {run.global_step}"
-        print(message)
-        log({"kind": "resume", "message": message, "epoch": run.epoch + 1, "step": run.global_step})
+        if ranks != run.world_size:  # batch_size is the global batch, and a resumed run cannot change it
+            message += f", on {ranks} processes where it ran on {run.world_size}: the global batch " \
+                       f"({run.config.batch_size} images) and so the optimisation are the same"
+        say(message)
+        log({"kind": "resume", "message": message, "epoch": run.epoch + 1, "step": run.global_step,
+             "world_size": ranks})
     else:
-        log({"kind": "start", "config": run.config.to_dict(), "device": str(run.device)})
+        log({"kind": "start", "config": run.config.to_dict(), "device": str(run.device), "world_size": ranks})
     precision = describe_precision(run.device, run.config.precision)
-    print(precision)
+    say(precision)
     log({"kind": "precision", "message": precision})
+    distributed.fork_rng()
     try:
-        train_epochs(run, log, progress, on_epoch)
+        train_epochs(run, log, progress and main, on_epoch if main else None)
     except KeyboardInterrupt:
         with signals_deferred():  # a second Ctrl-C waits for this save rather than cutting it short
-            save_checkpoint(run.out / "last.pt", checkpoint_state(run))
+            if main:
+                save_checkpoint(run.out / "last.pt", checkpoint_state(run))
             message = f"interrupted: saved {run.out / 'last.pt'} at epoch {run.epoch + 1}, " \
                       f"batch {run.batches_done}; continue with --resume"
-            print(message, file=sys.stderr)
+            say(message, file=sys.stderr)
             log({"kind": "interrupted", "message": message})
         raise
     return run.history
@@ -689,11 +769,13 @@ def train_epochs(run: Run, log, progress: bool, on_epoch: Callable | None = None
         scores = {"train_reward" if scst else "train_loss": train_loss, **scores,
                   "seconds": round(time.time() - started, 1)}
         stop = end_of_epoch(run, scores, log)
-        tqdm.write(epoch_summary(run, scores))
-        if on_epoch:
-            on_epoch(read_log(run.out))
+        if distributed.is_main():
+            tqdm.write(epoch_summary(run, scores))
+            if on_epoch:
+                on_epoch(read_log(run.out))
         if stop:
-            tqdm.write(f"no improvement in {run.stale_epochs} epochs: stopping early")
+            if distributed.is_main():
+                tqdm.write(f"no improvement in {run.stale_epochs} epochs: stopping early")
             break
 
 
@@ -753,9 +835,12 @@ def main(argv: list[str] | None = None) -> int:
     given = [item.name for item in dataclasses.fields(Config) if getattr(args, item.name, None) is not None]
     try:
         config = config_from_args(args, check=False)  # train() checks it, merged with last.pt when resuming
-        train(config, resume=args.resume, progress=not args.no_progress, given=given, overwrite=args.overwrite)
+        with distributed.process_group(resolve_device(config.device).type):  # under torchrun only
+            train(config, resume=args.resume, progress=not args.no_progress, given=given, overwrite=args.overwrite)
     except KeyboardInterrupt:
         return 130
+    except distributed.PeerFailed:  # rank 0 reports the error
+        return 2
     except TrainingFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

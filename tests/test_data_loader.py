@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import data_loader
 import files
 import vocabulary
 from conftest import tiny_config
