@@ -5,6 +5,10 @@
 Prints one JSON line with BLEU-1..4, METEOR (when Java is present), ROUGE_L and CIDEr from pycocoevalcap, for the
 model and for an image-blind baseline: the single caption, chosen on the training split, that scores best when
 given to every image. A model that does not beat it is not using the image.
+
+On a synthetic split (its annotation file lists each image's objects) it also prints object precision and recall
+(objects.py) for the model and for one human reference per image, the ceiling: whether the captions name the
+colour-shape pairs that are really there, which CIDEr alone does not tell.
 """
 from __future__ import annotations
 
@@ -15,15 +19,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pycocotools.coco import COCO
+
 import metrics
+import objects
 from checkpoint import CheckpointError
 from data_loader import annotation_path, load_coco, write_json_atomic
 from inference import Captioner
 
 
-def references(data_dir: str | Path, split: str) -> dict[int, list[str]]:
-    """Human captions of a split by image id."""
-    coco = load_coco(annotation_path(data_dir, split))
+def references(data_dir: str | Path, split: str, coco: COCO | None = None) -> dict[int, list[str]]:
+    """Human captions of a split by image id (from coco when given, else read from the split's file)."""
+    coco = coco or load_coco(annotation_path(data_dir, split))
     return {image_id: [ann["caption"] for ann in anns] for image_id, anns in coco.imgToAnns.items() if anns}
 
 
@@ -40,7 +47,8 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
     if out:
         write_json_atomic(Path(out), [{"image_id": image_id, "caption": caption}
                                       for image_id, caption in sorted(captions.items())])
-    split_references = references(data_dir, split)
+    coco = load_coco(annotation_path(data_dir, split))
+    split_references = references(data_dir, split, coco)
     captions = {image_id: caption for image_id, caption in captions.items() if image_id in split_references}
     if not captions:
         why = f"all {len(skipped)} images were unreadable, the first: {skipped[0]}" if skipped else \
@@ -53,6 +61,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
     return {"split": split, "images": len(captions), "skipped_images": len(skipped), "beam_size": beam_size,
             "skipped": skipped, "model": model_scores, "baseline": {"caption": constant, **baseline_scores},
             "cider_vs_baseline": model_scores["CIDEr"] / max(baseline_scores["CIDEr"], 1e-9),
+            "objects": objects.split_report(coco.imgs, split_references, captions),
             "meteor": "computed" if "METEOR" in model_scores else "skipped: Java not found",
             "results_file": str(out) if out else None, "captions": captions}
 
@@ -132,7 +141,20 @@ def format_table(report: dict[str, Any]) -> str:
              f"{'metric':<10}{'model':>10}{'baseline':>10}"]
     lines += [f"{key:<10}{report['model'][key]:>10.3f}{report['baseline'][key]:>10.3f}" for key in keys]
     lines.append(f"baseline caption: {report['baseline']['caption']!r}")
+    if report.get("objects"):
+        lines += format_objects(report["objects"])
     return "\n".join(lines)
+
+
+def format_objects(scores: dict[str, dict[str, Any]]) -> list[str]:
+    """Object precision and recall of the model beside one human reference per image."""
+    def cell(value: float | None) -> str:
+        return f"{value:>10.3f}" if value is not None else f"{'-':>10}"
+
+    lines = [f"{'objects':<10}{'model':>10}{'human':>10}   (colour-shape pairs named; human: first reference)"]
+    for key in ("precision", "recall"):
+        lines.append(f"{key:<10}{cell(scores['model'][key])}{cell(scores['human'][key])}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -257,8 +257,7 @@ class _Captioner:
         return self.pick(_SHAPE_NOUNS[shape.shape])
 
     def plural(self, kind: str) -> str:
-        noun = self.pick(_SHAPE_NOUNS[kind])
-        return noun + ("es" if noun.endswith("s") else "s")
+        return plural_of(self.pick(_SHAPE_NOUNS[kind]))
 
     def bare(self, shape: Shape, size_probability: float = 0.5) -> str:
         """Noun phrase without article: "[size] colour noun"."""
@@ -469,6 +468,22 @@ class _Captioner:
             if a.shape == b.shape != c.shape:
                 return f"two {self.plural(a.shape)} and {self.np(c)}"
         return None
+
+
+def plural_of(noun: str) -> str:
+    """The plural the captions use for a shape noun."""
+    return noun + ("es" if noun.endswith("s") else "s")
+
+
+def caption_vocabulary() -> dict[str, dict[str, str]]:
+    """The words captions name objects with: {"colours": word -> colour, "shapes": noun or plural -> shape,
+    "sizes": word -> size}, so that a parser of captions reads them with the generator's own words."""
+    shapes = {}
+    for shape, nouns in _SHAPE_NOUNS.items():
+        for noun in nouns:
+            shapes[noun] = shapes[plural_of(noun)] = shape
+    sizes = {word: size for size, words in _SIZE_WORDS.items() for word in words}
+    return {"colours": {colour: colour for colour in COLOURS}, "shapes": shapes, "sizes": sizes}
 
 
 def _with_article(phrase: str) -> str:
