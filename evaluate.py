@@ -8,7 +8,9 @@ given to every image. A model that does not beat it is not using the image.
 
 On a synthetic split (its annotation file lists each image's objects) it also prints object precision and recall
 (objects.py) for the model and for one human reference per image, the ceiling: whether the captions name the
-colour-shape pairs that are really there, which CIDEr alone does not tell.
+colour-shape pairs that are really there, which CIDEr alone does not tell. On a COCO split whose instance
+annotations are in the annotations folder (instances_<split>.json, kept by `prepare_data.py coco`), it prints CHAIRi
+and CHAIRs (chair.py): how often the captions name an object that is not in the image.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
+import chair
 import metrics
 import objects
 from checkpoint import CheckpointError
@@ -62,6 +65,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
             "skipped": skipped, "model": model_scores, "baseline": {"caption": constant, **baseline_scores},
             "cider_vs_baseline": model_scores["CIDEr"] / max(baseline_scores["CIDEr"], 1e-9),
             "objects": objects.split_report(coco.imgs, split_references, captions),
+            "chair": chair.split_report(Path(data_dir) / "annotations", split, coco.imgs, split_references, captions),
             "meteor": "computed" if "METEOR" in model_scores else "skipped: Java not found",
             "results_file": str(out) if out else None, "captions": captions}
 
@@ -143,17 +147,28 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(f"baseline caption: {report['baseline']['caption']!r}")
     if report.get("objects"):
         lines += format_objects(report["objects"])
+    if report.get("chair"):
+        lines += format_chair(report["chair"])
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return f"{value:>10.3f}" if value is not None else f"{'-':>10}"
 
 
 def format_objects(scores: dict[str, dict[str, Any]]) -> list[str]:
     """Object precision and recall of the model beside one human reference per image."""
-    def cell(value: float | None) -> str:
-        return f"{value:>10.3f}" if value is not None else f"{'-':>10}"
-
     lines = [f"{'objects':<10}{'model':>10}{'human':>10}   (colour-shape pairs named; human: first reference)"]
     for key in ("precision", "recall"):
-        lines.append(f"{key:<10}{cell(scores['model'][key])}{cell(scores['human'][key])}")
+        lines.append(f"{key:<10}{_cell(scores['model'][key])}{_cell(scores['human'][key])}")
+    return lines
+
+
+def format_chair(scores: dict[str, dict[str, Any]]) -> list[str]:
+    """CHAIRi and CHAIRs of the model beside the first human reference (scored against the other four)."""
+    lines = [f"{'CHAIR':<10}{'model':>10}{'human':>10}   (objects named but not in the image; lower is better)"]
+    for key in ("CHAIRi", "CHAIRs"):
+        lines.append(f"{key:<10}{_cell(scores['model'][key])}{_cell(scores['human'][key])}")
     return lines
 
 
