@@ -145,10 +145,14 @@ def format_table(report: dict[str, Any]) -> str:
              f"{'metric':<10}{'model':>10}{'baseline':>10}"]
     lines += [f"{key:<10}{report['model'][key]:>10.3f}{report['baseline'][key]:>10.3f}" for key in keys]
     lines.append(f"baseline caption: {report['baseline']['caption']!r}")
-    if report.get("objects"):
-        lines += format_objects(report["objects"])
-    if report.get("chair"):
-        lines += format_chair(report["chair"])
+    seen = format_object_scores(report)
+    return "\n".join(lines + ([seen] if seen else []))
+
+
+def format_object_scores(report: dict[str, Any]) -> str:
+    """The object scores of a report beside the human ceiling (synthetic: precision, recall; COCO: CHAIR), or ""."""
+    lines = format_objects(report["objects"]) if report.get("objects") else []
+    lines += format_chair(report["chair"]) if report.get("chair") else []
     return "\n".join(lines)
 
 
