@@ -7,6 +7,9 @@ The scenes are simple enough for a CNN trained from scratch on 96-pixel inputs, 
 image enough that a constant, image-blind caption scores badly.
 
     python prepare_data.py synthetic --out data/synthetic
+
+`--variety hard` writes a harder set instead (textured backgrounds, counts, relations: synthetic_hard.py) with the
+same writer; the easy set stays the default and is unchanged.
 """
 from __future__ import annotations
 
