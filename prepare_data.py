@@ -12,11 +12,12 @@ import synthetic_data
 
 
 def ensure_dataset(dataset: str, data_dir: str | Path, n_train: int = 3000, n_val: int = 500, n_test: int = 500,
-                   seed: int = 0, coco_year: int = 2014, download: bool = False) -> list[str]:
-    """Make sure a dataset is on disk (generate the synthetic one, or check / fetch COCO); returns its split names."""
+                   seed: int = 0, coco_year: int = 2014, download: bool = False, variety: str = "easy") -> list[str]:
+    """Make sure a dataset is on disk (generate the synthetic one of that variety, or check / fetch COCO); returns
+    its split names."""
     if dataset == "synthetic":
         code = main(["synthetic", "--out", str(data_dir), "--train", str(n_train), "--val", str(n_val),
-                     "--test", str(n_test), "--seed", str(seed)])
+                     "--test", str(n_test), "--seed", str(seed), "--variety", variety])
         splits = ["train", "val", "test"]
     elif dataset == "coco":
         splits = [f"train{coco_year}", f"val{coco_year}"]

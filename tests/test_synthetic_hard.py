@@ -177,3 +177,9 @@ def test_command_line_variety_and_the_easy_default(tmp_path, capsys):
     assert "variety" not in parameters and parameters["generator_version"] == synthetic_data.GENERATOR_VERSION
     with pytest.raises(ValueError, match="variety must be one of easy, hard"):
         synthetic_data.generate(tmp_path / "other", n_train=1, variety="medium")
+
+
+def test_ensure_dataset_makes_the_variety_asked_for(tmp_path):
+    assert prepare_data.ensure_dataset("synthetic", tmp_path, n_train=2, n_val=1, n_test=1, variety="hard") == [
+        "train", "val", "test"]
+    assert load(tmp_path)["info"]["parameters"]["variety"] == "hard"
