@@ -386,7 +386,8 @@ class _HardCaptioner:
         shapes = sorted(self.scene.shapes, key=lambda s: s.centre[0])
         if len(shapes) < 2 or any(len(g.members) > 1 for g in self.scene.groups):
             return None
-        if any((b.centre[0] - a.centre[0]) / self.scene.side < synthetic_data._CLEAR for a, b in zip(shapes, shapes[1:])):
+        gaps = [(b.centre[0] - a.centre[0]) / self.scene.side for a, b in zip(shapes, shapes[1:])]
+        if min(gaps) < synthetic_data._CLEAR:
             return None
         groups = {group.members[0]: group for group in self.scene.groups}
         return f"from left to right{self.pick([':', ','])} {self.listing([groups[s] for s in shapes])}"
