@@ -14,7 +14,9 @@ What it does, for year Y and each split S in --splits:
 2. Verifies each archive's size and SHA-256 (table below, from TensorFlow Datasets; --checksums FILE replaces it
    with a JSON object {"train2014.zip": "<sha256 hex>", ...} or {"train2014.zip": {"sha256": ..., "size": ...}}).
    A corrupt archive is deleted and downloaded once more; a second mismatch is an error.
-3. Extracts OUT/annotations/captions_SY.json (only the caption files) and OUT/images/SY/ (the zip's top folder SY/).
+3. Extracts OUT/annotations/captions_SY.json and instances_SY.json (the caption files, and the instance
+   annotations that evaluate.py's CHAIR score reads; the other annotation files are left in the zip) and
+   OUT/images/SY/ (the zip's top folder SY/). An instance file already there is kept as it is.
    Images are extracted into a hidden staging folder and renamed into place with a completion marker inside,
    so an interrupted extraction is simply redone. A run with everything in place downloads and extracts nothing.
 4. Writes the held-out evaluation splits:
@@ -97,6 +99,7 @@ class Archive:
     sha256: str | None  # None when unknown: only the size is checked
     image_folder: str | None = None  # top folder of an image zip, e.g. "train2014"
     caption_files: tuple[str, ...] = ()  # caption files kept from the annotations zip
+    instance_files: tuple[str, ...] = ()  # instance annotation files kept from it (CHAIR's object labels)
 
     @property
     def name(self) -> str:
@@ -231,7 +234,9 @@ def plan_archives(year: int | str, splits: list[str], table: dict[str, tuple[int
 
     annotations = f"annotations_trainval{year}.zip"
     captions = tuple(f"captions_{split}{year}.json" for split in splits)
-    archives = [Archive(f"annotations/{annotations}", *known(annotations), caption_files=captions)]
+    instances = tuple(f"instances_{split}{year}.json" for split in splits)
+    archives = [Archive(f"annotations/{annotations}", *known(annotations), caption_files=captions,
+                        instance_files=instances)]
     for split in splits:
         folder = f"{split}{year}"
         archives.append(Archive(f"zips/{folder}.zip", *known(f"{folder}.zip"), image_folder=folder))
@@ -266,7 +271,7 @@ def is_extracted(archive: Archive, out_dir: Path) -> bool:
     """Whether everything this tool keeps from archive is already in out_dir."""
     if archive.image_folder is not None:
         return (out_dir / "images" / archive.image_folder / EXTRACTED_MARKER).is_file()
-    return all((out_dir / "annotations" / name).is_file() for name in archive.caption_files)
+    return all((out_dir / "annotations" / name).is_file() for name in archive.caption_files + archive.instance_files)
 
 
 def _bytes_needed(archives: list[Archive], downloads: Path, delete_archives: bool = False) -> int:
@@ -452,6 +457,7 @@ def extract_archive(archive: Archive, path: Path, out_dir: Path) -> None:
                 _extract_images(zip_file, archive.image_folder, out_dir / "images")
             else:
                 _extract_captions(zip_file, archive.caption_files, out_dir / "annotations")
+                _extract_instances(zip_file, archive.instance_files, out_dir / "annotations")
     except zipfile.BadZipFile:
         raise CocoDownloadError(f"{path} is not a valid zip archive; delete it and run again.") from None
 
@@ -467,6 +473,24 @@ def _extract_captions(zip_file: zipfile.ZipFile, names: tuple[str, ...], annotat
             shutil.copyfileobj(source, target)
         os.replace(temporary, annotations_dir / name)  # readers never see a half-written file
         print(f"extracted {annotations_dir / name}")
+
+
+def _extract_instances(zip_file: zipfile.ZipFile, names: tuple[str, ...], annotations_dir: Path) -> None:
+    """Extract the instance files not already there; an archive without them only loses the CHAIR score."""
+    members = {Path(info.filename).name: info for info in zip_file.infolist()}
+    for name in names:
+        target = annotations_dir / name
+        if target.exists():
+            continue  # whoever put it there, it is not replaced
+        if name not in members:
+            print(f"warning: {zip_file.filename} holds no {name}; evaluate.py will not report CHAIR on its "
+                  "images.", file=sys.stderr)
+            continue
+        temporary = annotations_dir / (name + ".partial")
+        with zip_file.open(members[name]) as source, open(temporary, "wb") as target_file:
+            shutil.copyfileobj(source, target_file)
+        os.replace(temporary, target)
+        print(f"extracted {target}")
 
 
 def _extract_images(zip_file: zipfile.ZipFile, folder: str, images_dir: Path) -> None:

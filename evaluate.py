@@ -5,6 +5,12 @@
 Prints one JSON line with BLEU-1..4, METEOR (when Java is present), ROUGE_L and CIDEr from pycocoevalcap, for the
 model and for an image-blind baseline: the single caption, chosen on the training split, that scores best when
 given to every image. A model that does not beat it is not using the image.
+
+On a synthetic split (its annotation file lists each image's objects) it also prints object precision and recall
+(objects.py) for the model and for one human reference per image, the ceiling: whether the captions name the
+colour-shape pairs that are really there, which CIDEr alone does not tell. On a COCO split whose instance
+annotations are in the annotations folder (instances_<split>.json, kept by `prepare_data.py coco`), it prints CHAIRi
+and CHAIRs (chair.py): how often the captions name an object that is not in the image.
 """
 from __future__ import annotations
 
@@ -15,16 +21,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pycocotools.coco import COCO
+
+import chair
 import metrics
+import objects
 from annotations import annotation_path, load_coco
 from checkpoint import CheckpointError
 from files import write_json_atomic
 from inference import Captioner
 
 
-def references(data_dir: str | Path, split: str) -> dict[int, list[str]]:
-    """Human captions of a split by image id."""
-    coco = load_coco(annotation_path(data_dir, split))
+def references(data_dir: str | Path, split: str, coco: COCO | None = None) -> dict[int, list[str]]:
+    """Human captions of a split by image id (from coco when given, else read from the split's file)."""
+    coco = coco or load_coco(annotation_path(data_dir, split))
     return {image_id: [ann["caption"] for ann in anns] for image_id, anns in coco.imgToAnns.items() if anns}
 
 
@@ -41,7 +51,8 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
     if out:
         write_json_atomic(Path(out), [{"image_id": image_id, "caption": caption}
                                       for image_id, caption in sorted(captions.items())])
-    split_references = references(data_dir, split)
+    coco = load_coco(annotation_path(data_dir, split))
+    split_references = references(data_dir, split, coco)
     captions = {image_id: caption for image_id, caption in captions.items() if image_id in split_references}
     if not captions:
         why = f"all {len(skipped)} images were unreadable, the first: {skipped[0]}" if skipped else \
@@ -54,6 +65,8 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
     return {"split": split, "images": len(captions), "skipped_images": len(skipped), "beam_size": beam_size,
             "skipped": skipped, "model": model_scores, "baseline": {"caption": constant, **baseline_scores},
             "cider_vs_baseline": model_scores["CIDEr"] / max(baseline_scores["CIDEr"], 1e-9),
+            "objects": objects.split_report(coco.imgs, split_references, captions),
+            "chair": chair.split_report(Path(data_dir) / "annotations", split, coco.imgs, split_references, captions),
             "meteor": "computed" if "METEOR" in model_scores else "skipped: Java not found",
             "results_file": str(out) if out else None, "captions": captions}
 
@@ -133,7 +146,35 @@ def format_table(report: dict[str, Any]) -> str:
              f"{'metric':<10}{'model':>10}{'baseline':>10}"]
     lines += [f"{key:<10}{report['model'][key]:>10.3f}{report['baseline'][key]:>10.3f}" for key in keys]
     lines.append(f"baseline caption: {report['baseline']['caption']!r}")
+    seen = format_object_scores(report)
+    return "\n".join(lines + ([seen] if seen else []))
+
+
+def format_object_scores(report: dict[str, Any]) -> str:
+    """The object scores of a report beside the human ceiling (synthetic: precision, recall; COCO: CHAIR), or ""."""
+    lines = format_objects(report["objects"]) if report.get("objects") else []
+    lines += format_chair(report["chair"]) if report.get("chair") else []
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return f"{value:>10.3f}" if value is not None else f"{'-':>10}"
+
+
+def format_objects(scores: dict[str, dict[str, Any]]) -> list[str]:
+    """Object precision and recall of the model beside one human reference per image."""
+    lines = [f"{'objects':<10}{'model':>10}{'human':>10}   (colour-shape pairs named; human: first reference)"]
+    for key in ("precision", "recall"):
+        lines.append(f"{key:<10}{_cell(scores['model'][key])}{_cell(scores['human'][key])}")
+    return lines
+
+
+def format_chair(scores: dict[str, dict[str, Any]]) -> list[str]:
+    """CHAIRi and CHAIRs of the model beside the first human reference (scored against the other four)."""
+    lines = [f"{'CHAIR':<10}{'model':>10}{'human':>10}   (objects named but not in the image; lower is better)"]
+    for key in ("CHAIRi", "CHAIRs"):
+        lines.append(f"{key:<10}{_cell(scores['model'][key])}{_cell(scores['human'][key])}")
+    return lines
 
 
 if __name__ == "__main__":

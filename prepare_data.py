@@ -13,16 +13,17 @@ from annotations import annotation_path
 
 
 def ensure_dataset(dataset: str, data_dir: str | Path, n_train: int = 3000, n_val: int = 500, n_test: int = 500,
-                   seed: int = 0, coco_year: int = 2014, download: bool = False, karpathy_split: str | Path = ""
-                   ) -> list[str]:
-    """Make sure a dataset is on disk (generate the synthetic one, or check / fetch COCO); returns its split names.
+                   seed: int = 0, coco_year: int = 2014, download: bool = False, karpathy_split: str | Path = "",
+                   variety: str = "easy") -> list[str]:
+    """Make sure a dataset is on disk (generate the synthetic one of that variety, or check / fetch COCO); returns
+    its split names.
 
     karpathy_split: Karpathy's dataset_coco.json, from which the karpathy_train/val/test splits that
     configs/coco.json trains on are written (COCO itself must be there, or download must be True).
     """
     if dataset == "synthetic":
         code = main(["synthetic", "--out", str(data_dir), "--train", str(n_train), "--val", str(n_val),
-                     "--test", str(n_test), "--seed", str(seed)])
+                     "--test", str(n_test), "--seed", str(seed), "--variety", variety])
         splits = ["train", "val", "test"]
     elif dataset == "coco":
         splits = [f"train{coco_year}", f"val{coco_year}"]

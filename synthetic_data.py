@@ -7,6 +7,9 @@ The scenes are simple enough for a CNN trained from scratch on 96-pixel inputs, 
 image enough that a constant, image-blind caption scores badly.
 
     python prepare_data.py synthetic --out data/synthetic
+
+`--variety hard` writes a harder set instead (textured backgrounds, counts, relations: synthetic_hard.py) with the
+same writer; the easy set stays the default and is unchanged.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ GENERATOR_VERSION = 1
 _SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
 _ID_BASES = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 MAX_IMAGES_PER_SPLIT = 999_999
+VARIETIES = ("easy", "hard")
 MIN_SIDE, MAX_SIDE = 32, 4096
 JPEG_QUALITY = 90
 
@@ -222,16 +226,6 @@ _SHAPE_NOUNS = {"circle": ["circle", "circle", "circle", "disk"], "square": ["sq
                 "cross": ["cross"]}
 
 
-def _plural(noun: str) -> str:
-    return noun + ("es" if noun.endswith("s") else "s")
-
-
-def shape_words() -> dict[str, str]:
-    """Every word the captions use to name a shape, singular and plural, -> the shape it names ("disks" -> circle)."""
-    return {word: shape for shape, nouns in _SHAPE_NOUNS.items() for noun in nouns
-            for word in (noun, _plural(noun))}
-
-
 _SIZE_WORDS = {"small": ["small", "small", "little"], "large": ["large", "big"]}
 # Keyed by (row, column) of the shape's centre, see _grid_position.
 _PLACES = {
@@ -272,7 +266,7 @@ class _Captioner:
         return self.pick(_SHAPE_NOUNS[shape.shape])
 
     def plural(self, kind: str) -> str:
-        return _plural(self.pick(_SHAPE_NOUNS[kind]))
+        return plural_of(self.pick(_SHAPE_NOUNS[kind]))
 
     def bare(self, shape: Shape, size_probability: float = 0.5) -> str:
         """Noun phrase without article: "[size] colour noun"."""
@@ -485,6 +479,30 @@ class _Captioner:
         return None
 
 
+def plural_of(noun: str) -> str:
+    """The plural the captions use for a shape noun."""
+    return noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
+
+
+def shape_words() -> dict[str, str]:
+    """Every word the captions use to name a shape, singular and plural, -> the shape it names ("disks" -> circle)."""
+    return caption_vocabulary()["shapes"]
+
+
+def caption_vocabulary() -> dict[str, dict[str, str]]:
+    """The words captions of either variety name objects with: {"colours": word -> colour, "shapes": noun or plural
+    -> shape, "sizes": word -> size}, so that a parser of captions reads them with the generator's own words."""
+    import synthetic_hard  # it builds on this module
+
+    shapes = {}
+    for table in (_SHAPE_NOUNS, synthetic_hard.SHAPE_NOUNS):
+        for shape, nouns in table.items():
+            for noun in nouns:
+                shapes[noun] = shapes[plural_of(noun)] = shape
+    sizes = {word: size for size, words in _SIZE_WORDS.items() for word in words}
+    return {"colours": {colour: colour for colour in COLOURS}, "shapes": shapes, "sizes": sizes}
+
+
 def _with_article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
@@ -536,8 +554,13 @@ _TEMPLATES: dict[int, list[_Template]] = {
 
 def caption_scene(rng: np.random.Generator, scene: Scene, count: int = 5) -> list[str]:
     """Distinct true captions for a scene, at least two of which name every shape's colour and type."""
-    captioner = _Captioner(rng, scene)
-    templates = _TEMPLATES[len(scene.shapes)]
+    return distinct_captions(rng, _Captioner(rng, scene), _TEMPLATES[len(scene.shapes)], count, _PERIOD_PROBABILITY)
+
+
+def distinct_captions(rng: np.random.Generator, captioner: object, templates: Sequence[tuple[Callable, float, bool]],
+                      count: int,
+                      period_probability: float) -> list[str]:
+    """count distinct captions from weighted templates (each called with captioner), two of them complete ones."""
     weights = np.array([w for _, w, _ in templates], dtype=np.float64)
     captions: list[str] = []
     complete = 0
@@ -554,12 +577,12 @@ def caption_scene(rng: np.random.Generator, scene: Scene, count: int = 5) -> lis
         text = build(captioner)
         if text is None:
             continue
-        text = text[0].upper() + text[1:] + ("." if captioner.chance(_PERIOD_PROBABILITY) else "")
+        text = text[0].upper() + text[1:] + ("." if rng.random() < period_probability else "")
         if text.rstrip(".") not in {c.rstrip(".") for c in captions}:
             captions.append(text)
             complete += full
     if len(captions) < count:  # a programming error: the templates always offer enough distinct wordings
-        raise RuntimeError(f"only {len(captions)} distinct captions for scene {scene}")
+        raise RuntimeError(f"only {len(captions)} distinct captions for scene {getattr(captioner, 'scene', None)}")
     return captions
 
 
@@ -570,9 +593,28 @@ def _file_name(split: str, index: int) -> str:
     return f"synthetic_{split}_{index:06d}.jpg"
 
 
-def _parameters(split: str, count: int, seed: int, width: int, height: int) -> dict:
-    return {"split": split, "count": count, "seed": seed, "width": width, "height": height,
-            "generator_version": GENERATOR_VERSION, "jpeg_quality": JPEG_QUALITY}
+def _parameters(split: str, count: int, seed: int, width: int, height: int, variety: str = "easy") -> dict:
+    if variety == "easy":  # as before varieties existed, so that easy sets made then are still complete
+        return {"split": split, "count": count, "seed": seed, "width": width, "height": height,
+                "generator_version": GENERATOR_VERSION, "jpeg_quality": JPEG_QUALITY}
+    import synthetic_hard
+
+    return {"split": split, "count": count, "seed": seed, "width": width, "height": height, "variety": variety,
+            "generator_version": synthetic_hard.GENERATOR_VERSION, "jpeg_quality": JPEG_QUALITY}
+
+
+def _variety(variety: str) -> tuple[Callable, Callable, Callable, int, str]:
+    """(sample_scene, draw_scene, caption_scene, generator version, description) of a variety of the set."""
+    if variety == "easy":
+        return sample_scene, draw_scene, caption_scene, GENERATOR_VERSION, \
+            "Synthetic coloured shapes with five true captions per image"
+    if variety != "hard":
+        raise ValueError(f"variety must be one of {', '.join(VARIETIES)}, got {variety!r}.")
+    import synthetic_hard  # it builds on this module
+
+    return synthetic_hard.sample_scene, synthetic_hard.draw_scene, synthetic_hard.caption_scene, \
+        synthetic_hard.GENERATOR_VERSION, "Synthetic coloured shapes on textured backgrounds, with counts and " \
+        "relations, five true captions per image"
 
 
 def _is_complete(annotation_file: Path, image_dir: Path, parameters: dict) -> bool:
@@ -600,11 +642,12 @@ def _written_by_us(annotation_file: Path) -> bool:
 
 
 def _generate_split(out_dir: Path, split: str, count: int, seed: int, width: int, height: int,
-                    verbose: bool) -> tuple[Path, bool]:
+                    verbose: bool, variety: str = "easy") -> tuple[Path, bool]:
     """Write one split's images, then its annotation file; returns (annotation path, whether it was written)."""
     annotation_file = annotation_path(out_dir, split)
     image_dir = out_dir / "images" / split
-    parameters = _parameters(split, count, seed, width, height)
+    parameters = _parameters(split, count, seed, width, height, variety)
+    sample, draw, describe, version, description = _variety(variety)
     if _is_complete(annotation_file, image_dir, parameters):
         return annotation_file, False
     # Removed first: if this run is interrupted, no annotation file may vouch for a half-rewritten image folder.
@@ -615,17 +658,17 @@ def _generate_split(out_dir: Path, split: str, count: int, seed: int, width: int
     for index in tqdm(range(1, count + 1), desc=f"synthetic {split}", disable=not verbose, leave=False):
         # One stream per image: image i is the same whatever the split size, and splits never share a stream.
         rng = np.random.default_rng([seed, _SPLIT_STREAMS[split], index])
-        scene = sample_scene(rng, width, height)
+        scene = sample(rng, width, height)
         file_name = _file_name(split, index)
-        draw_scene(rng, scene).save(image_dir / file_name, "JPEG", quality=JPEG_QUALITY)
+        draw(rng, scene).save(image_dir / file_name, "JPEG", quality=JPEG_QUALITY)
         image_id = _ID_BASES[split] + index
         images.append({
-            "id": image_id, "file_name": file_name, "width": width, "height": height,
+            "id": image_id, "file_name": file_name, "width": scene.width, "height": scene.height,
             "background": scene.background,
             "objects": [{"colour": s.colour, "shape": s.shape, "size": s.size,
                          "bbox": [round(v, 1) for v in s.bbox]} for s in scene.shapes],
         })
-        for number, caption in enumerate(caption_scene(rng, scene), start=1):
+        for number, caption in enumerate(describe(rng, scene), start=1):
             annotations.append({"id": image_id * 10 + number, "image_id": image_id, "caption": caption})
     # Images left from an earlier, larger run of this split would otherwise linger unlisted.
     wanted = {image["file_name"] for image in images}
@@ -633,8 +676,8 @@ def _generate_split(out_dir: Path, split: str, count: int, seed: int, width: int
         if stale.name not in wanted:
             stale.unlink()
     data = {
-        "info": {"description": "Synthetic coloured shapes with five true captions per image",
-                 "version": str(GENERATOR_VERSION), "contributor": "synthetic_data.py", "parameters": parameters},
+        "info": {"description": description, "version": str(version), "contributor": "synthetic_data.py",
+                 "parameters": parameters},
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -649,8 +692,11 @@ def _check(name: str, value: int, low: int, high: int) -> None:
 
 
 def generate(out_dir: str | os.PathLike, n_train: int = 3000, n_val: int = 500, n_test: int = 500, seed: int = 0,
-             width: int = 128, height: int = 128, verbose: bool = False) -> dict[str, Path]:
-    """Write the synthetic dataset under out_dir, skipping splits already complete; returns split -> annotation file."""
+             width: int = 128, height: int = 128, verbose: bool = False, variety: str = "easy") -> dict[str, Path]:
+    """Write the synthetic dataset under out_dir, skipping splits already complete; returns split -> annotation file.
+
+    variety "easy" is the built-in set described above; "hard" adds textures, counts and more (synthetic_hard.py)."""
+    _variety(variety)  # checked before anything is written
     for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         _check(name, value, 0, MAX_IMAGES_PER_SPLIT)
     _check("seed", seed, 0, 2**63 - 1)
@@ -665,11 +711,12 @@ def generate(out_dir: str | os.PathLike, n_train: int = 3000, n_val: int = 500, 
     paths = {}
     for split, count in zip(SPLITS, (n_train, n_val, n_test)):
         start = time.perf_counter()
-        paths[split], written = _generate_split(out_dir, split, count, seed, width, height, verbose)
+        paths[split], written = _generate_split(out_dir, split, count, seed, width, height, verbose, variety)
         if verbose:
             status = f"written in {time.perf_counter() - start:.1f} s" if written else \
                 "already complete with these parameters, nothing done"
-            print(f"{split}: {count} images {width}x{height}, {5 * count} captions -> {paths[split]} ({status})")
+            sides = f"{width}x{height}" if variety == "easy" else f"about {width}x{height}, {variety}"
+            print(f"{split}: {count} images {sides}, {5 * count} captions -> {paths[split]} ({status})")
     return paths
 
 
@@ -698,13 +745,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="random seed; the same arguments give byte-identical files")
     parser.add_argument("--width", type=side, default=128, help="image width in pixels")
     parser.add_argument("--height", type=side, default=128, help="image height in pixels")
+    parser.add_argument("--variety", choices=VARIETIES, default="easy",
+                        help="easy: flat shapes on flat backgrounds (the built-in set); hard: textured backgrounds, "
+                             "camouflaged objects, counts, relations, varied image sizes (synthetic_hard.py)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate the dataset from parsed arguments, printing one line per split; returns the exit status."""
     try:
         generate(args.out, n_train=args.train, n_val=args.val, n_test=args.test, seed=args.seed,
-                 width=args.width, height=args.height, verbose=True)
+                 width=args.width, height=args.height, verbose=True, variety=args.variety)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

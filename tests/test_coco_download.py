@@ -55,6 +55,15 @@ def _captions(split: str, image_ids: list[int], size: tuple[int, int], year: str
     return {"info": {}, "licenses": [], "images": images, "annotations": annotations}
 
 
+def _instances(image_ids: list[int]) -> dict:
+    """A COCO instance annotation file: a person in every image, a dog in the first."""
+    annotations = [{"id": 10 * image_id, "image_id": image_id, "category_id": 1, "bbox": [0, 0, 5, 5]}
+                   for image_id in image_ids]
+    annotations.append({"id": 7, "image_id": image_ids[0], "category_id": 18, "bbox": [1, 1, 4, 4]})
+    return {"images": [{"id": image_id} for image_id in image_ids], "annotations": annotations,
+            "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}]}
+
+
 TRAIN_IDS, VAL_IDS = [1, 2], [3, 4, 5]
 
 
@@ -67,7 +76,9 @@ def _tree(year: str) -> dict[str, bytes]:
     files[f"/annotations/annotations_trainval{year}.zip"] = _zip({
         f"annotations/captions_train{year}.json": json.dumps(_captions("train", TRAIN_IDS, (40, 30), year)).encode(),
         f"annotations/captions_val{year}.json": json.dumps(_captions("val", VAL_IDS, (40, 30), year)).encode(),
-        f"annotations/instances_train{year}.json": b"{}",  # must not be extracted
+        f"annotations/instances_train{year}.json": json.dumps(_instances(TRAIN_IDS)).encode(),
+        f"annotations/instances_val{year}.json": json.dumps(_instances(VAL_IDS)).encode(),
+        f"annotations/person_keypoints_train{year}.json": b"{}",  # must not be extracted
     })
     return files
 
@@ -172,7 +183,11 @@ def test_full_run_gives_the_expected_layout(server, tmp_path):
     train = json.loads((out / "annotations" / "captions_train2014.json").read_text())
     assert [image["id"] for image in train["images"]] == TRAIN_IDS
     assert (out / "annotations" / "captions_val2014.json").is_file()
-    assert not (out / "annotations" / "instances_train2014.json").exists()
+    instances = json.loads((out / "annotations" / "instances_val2014.json").read_text())
+    assert instances == _instances(VAL_IDS)
+    assert (out / "annotations" / "instances_train2014.json").is_file()
+    assert not (out / "annotations" / "person_keypoints_train2014.json").exists()
+    assert not list((out / "annotations").glob("*.partial"))
     for split, ids in (("train", TRAIN_IDS), ("val", VAL_IDS)):
         names = sorted(path.name for path in (out / "images" / f"{split}2014").glob("*.jpg"))
         assert names == [f"COCO_{split}2014_{i:012d}.jpg" for i in ids]
@@ -194,6 +209,31 @@ def test_second_run_downloads_and_extracts_nothing(server, tmp_path, capsys):
     assert len(server.requests) == requests_before
     assert (image.stat().st_mtime_ns, captions.stat().st_mtime_ns) == stamps
     assert "nothing to download or extract" in capsys.readouterr().out
+
+
+def test_instance_files_are_added_to_an_earlier_captions_only_download(server, tmp_path):
+    """A user who ran the older tool (captions only) gets the instance files on the next run; a file of theirs is
+    not replaced."""
+    assert _run_against(server, tmp_path) == 0
+    annotations = tmp_path / "coco" / "annotations"
+    (annotations / "instances_train2014.json").unlink()
+    (annotations / "instances_val2014.json").write_text("their own file")
+    captions = (annotations / "captions_val2014.json").read_text()
+    assert _run_against(server, tmp_path) == 0
+    assert json.loads((annotations / "instances_train2014.json").read_text()) == _instances(TRAIN_IDS)
+    assert (annotations / "instances_val2014.json").read_text() == "their own file"
+    assert (annotations / "captions_val2014.json").read_text() == captions
+
+
+def test_an_annotations_zip_without_instance_files_still_gives_the_captions(server, tmp_path, capsys):
+    server.files["/annotations/annotations_trainval2014.zip"] = _zip({
+        "annotations/captions_train2014.json": json.dumps(_captions("train", TRAIN_IDS, (40, 30))).encode(),
+        "annotations/captions_val2014.json": json.dumps(_captions("val", VAL_IDS, (40, 30))).encode()})
+    assert _run_against(server, tmp_path) == 0
+    annotations = tmp_path / "coco" / "annotations"
+    assert (annotations / "captions_train2014.json").is_file()
+    assert not (annotations / "instances_train2014.json").exists()
+    assert "holds no instances_val2014.json" in capsys.readouterr().err
 
 
 def test_interrupted_extraction_is_redone(server, tmp_path):
