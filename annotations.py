@@ -46,3 +46,9 @@ def load_coco(path: Path) -> COCO:
             raise ValueError(f"annotation file {path}: annotations[{index}] (image {annotation.get('image_id')!r}) "
                              f"has caption {annotation.get('caption')!r}, not a string")
     return coco
+
+
+def image_files(data_dir: str | Path, split: str) -> dict[int, Path]:
+    """Every image of a split: image id -> its file."""
+    images = load_coco(annotation_path(data_dir, split)).imgs
+    return {image_id: image_path(data_dir, split, image["file_name"]) for image_id, image in images.items()}

@@ -40,8 +40,12 @@ def references(data_dir: str | Path, split: str, coco: COCO | None = None) -> di
 
 def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: str = "val", beam_size: int = 1,
              out: str | Path | None = None, batch_size: int = 64, max_images: int = 0, device: str = "auto",
-             num_workers: int = 0, progress: bool = True, captioner: Captioner | None = None) -> dict[str, Any]:
-    """Caption a split with the checkpoint and score it next to the best constant caption; returns the report."""
+             num_workers: int = 0, progress: bool = True, captioner: Captioner | None = None,
+             baseline: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Caption a split with the checkpoint and score it next to the best constant caption; returns the report.
+
+    baseline: the "baseline" of an earlier report on the same images, reused instead of chosen again.
+    """
     if out:  # found before captioning the split, not after
         check_results_path(Path(out))
     captioner = captioner or Captioner(checkpoint, device)
@@ -60,11 +64,12 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
         raise ValueError(f"nothing to score in the split {split!r} of {data_dir}: {why}")
     scored = {image_id: split_references[image_id] for image_id in captions}
     model_scores = metrics.score_captions(scored, captions)
-    constant = metrics.best_constant_caption(references(data_dir, captioner.config.train_split))
-    baseline_scores = metrics.constant_caption_scores(constant, scored)
+    if baseline is None:
+        constant = metrics.best_constant_caption(references(data_dir, captioner.config.train_split))
+        baseline = {"caption": constant, **metrics.constant_caption_scores(constant, scored)}
     return {"split": split, "images": len(captions), "skipped_images": len(skipped), "beam_size": beam_size,
-            "skipped": skipped, "model": model_scores, "baseline": {"caption": constant, **baseline_scores},
-            "cider_vs_baseline": model_scores["CIDEr"] / max(baseline_scores["CIDEr"], 1e-9),
+            "skipped": skipped, "model": model_scores, "baseline": baseline,
+            "cider_vs_baseline": model_scores["CIDEr"] / max(baseline["CIDEr"], 1e-9),
             "objects": objects.split_report(coco.imgs, split_references, captions),
             "chair": chair.split_report(Path(data_dir) / "annotations", split, coco.imgs, split_references, captions),
             "meteor": "computed" if "METEOR" in model_scores else "skipped: Java not found",

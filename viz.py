@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 import matplotlib.pyplot as plt
 import torch
 
-from annotations import annotation_path, image_path, load_coco
+from annotations import annotation_path, image_files, image_path, load_coco
 from data_loader import IMAGENET_MEAN, IMAGENET_STD, load_image
 from vocabulary import Vocabulary, build_vocabulary, is_punctuation, tokenize
 
@@ -248,8 +248,8 @@ def show_image_files(captioner: Captioner, paths: Iterable[str | Path], beam_siz
 def show_split_word_maps(captioner: Captioner, data_dir: str | Path, split: str, image_ids: Sequence[int],
                           beam_size: int = 1, scores: dict[int, float] | None = None) -> plt.Figure | None:
     """show_word_maps for images of a split, titled with their CIDEr when scores are given."""
-    coco = load_coco(annotation_path(data_dir, split))
-    files = [image_path(data_dir, split, coco.imgs[image_id]["file_name"]) for image_id in image_ids]
+    split_files = image_files(data_dir, split)
+    files = [split_files[image_id] for image_id in image_ids]
     titles = [f"CIDEr {scores[image_id]:.2f}" if scores else Path(file).name
               for image_id, file in zip(image_ids, files)]
     return show_image_files(captioner, files, beam_size, titles)

@@ -118,3 +118,14 @@ def test_a_damaged_instance_file_is_a_clear_error(tmp_path):
     (tmp_path / "annotations" / "instances_val2014.json").write_text("{}")
     with pytest.raises(ValueError, match="instances_val2014.json is not a COCO instance annotation file"):
         evaluate.evaluate(None, tmp_path, "val2014", captioner=_FixedCaptioner({1: "a dog"}), progress=False)
+
+
+def test_a_second_evaluation_of_the_same_images_reuses_the_baseline(tmp_path, monkeypatch):
+    _write_coco(tmp_path)
+    first = evaluate.evaluate(None, tmp_path, "val2014", captioner=_FixedCaptioner({1: "a dog"}), progress=False)
+    monkeypatch.setattr(evaluate.metrics, "best_constant_caption",
+                        lambda *args, **kwargs: pytest.fail("the baseline was chosen again"))
+    second = evaluate.evaluate(None, tmp_path, "val2014", captioner=_FixedCaptioner({1: "a cat"}), progress=False,
+                               baseline=first["baseline"])
+    assert second["baseline"] == first["baseline"]
+    assert second["cider_vs_baseline"] == second["model"]["CIDEr"] / max(first["baseline"]["CIDEr"], 1e-9)
