@@ -48,6 +48,9 @@ from typing import BinaryIO
 from PIL import Image
 from tqdm import tqdm
 
+from annotations import load_coco
+from files import atomic_write, write_json_atomic
+
 DEFAULT_BASE_URL = "http://images.cocodataset.org"
 YEARS = ("2014", "2017")
 SPLITS = ("train", "val")
@@ -468,10 +471,8 @@ def _extract_captions(zip_file: zipfile.ZipFile, names: tuple[str, ...], annotat
     for name in names:
         if name not in members:
             raise CocoDownloadError(f"{zip_file.filename} holds no {name}; is --base-url serving the official tree?")
-        temporary = annotations_dir / (name + ".partial")
-        with zip_file.open(members[name]) as source, open(temporary, "wb") as target:
-            shutil.copyfileobj(source, target)
-        os.replace(temporary, annotations_dir / name)  # readers never see a half-written file
+        with zip_file.open(members[name]) as source, atomic_write(annotations_dir / name) as target:
+            shutil.copyfileobj(source, target)  # readers never see a half-written file
         print(f"extracted {annotations_dir / name}")
 
 
@@ -486,10 +487,8 @@ def _extract_instances(zip_file: zipfile.ZipFile, names: tuple[str, ...], annota
             print(f"warning: {zip_file.filename} holds no {name}; evaluate.py will not report CHAIR on its "
                   "images.", file=sys.stderr)
             continue
-        temporary = annotations_dir / (name + ".partial")
-        with zip_file.open(members[name]) as source, open(temporary, "wb") as target_file:
+        with zip_file.open(members[name]) as source, atomic_write(target) as target_file:
             shutil.copyfileobj(source, target_file)
-        os.replace(temporary, target)
         print(f"extracted {target}")
 
 
@@ -534,7 +533,7 @@ def write_val_test_split(coco_dir: Path, year: int = 2014, n_val: int = 5000, n_
         ids = {image["id"] for image in relocated}
         annotations = [annotation for annotation in data["annotations"] if annotation["image_id"] in ids]
         paths[split] = annotations_dir / f"captions_{split}5k{year}.json"
-        _write_json(paths[split], _captions_json(relocated, annotations, f"COCO val{year} {split}5k split"))
+        write_json_atomic(paths[split], _captions_json(relocated, annotations, f"COCO val{year} {split}5k split"))
     return paths
 
 
@@ -561,7 +560,7 @@ def write_karpathy_split(karpathy_json: Path, coco_dir: Path, year: int = 2014) 
         for number, annotation in enumerate(annotations, start=1):
             annotation["id"] = number  # official ids and Karpathy sentids could collide: renumber
         paths[split] = coco_dir / "annotations" / f"captions_karpathy_{split}.json"
-        _write_json(paths[split], _captions_json([image for image, _ in items], annotations,
+        write_json_atomic(paths[split], _captions_json([image for image, _ in items], annotations,
                                                  f"COCO Karpathy {split} split"))
     return paths
 
@@ -618,27 +617,15 @@ def _image_from_karpathy(entry: dict, coco_dir: Path) -> dict:
 
 
 def _read_captions(path: Path) -> dict:
-    """Read a COCO captions JSON file, checking the keys every reader needs."""
+    """Read a COCO captions JSON file with the project's one reader (annotations.load_coco), errors as one sentence."""
     try:
-        data = json.loads(path.read_text())
+        return load_coco(path).dataset
     except FileNotFoundError:
         raise CocoDownloadError(f"{path} does not exist; download the val split first (--splits val).") from None
     except ValueError as error:
-        raise CocoDownloadError(f"{path} is not valid JSON ({error}).") from None
-    if not (isinstance(data, dict) and isinstance(data.get("images"), list)
-            and isinstance(data.get("annotations"), list)):
-        raise CocoDownloadError(f"{path} is not a COCO captions file: it needs \"images\" and \"annotations\" lists.")
-    return data
+        raise CocoDownloadError(f"{error}.") from None
 
 
 def _captions_json(images: list[dict], annotations: list[dict], description: str) -> dict:
     return {"info": {"description": description}, "licenses": [], "type": "captions",
             "images": images, "annotations": annotations}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Write data as JSON atomically (temp file, then os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(json.dumps(data))
-    os.replace(temporary, path)

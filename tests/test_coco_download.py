@@ -187,7 +187,7 @@ def test_full_run_gives_the_expected_layout(server, tmp_path):
     assert instances == _instances(VAL_IDS)
     assert (out / "annotations" / "instances_train2014.json").is_file()
     assert not (out / "annotations" / "person_keypoints_train2014.json").exists()
-    assert not list((out / "annotations").glob("*.partial"))
+    assert not list((out / "annotations").glob("*.tmp"))  # no temporary file left
     for split, ids in (("train", TRAIN_IDS), ("val", VAL_IDS)):
         names = sorted(path.name for path in (out / "images" / f"{split}2014").glob("*.jpg"))
         assert names == [f"COCO_{split}2014_{i:012d}.jpg" for i in ids]
