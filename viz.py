@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import io
+import logging
 import os
 import re
 import tempfile
@@ -23,6 +24,10 @@ from vocabulary import Vocabulary, build_vocabulary, is_punctuation, tokenize
 if TYPE_CHECKING:  # the model's modules; the notebooks' other pictures do not need them
     from inference import Captioner
     from wordmaps import WordMaps
+
+# On a fresh install matplotlib looks for its math fonts once and logs every one it lacks (DejaVu Sans stands in):
+# twenty lines of "findfont: ... not found" in the middle of a run that went well.
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 
 def _wrap(text: str, width: int = 38) -> str:
