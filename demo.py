@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+import nbformat
 import papermill
 
 NOTEBOOKS = ("0_Dataset.ipynb", "1_Preliminaries.ipynb", "2_Training.ipynb", "3_Inference.ipynb")
@@ -68,7 +69,16 @@ def run_notebooks(parameters: dict[str, dict] | None = None, output_dir: str | P
                                    cwd=str(ROOT), kernel_name="python3", progress_bar=False,
                                    stdout_file=output, stderr_file=output,
                                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+        drop_widget_state(target)
     return time.time() - started
+
+
+def drop_widget_state(path: Path) -> None:
+    """Remove the saved state of the progress-bar widgets the kernel drew (hundreds of KB in the notebook's
+    metadata, useless once the run is over: each bar's output keeps its text)."""
+    notebook = nbformat.read(path, as_version=4)
+    if notebook.metadata.pop("widgets", None) is not None:
+        nbformat.write(notebook, path)
 
 
 def _shown(path: Path) -> str:

@@ -17,6 +17,7 @@ def test_notebooks_run_in_order_and_produce_their_artefacts(tmp_path):
         assert any("image/png" in output.get("data", {}) for output in outputs), f"{name} shows no picture"
         parameters = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
         assert len(parameters) == 1, f"{name} needs exactly one parameters cell"
+        assert "widgets" not in notebook.metadata, f"{name} keeps the progress bars' widget state"
     assert (tmp_path / "data" / "annotations" / "captions_train.json").exists()
     assert (tmp_path / "models" / "vocab.pkl").exists()
     assert (tmp_path / "models" / "best.pt").exists() and (tmp_path / "models" / "last.pt").exists()
