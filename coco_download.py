@@ -30,7 +30,6 @@ What it does, for year Y and each split S in --splits:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import json
 import os
@@ -49,7 +48,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from annotations import load_coco
-from files import atomic_write, write_json_atomic
+from files import atomic_write, sha256_file, write_json_atomic
 
 DEFAULT_BASE_URL = "http://images.cocodataset.org"
 YEARS = ("2014", "2017")
@@ -335,14 +334,10 @@ def verify_archive(path: Path, size: int | None, sha256: str | None) -> str | No
         print(f"warning: no SHA-256 known for {path.name}; "
               f"{'checked its size only' if size is not None else 'it cannot be verified'}.", file=sys.stderr)
         return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as file, tqdm(total=actual_size, unit="B", unit_scale=True,
-                                        desc=f"verifying {path.name}") as bar:
-        while chunk := file.read(CHUNK_BYTES):
-            digest.update(chunk)
-            bar.update(len(chunk))
-    if digest.hexdigest() != sha256:
-        return f"SHA-256 checksum verification failed: got {digest.hexdigest()}, expected {sha256}"
+    with tqdm(total=actual_size, unit="B", unit_scale=True, desc=f"verifying {path.name}") as bar:
+        actual = sha256_file(path, bar.update)
+    if actual != sha256:
+        return f"SHA-256 checksum verification failed: got {actual}, expected {sha256}"
     return None
 
 

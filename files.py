@@ -7,6 +7,7 @@ never leaves half a file where a whole one was, and no temp file is left behind 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -38,3 +39,14 @@ def write_json_atomic(path: str | Path, data: object) -> None:
     """Write data as JSON with atomic_write: a reader sees the old file or the whole new one."""
     with atomic_write(path, "w") as handle:
         json.dump(data, handle)
+
+
+def sha256_file(path: str | Path, on_block=None) -> str:
+    """The SHA-256 of a file, read 1 MiB at a time; on_block(bytes read) after each block (a progress bar)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+            if on_block:
+                on_block(len(block))
+    return digest.hexdigest()

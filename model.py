@@ -1,7 +1,6 @@
 """Model: ResNet encoder (image -> feature vector) and LSTM decoder (feature -> words), with greedy and beam decoding."""
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -12,6 +11,7 @@ import torchvision
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from files import sha256_file
 from runtime import autocast
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")  # ResNet stages, shallow to deep
@@ -43,11 +43,7 @@ def is_weights_name(weights: str) -> bool:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def weights_of_file(backbone: str, path: Path) -> torchvision.models.WeightsEnum | None:

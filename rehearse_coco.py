@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import hashlib
 import http.server
 import inspect
 import io
@@ -54,6 +53,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from files import sha256_file
+
 ROOT = Path(__file__).resolve().parent
 # MS COCO 2014 (captions_train2014.json / captions_val2014.json) and Karpathy's split of it.
 COCO_TRAIN_IMAGES, COCO_VAL_IMAGES = 82_783, 40_504
@@ -65,8 +66,8 @@ TAIL_WORDS = (0, 5)  # each caption ends with this many (inclusive) Zipf words
 IMAGE_SIZES = ((80, 60), (60, 80), (72, 72), (80, 54))  # small JPEGs, landscape, portrait and square like COCO's
 STOP_VARIABLE = "REHEARSE_COCO_STOP"  # "<phase>:<n>": the train stage sends itself SIGTERM after that step
 NO_JAVA_VARIABLE = "REHEARSE_COCO_NO_JAVA"  # "1": evaluate scores as on a machine without Java (the test's choice)
-MARKER = ".rehearse_coco"
-BOOTSTRAP = "import sys, rehearse_coco; sys.exit(rehearse_coco.timed_main())"  # a stage's process runs this  # inside WORK: the folder is this tool's and may be cleared by it
+MARKER = ".rehearse_coco"  # inside WORK: the folder is this tool's and may be cleared by it
+BOOTSTRAP = "import sys, rehearse_coco; sys.exit(rehearse_coco.timed_main())"  # a stage's process runs this
 GENERATOR_VERSION = 2  # bump when the stand-in or its stand_in.json changes
 RECIPE = ROOT / "configs" / "coco.json"
 
@@ -194,7 +195,7 @@ def generate(source: Path, scale: float, seed: int, workers: int) -> dict[str, A
         entries = [entry for entry in karpathy if entry["split"] == split]
         counts[f"karpathy_{split}"] = len(entries)
         counts[f"karpathy_{split}_captions"] = sum(len(entry["sentences"]) for entry in entries)
-    checksums = {path.name: {"sha256": _sha256(path), "size": path.stat().st_size}
+    checksums = {path.name: {"sha256": sha256_file(path), "size": path.stat().st_size}
                  for path in sorted(source.glob("*/*.zip"))}
     (source / "checksums.json").write_text(json.dumps(checksums, indent=1))
     return counts
@@ -258,14 +259,6 @@ def karpathy_entries(captions: dict[str, list[dict]], scale: float, seed: int) -
                         "filename": f"COCO_{folder}_{item['id']:012d}.jpg", "imgid": image_index, "split": split,
                         "sentences": sentences, "cocoid": item["id"]})
     return entries
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- loopback server

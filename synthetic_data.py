@@ -245,10 +245,10 @@ _WITH_IT = {"to the left of": "to its left", "to the right of": "to its right", 
             "next to": "next to it", "beside": "beside it"}
 
 
-class _Captioner:
-    """Builds true captions for one scene, with random wording from one random stream."""
+class RandomWording:
+    """What a scene's caption writer draws its wording with: one random stream, shared by every choice."""
 
-    def __init__(self, rng: np.random.Generator, scene: Scene):
+    def __init__(self, rng: np.random.Generator, scene) -> None:
         self.rng = rng
         self.scene = scene
 
@@ -259,6 +259,10 @@ class _Captioner:
     def chance(self, probability: float) -> bool:
         """True with this probability."""
         return bool(self.rng.random() < probability)
+
+
+class _Captioner(RandomWording):
+    """Builds true captions for one scene, with random wording from one random stream."""
 
     # Phrases -----------------------------------------------------------------------------------------------
 

@@ -315,18 +315,8 @@ class _Square:
         return self.side
 
 
-class _HardCaptioner:
+class _HardCaptioner(synthetic_data.RandomWording):
     """Builds true captions for one hard scene, with random wording from one random stream."""
-
-    def __init__(self, rng: np.random.Generator, scene: HardScene):
-        self.rng = rng
-        self.scene = scene
-
-    def pick(self, options: Sequence):
-        return options[int(self.rng.integers(len(options)))]
-
-    def chance(self, probability: float) -> bool:
-        return bool(self.rng.random() < probability)
 
     def group(self, group: Group) -> str:
         """"a small red circle", "two red disks", "a pair of blue boxes", "three green stars"."""
