@@ -26,14 +26,14 @@ def make_encoder(seed: int = 0) -> EncoderCNN:
 
 
 def count_backbone_runs(monkeypatch, encoder: EncoderCNN) -> dict[str, int]:
-    """Patch the backbone's forward to count how many batches go through it."""
+    """Patch the CNN (EncoderCNN.feature_map, the one way it runs) to count how many batches go through it."""
     calls = {"batches": 0}
-    real_forward = encoder.backbone.forward
+    real_feature_map = encoder.feature_map
 
-    def counting_forward(images):
+    def counting_feature_map(images, precision="fp32"):
         calls["batches"] += 1
-        return real_forward(images)
-    monkeypatch.setattr(encoder.backbone, "forward", counting_forward)
+        return real_feature_map(images, precision)
+    monkeypatch.setattr(encoder, "feature_map", counting_feature_map)
     return calls
 
 
