@@ -68,7 +68,7 @@ STOP_VARIABLE = "REHEARSE_COCO_STOP"  # "<phase>:<n>": the train stage sends its
 NO_JAVA_VARIABLE = "REHEARSE_COCO_NO_JAVA"  # "1": evaluate scores as on a machine without Java (the test's choice)
 MARKER = ".rehearse_coco"  # inside WORK: the folder is this tool's and may be cleared by it
 BOOTSTRAP = "import sys, rehearse_coco; sys.exit(rehearse_coco.timed_main())"  # a stage's process runs this
-GENERATOR_VERSION = 2  # bump when the stand-in or its stand_in.json changes
+GENERATOR_VERSION = 3  # bump when the stand-in or its stand_in.json changes
 RECIPE = ROOT / "configs" / "coco.json"
 
 
@@ -235,8 +235,9 @@ def _write_annotations_zip(path: Path, captions: dict[str, list[dict]]) -> None:
                     "images": images, "licenses": [{"url": "", "id": 1, "name": "stand-in"}],
                     "annotations": annotations}
             archive.writestr(f"annotations/captions_{split}2014.json", json.dumps(data))
-            for kind in ("instances", "person_keypoints"):  # in the real archive, never extracted
-                archive.writestr(f"annotations/{kind}_{split}2014.json", "{}")
+            # In the real archive, never extracted. The instance files are left out: empty ones would not be COCO
+            # instance files, and without them prepare_data.py warns and evaluate.py reports no CHAIR.
+            archive.writestr(f"annotations/person_keypoints_{split}2014.json", "{}")
     os.replace(temporary, path)
 
 
