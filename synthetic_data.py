@@ -261,7 +261,7 @@ class RandomWording:
         return bool(self.rng.random() < probability)
 
 
-class _Captioner(RandomWording):
+class _Writer(RandomWording):
     """Builds true captions for one scene, with random wording from one random stream."""
 
     # Phrases -----------------------------------------------------------------------------------------------
@@ -539,26 +539,26 @@ def _relation_families(scene: Scene, a: Shape, b: Shape) -> list[list[str]]:
 
 
 # (template, weight, mentions every shape's colour and type); weights favour the informative templates.
-_Template = tuple[Callable[[_Captioner], "str | None"], float, bool]
+_Template = tuple[Callable[[_Writer], "str | None"], float, bool]
 _TEMPLATES: dict[int, list[_Template]] = {
-    1: [(_Captioner.one_plain, 3, True), (_Captioner.one_place, 3, True), (_Captioner.one_there_is, 2, True),
-        (_Captioner.one_single, 2, True), (_Captioner.one_picture, 1, True),
-        (_Captioner.one_background_first, 1, True), (_Captioner.one_the_is, 2, True), (_Captioner.one_only, 1, True)],
-    2: [(_Captioner.two_relation, 4, True), (_Captioner.two_and, 3, True), (_Captioner.two_colon, 2, True),
-        (_Captioner.two_background_colon, 2, True), (_Captioner.two_there_is, 1, True),
-        (_Captioner.two_the_is, 2, True), (_Captioner.two_places, 2, True), (_Captioner.two_with_it, 1, True),
-        (_Captioner.two_arrangement, 1, True), (_Captioner.two_left_to_right, 1, True),
-        (_Captioner.two_grouped, 1, False)],
-    3: [(_Captioner.three_colon, 3, True), (_Captioner.three_list, 3, True), (_Captioner.three_there_are, 1, False),
-        (_Captioner.three_with_relation, 2, False), (_Captioner.three_relation_and_place, 2, True),
-        (_Captioner.three_the_is_also, 1, True), (_Captioner.three_left_to_right, 2, True),
-        (_Captioner.three_grouped, 1, False)],
+    1: [(_Writer.one_plain, 3, True), (_Writer.one_place, 3, True), (_Writer.one_there_is, 2, True),
+        (_Writer.one_single, 2, True), (_Writer.one_picture, 1, True),
+        (_Writer.one_background_first, 1, True), (_Writer.one_the_is, 2, True), (_Writer.one_only, 1, True)],
+    2: [(_Writer.two_relation, 4, True), (_Writer.two_and, 3, True), (_Writer.two_colon, 2, True),
+        (_Writer.two_background_colon, 2, True), (_Writer.two_there_is, 1, True),
+        (_Writer.two_the_is, 2, True), (_Writer.two_places, 2, True), (_Writer.two_with_it, 1, True),
+        (_Writer.two_arrangement, 1, True), (_Writer.two_left_to_right, 1, True),
+        (_Writer.two_grouped, 1, False)],
+    3: [(_Writer.three_colon, 3, True), (_Writer.three_list, 3, True), (_Writer.three_there_are, 1, False),
+        (_Writer.three_with_relation, 2, False), (_Writer.three_relation_and_place, 2, True),
+        (_Writer.three_the_is_also, 1, True), (_Writer.three_left_to_right, 2, True),
+        (_Writer.three_grouped, 1, False)],
 }
 
 
 def caption_scene(rng: np.random.Generator, scene: Scene, count: int = 5) -> list[str]:
     """Distinct true captions for a scene, at least two of which name every shape's colour and type."""
-    return distinct_captions(rng, _Captioner(rng, scene), _TEMPLATES[len(scene.shapes)], count, _PERIOD_PROBABILITY)
+    return distinct_captions(rng, _Writer(rng, scene), _TEMPLATES[len(scene.shapes)], count, _PERIOD_PROBABILITY)
 
 
 def distinct_captions(rng: np.random.Generator, captioner: object, templates: Sequence[tuple[Callable, float, bool]],

@@ -315,7 +315,7 @@ class _Square:
         return self.side
 
 
-class _HardCaptioner(synthetic_data.RandomWording):
+class _HardWriter(synthetic_data.RandomWording):
     """Builds true captions for one hard scene, with random wording from one random stream."""
 
     def group(self, group: Group) -> str:
@@ -399,13 +399,13 @@ class _HardCaptioner(synthetic_data.RandomWording):
 
 
 # (template, weight, names every object with its colour, shape and count)
-_TEMPLATES: list[tuple[Callable[[_HardCaptioner], "str | None"], float, bool]] = [
-    (_HardCaptioner.listed, 3, True), (_HardCaptioner.counted, 2, True), (_HardCaptioner.background_first, 2, True),
-    (_HardCaptioner.there_are, 2, True), (_HardCaptioner.related, 4, True), (_HardCaptioner.left_to_right, 1, True),
-    (_HardCaptioner.only_count, 1, False), (_HardCaptioner.only_kinds, 1, False),
+_TEMPLATES: list[tuple[Callable[[_HardWriter], "str | None"], float, bool]] = [
+    (_HardWriter.listed, 3, True), (_HardWriter.counted, 2, True), (_HardWriter.background_first, 2, True),
+    (_HardWriter.there_are, 2, True), (_HardWriter.related, 4, True), (_HardWriter.left_to_right, 1, True),
+    (_HardWriter.only_count, 1, False), (_HardWriter.only_kinds, 1, False),
 ]
 
 
 def caption_scene(rng: np.random.Generator, scene: HardScene, count: int = 5) -> list[str]:
     """Distinct true captions for a hard scene, at least two of which name every object."""
-    return synthetic_data.distinct_captions(rng, _HardCaptioner(rng, scene), _TEMPLATES, count, _PERIOD_PROBABILITY)
+    return synthetic_data.distinct_captions(rng, _HardWriter(rng, scene), _TEMPLATES, count, _PERIOD_PROBABILITY)
