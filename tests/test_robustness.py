@@ -23,7 +23,18 @@ from checkpoint import load_checkpoint
 from conftest import ROOT, tiny_config
 
 pytestmark = [pytest.mark.skipif(os.name != "posix", reason="sends POSIX signals to child processes"),
-              pytest.mark.usefixtures("one_thread")]
+              pytest.mark.usefixtures("one_thread", "ctrl_c_acts")]
+
+
+@pytest.fixture
+def ctrl_c_acts():
+    """Ctrl-C and SIGTERM as in a terminal, for this test and the processes it starts (which inherit what the test
+    process has): a test runner started in the background may have them ignored or blocked."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    yield
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    signal.signal(signal.SIGINT, previous)
 
 TINY_FLAGS = ["--backbone", "resnet18", "--image-size", "32", "--resize-size", "32", "--embed-size", "16",
               "--hidden-size", "32", "--vocab-threshold", "1", "--precision", "fp32", "--scst-epochs", "0",
