@@ -103,11 +103,14 @@ def load_backbone(backbone: str, pretrained: str, weights: str = "DEFAULT") -> t
 
 
 def _load_weights_file(model: nn.Module, backbone: str, path: Path) -> nn.Module:
-    """Load a torchvision state dict from a local file (tensors only: a file that would run code is refused)."""
+    """Load a torchvision state dict from a local file (tensors only: a file that would run code is refused). The
+    classifier (fc) may be left out, as `pretrain_encoder.py` leaves it: the captioner drops it anyway."""
     if not path.is_file():
         raise PretrainedWeightsUnavailable(f"the weights file {path} does not exist: fix --weights")
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        if not any(key.startswith("fc.") for key in state_dict):  # a feature extractor's weights: no classifier
+            state_dict = {**state_dict, **{f"fc.{key}": value for key, value in model.fc.state_dict().items()}}
         model.load_state_dict(state_dict)
     except Exception as error:  # not a state dict, another architecture, a pickle with code, a truncated file
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -121,8 +124,8 @@ def zero_init_residual(resnet: nn.Module) -> None:
 
     What torchvision's zero_init_residual=True does (Goyal et al. 2017). For a ResNet trained from scratch it is the
     difference between learning in a few epochs and barely at all: on the synthetic set, a ResNet-50 at 64 px told
-    to name the shapes' colours got 78% right after one epoch with it and 64% without (probe_encoder.py, README),
-    and in the captioning pipeline it raised validation CIDEr after 12 epochs from 1.37 to 1.93.
+    to name the shapes' colours got 78% right after one epoch with it and 64% without, and in the captioning
+    pipeline it raised validation CIDEr after 12 epochs from 1.37 to 1.93 (docs/EXPERIMENTS.md, 2026-11-26).
     Only for random initialisation: pretrained weights are left as they are.
     """
     for module in resnet.modules():
