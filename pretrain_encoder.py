@@ -1,112 +1,190 @@
-"""How fast does the CNN learn to see the synthetic shapes? Trains the ResNet alone to name colours and shapes.
+"""Teach the CNN to see the synthetic shapes before it learns to caption: a synthetic stand-in for ImageNet weights.
 
-    python probe_encoder.py --image-size 64 --epochs 6
-    python probe_encoder.py --image-size 96 --epochs 4
-    python probe_encoder.py --image-size 64 --epochs 3 --torchvision-init   # without zero-initialised residuals
+    python pretrain_encoder.py --data-dir data/synthetic --epochs 10 --save /tmp/synthetic_resnet18.pth
+    python train.py --config configs/synthetic.json --pretrain-epochs 0 --pretrained yes \
+        --weights /tmp/synthetic_resnet18.pth
 
-A diagnostic for choosing the synthetic recipe, not part of training. Captions mix what the CNN sees with how the
-LSTM words it; this takes the words out: a randomly initialised ResNet (the recipe's encoder, residual branches
-zero-initialised unless --torchvision-init) learns a multi-label "which of the ten colours and six shapes are in the
-image" from the synthetic annotations' object lists, with Adam and bf16 autocast where the CPU supports it, on
-images preprocessed once into memory. After each epoch it prints, on the val split, how often the top colour and the
-top shape of a one-object image are right, and the share of images whose whole label set is exactly right.
+The synthetic recipe does this itself (`pretrain_epochs` in configs/synthetic.json): before its first epoch,
+train.py pretrains the CNN this way, writes it to `encoder_pretrained.pth` in the run folder and trains the
+captioner on it, frozen, exactly as a COCO run uses ImageNet weights.
+
+A ResNet from scratch (residual branches zero-initialised) learns from the synthetic annotations' object lists which
+colours, shapes and colour-shape pairs are in each image (multi-label, binary cross-entropy), on images preprocessed
+once into memory, with flips and transposes (they change no label: no shape turns into another), Adam on a cosine
+schedule. The pairs make it bind each colour to its shape, which neither the captions' bag of words nor the colour
+and shape labels alone ask for: the captioner trained from scratch named a purple diamond and a teal star "a teal
+diamond and a purple star" (docs/EXPERIMENTS.md). After each epoch it reports on the val split: the top colour and
+the top shape of one-object images, and pair precision (of an image's k top-scoring pairs, k its number of distinct
+pairs, the share that are in it).
+
+Also a diagnostic: how fast does a CNN of a given size learn to see these shapes (`--image-size 64` vs 96)?
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torchvision
 
 from annotations import annotation_path, image_path, load_coco
 from data_loader import Preprocess, load_image
-from model import EncoderCNN
-
-from synthetic_data import COLOURS, SHAPES
-
-LABELS = list(COLOURS) + list(SHAPES)
+from files import atomic_write
+from model import zero_init_residual
 
 
-def load_split(data_dir: Path, split: str, image_size: int, max_images: int = 0
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Preprocessed images (N, 3, S, S), their labels (N, 16) and object counts (N,) of a synthetic split."""
+class Labels:
+    """The label set of a synthetic split: its colours, its shapes, and every colour-shape pair of them."""
+
+    def __init__(self, images: list[dict]) -> None:
+        objects = [obj for image in images for obj in image["objects"]]
+        self.colours = sorted({obj["colour"] for obj in objects})
+        self.shapes = sorted({obj["shape"] for obj in objects})
+        self.names = self.colours + self.shapes + [f"{c} {s}" for c in self.colours for s in self.shapes]
+        self.index = {name: position for position, name in enumerate(self.names)}
+
+    @property
+    def pairs(self) -> slice:
+        """Where the pairs sit among the labels."""
+        return slice(len(self.colours) + len(self.shapes), len(self.names))
+
+    def of(self, image: dict) -> torch.Tensor:
+        """(labels,) 0/1 targets of one image; an object of a colour or shape the train split lacks adds nothing."""
+        target = torch.zeros(len(self.names))
+        for obj in image["objects"]:
+            for name in (obj["colour"], obj["shape"], f"{obj['colour']} {obj['shape']}"):
+                if name in self.index:
+                    target[self.index[name]] = 1.0
+        return target
+
+
+def split_images(data_dir: Path, split: str, max_images: int = 0) -> list[dict]:
+    """The image entries of a synthetic split, with their object lists (ValueError for data without them)."""
     images = load_coco(annotation_path(data_dir, split)).dataset["images"][:max_images or None]
     if not images or "objects" not in images[0]:
-        raise ValueError(f"{annotation_path(data_dir, split)} has no object lists: the probe needs the synthetic set")
-    transform = Preprocess(image_size, image_size)
-    pixels, labels = [], torch.zeros(len(images), len(LABELS))
-    for row, image in enumerate(images):
-        pixels.append(transform(load_image(image_path(data_dir, split, image["file_name"]), transform.resize_size)))
-        for obj in image["objects"]:
-            labels[row, LABELS.index(obj["colour"])] = labels[row, LABELS.index(obj["shape"])] = 1.0
+        raise ValueError(f"{annotation_path(data_dir, split)} has no object lists: pretraining the CNN needs the "
+                         f"synthetic set (prepare_data.py synthetic)")
+    return images
+
+
+def load_split(data_dir: Path, split: str, images: list[dict], labels: Labels, image_size: int,
+               resize_size: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Preprocessed images (N, 3, S, S) as the captioner will see them, their targets (N, labels) and object counts."""
+    transform = Preprocess(image_size, resize_size or image_size)
+    pixels = [transform(load_image(image_path(data_dir, split, image["file_name"]), transform.resize_size))
+              for image in images]
+    targets = torch.stack([labels.of(image) for image in images])
     counts = torch.tensor([len(image["objects"]) for image in images])
-    return torch.stack(pixels), labels, counts
+    return torch.stack(pixels).contiguous(memory_format=torch.channels_last), targets, counts
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor,
-             device: torch.device) -> dict[str, float]:
-    """Top colour and top shape accuracy on one-object images; exact label sets on all of them."""
+def accuracy(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, counts: torch.Tensor,
+             labels: Labels) -> dict[str, float]:
+    """Top colour and top shape right on one-object images; pair precision at k on every image."""
     model.eval()
-    logits = torch.cat([model(chunk.to(device), "auto").float().cpu() for chunk in images.split(100)])
+    logits = torch.cat([model(chunk).float() for chunk in images.split(100)])
     one = counts == 1
-    colours = len(COLOURS)
-    return {"colour": (logits[one, :colours].argmax(1) == labels[one, :colours].argmax(1)).float().mean().item(),
-            "shape": (logits[one, colours:].argmax(1) == labels[one, colours:].argmax(1)).float().mean().item(),
-            "exact": ((logits > 0) == (labels > 0.5)).all(1).float().mean().item()}
+    colours, shapes = slice(0, len(labels.colours)), slice(len(labels.colours), labels.pairs.start)
+    wanted = targets[:, labels.pairs] > 0.5
+    k = wanted.sum(1)
+    ranked = logits[:, labels.pairs].argsort(1, descending=True)
+    hits = sum(wanted[row, ranked[row, :k[row]]].sum().item() for row in range(len(targets)))
+    return {"colour": (logits[one, colours].argmax(1) == targets[one, colours].argmax(1)).float().mean().item(),
+            "shape": (logits[one, shapes].argmax(1) == targets[one, shapes].argmax(1)).float().mean().item(),
+            "pairs": hits / max(k.sum().item(), 1)}
 
 
-def probe(data_dir: Path, image_size: int, epochs: int, backbone: str = "resnet50", lr: float = 1e-3,
-          batch_size: int = 32, zero_init: bool = True, max_images: int = 0, seed: int = 0) -> list[dict[str, float]]:
-    """Train and report after every epoch; returns the per-epoch reports."""
+def augment(images: torch.Tensor) -> torch.Tensor:
+    """One of the eight flips and transposes of the square, the same for the whole batch."""
+    if torch.rand(()) < 0.5:
+        images = images.flip(3)
+    if torch.rand(()) < 0.5:
+        images = images.flip(2)
+    if torch.rand(()) < 0.5:
+        images = images.transpose(2, 3)
+    return images.contiguous(memory_format=torch.channels_last)
+
+
+def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backbone: str = "resnet18",
+             lr: float = 2e-3, batch_size: int = 32, resize_size: int = 0, max_images: int = 0, seed: int = 0,
+             say=print) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+    """Train a ResNet from scratch on the split's object labels; returns it (with its label classifier as fc) and
+    one report per epoch. fp32: the step is the captioner's training step without the LSTM, and bf16 on a CPU
+    without native bf16 would be slower (runtime.py)."""
+    data_dir = Path(data_dir)
+    generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    device = torch.device("cpu")
-    train_x, train_y, _ = load_split(data_dir, "train", image_size, max_images)
-    val_x, val_y, val_counts = load_split(data_dir, "val", image_size, max_images)
-    # A backbone built frozen keeps torchvision's initialisation; unfrozen afterwards, it trains from there.
-    encoder = EncoderCNN(len(LABELS), backbone, pretrained="no", train_backbone="yes" if zero_init else "no")
-    encoder.set_backbone_trainable(True)
-    model = encoder.to(device, memory_format=torch.channels_last)  # its projection is the 16-label classifier
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    reports, started = [], time.time()
+    train_images = split_images(data_dir, "train", max_images)
+    labels = Labels(train_images)
+    started = time.time()
+    train_x, train_y, _ = load_split(data_dir, "train", train_images, labels, image_size, resize_size)
+    val_x, val_y, val_counts = load_split(data_dir, "val", split_images(data_dir, "val", max_images), labels,
+                                          image_size, resize_size)
+    model = torchvision.models.get_model(backbone, weights=None, num_classes=len(labels.names))
+    zero_init_residual(model)
+    model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    steps_per_epoch = len(train_x) // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"the train split has {len(train_x)} images, fewer than one batch ({batch_size})")
+    reports, step, total = [], 0, epochs * steps_per_epoch
     for epoch in range(epochs):
         model.train()
-        order = torch.randperm(len(train_x))
-        for start in range(0, len(order) - batch_size + 1, batch_size):
+        order = torch.randperm(len(train_x), generator=generator)
+        for start in range(0, steps_per_epoch * batch_size, batch_size):
+            for group in optimizer.param_groups:  # cosine from lr to 0 over all steps
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
             index = order[start:start + batch_size]
-            logits = model(train_x[index].to(device), "auto")
-            loss = F.binary_cross_entropy_with_logits(logits.float(), train_y[index].to(device))
+            loss = F.binary_cross_entropy_with_logits(model(augment(train_x[index])), train_y[index])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"pretraining loss is {loss.item()} at epoch {epoch + 1}: lower --lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        report = {"epoch": epoch + 1, **accuracy(model, val_x, val_y, val_counts, device),
+            step += 1
+        report = {"epoch": epoch + 1, **accuracy(model, val_x, val_y, val_counts, labels),
                   "seconds": round(time.time() - started, 1)}
-        print(f"{image_size} px, epoch {report['epoch']}: colour {report['colour']:.2f}, shape {report['shape']:.2f}, "
-              f"exact {report['exact']:.2f} ({report['seconds']:.0f} s)", flush=True)
+        say(f"pretraining the CNN, epoch {report['epoch']}/{epochs}: val colour {report['colour']:.2f}, "
+            f"shape {report['shape']:.2f}, pairs {report['pairs']:.2f} ({report['seconds']:.0f} s)")
         reports.append(report)
-    return reports
+    return model, reports
+
+
+def save_backbone(model: torch.nn.Module, path: str | Path) -> Path:
+    """Write the ResNet without its label classifier as a torchvision state dict (what `--weights FILE` loads)."""
+    state = {name: tensor for name, tensor in model.state_dict().items() if not name.startswith("fc.")}
+    with atomic_write(Path(path)) as temporary:
+        torch.save(state, temporary)
+    return Path(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="data/synthetic")
     parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--backbone", default="resnet50")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-images", type=int, default=0, help="use at most this many images per split")
-    parser.add_argument("--torchvision-init", action="store_true", help="no zero-initialised residual branches")
+    parser.add_argument("--save", help="write the trained backbone here (refuses to replace an existing file)")
     args = parser.parse_args(argv)
+    if args.save and Path(args.save).exists():
+        print(f"error: {args.save} exists: give another --save path", file=sys.stderr)
+        return 2
     try:
-        probe(Path(args.data_dir), args.image_size, args.epochs, args.backbone, args.lr, args.batch_size,
-              zero_init=not args.torchvision_init, max_images=args.max_images)
+        model, _ = pretrain(args.data_dir, args.image_size, args.epochs, args.backbone, args.lr, args.batch_size,
+                            max_images=args.max_images)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.save:
+        print(f"wrote {save_backbone(model, args.save)}")
     return 0
 
 
