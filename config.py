@@ -33,6 +33,7 @@ RANGES = {
     "scst_epochs": (0, None), "scst_samples": (2, None),  # each sample's baseline is the others' mean reward
     "val_beam_size": (1, None), "val_max_images": (0, None), "num_workers": (0, None), "seed": (0, None),
     "log_every": (1, None), "max_steps_per_epoch": (0, None), "bow_loss_weight": (0, None),
+    "pretrain_epochs": (0, None),
 }
 VAL_METRICS = ("CIDEr", "Bleu_4", "Bleu_3", "Bleu_2", "Bleu_1", "loss")  # what validation computes
 
@@ -61,6 +62,9 @@ class Config:
     weights: str = "DEFAULT"  # which: torchvision's DEFAULT, IMAGENET1K_V1 or IMAGENET1K_V2, or a local file holding
     # them as a torchvision state dict (offline machines, shared clusters)
     train_backbone: str = "auto"  # auto: freeze a pretrained backbone, train a randomly initialised one
+    pretrain_epochs: int = 0  # synthetic data: first train the CNN from scratch this many epochs to name each image's
+    # colours, shapes and colour-shape pairs (pretrain_encoder.py), then caption with it as with ImageNet weights
+    pretrain_lr: float = 2e-3  # Adam for that pretraining, on a cosine schedule
     embed_size: int = 256  # word embedding and projected image feature size
     hidden_size: int = 512  # LSTM state size
     num_layers: int = 1  # LSTM layers
@@ -114,7 +118,7 @@ class Config:
             if not (value >= low and (high is None or value <= high)):  # NaN fails too
                 bounds = f"at least {low}" if high is None else f"between {low} and {high}"
                 raise ValueError(f"{name} must be {bounds}, got {value}")
-        for name in ("lr", "backbone_lr", "scst_lr", "lr_factor"):
+        for name in ("lr", "backbone_lr", "scst_lr", "lr_factor", "pretrain_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr_factor >= 1:
@@ -124,6 +128,9 @@ class Config:
         if self.scst_epochs and self.early_stop_patience:
             raise ValueError("early_stop_patience and scst_epochs do not combine (stopping early would skip the "
                              "self-critical epochs): set one of them to 0")
+        if self.pretrain_epochs and self.pretrained != "no":
+            raise ValueError(f"pretrain_epochs ({self.pretrain_epochs}) trains the CNN from scratch and needs "
+                             f"pretrained no (it is {self.pretrained!r}): set one of them differently")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.resize_size and self.resize_size < self.image_size:

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 import distributed
 import metrics
+import pretrain_encoder
 from annotations import annotation_path, image_path, load_coco
 from checkpoint import (RUN_COUNTERS, RUN_STATES, CheckpointError, check_sizes, load_checkpoint, load_weights,
                         make_decoder, remove_partial_saves, save_checkpoint)
@@ -55,6 +56,7 @@ LOCK_NAME = ".train.lock"  # held (flock) by the run writing to the folder
 # What a resumed run takes from the caller (more epochs, another machine, data that moved); the rest from last.pt.
 # The self-critical settings too, so that a finished run can go on with self-critical epochs at a rate of one's
 # choosing (--scst-epochs 1 --scst-lr 1e-5).
+PRETRAINED_NAME = "encoder_pretrained.pth"  # the CNN pretrained by a run with pretrain_epochs, in its folder
 RESUMABLE = ("epochs", "device", "num_workers", "data_dir", "scst_epochs", "scst_lr", "scst_samples")
 
 
@@ -148,7 +150,13 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
             config.vocab_path, config.vocab_threshold, [annotation_path(config.data_dir, config.train_split)],
             config.vocab_from_file))
     check_readable_split(val, config.data_dir, config.val_split)
-    encoder = EncoderCNN(config.embed_size, config.backbone, config.pretrained, config.train_backbone, config.weights)
+    if config.pretrain_epochs:  # the CNN this run pretrained on the synthetic objects (pretrain_stage), used as
+        # ImageNet weights are: frozen unless train_backbone says yes
+        encoder = EncoderCNN(config.embed_size, config.backbone, "yes", config.train_backbone,
+                             str(Path(config.out) / PRETRAINED_NAME))
+    else:
+        encoder = EncoderCNN(config.embed_size, config.backbone, config.pretrained, config.train_backbone,
+                             config.weights)
     decoder = make_decoder(config, vocab)
     encoder.to(device, memory_format=torch.channels_last)
     decoder.to(device)
@@ -635,10 +643,11 @@ def prepare(config: Config, resume: bool, given: Iterable[str] | None = None) ->
     chosen = {name: getattr(config, name) for name in RESUMABLE if name in given}
     vocab = Vocabulary.from_dict(state["vocab"])
     check_sizes(state, saved, vocab)
-    run = build_run(saved.replace(**chosen, out=config.out, pretrained="no",
+    run = build_run(saved.replace(**chosen, out=config.out, pretrained="no", pretrain_epochs=0,
                                   train_backbone="yes" if trainable else "no").validate(), vocab=vocab)
     restore(run, state)
-    run.config = run.config.replace(pretrained=saved.pretrained, train_backbone=saved.train_backbone)
+    run.config = run.config.replace(pretrained=saved.pretrained, train_backbone=saved.train_backbone,
+                                    pretrain_epochs=saved.pretrain_epochs)
     run.world_size = state.get("world_size", 1)
     if distributed.is_main():
         repair_best(run, state, last)
@@ -686,8 +695,24 @@ def train(config: Config | None = None, resume: bool = False, progress: bool = T
         config.validate()
     # Under torchrun, rank 0 holds the folder for the job.
     with distributed.main_only(claim_run_folder(Path(config.out), resume, overwrite)):
+        if config.pretrain_epochs and not resume:
+            distributed.from_main(lambda: pretrain_stage(config, overwrite))
         run = prepare(config, resume, None if given is None else set(given) | set(overrides))
         return run_training(run, resume, progress, on_epoch)
+
+
+def pretrain_stage(config: Config, overwrite: bool) -> Path:
+    """Before a fresh run's first epoch: train its CNN on the synthetic objects (pretrain_encoder.py) and write it to
+    the run folder, where build_run loads it. Only on a fresh run: a resumed one has the weights in its checkpoint."""
+    path = Path(config.out) / PRETRAINED_NAME
+    if path.exists() and not overwrite:
+        raise CheckpointError(f"{path} exists, from an earlier start of a run in {config.out}: give another --out, "
+                              f"or add --overwrite to pretrain again")
+    print(f"pretraining the CNN for {config.pretrain_epochs} epochs on the objects of {config.data_dir} "
+          f"(pretrain_epochs), then captioning with it")
+    model, _ = pretrain_encoder.pretrain(config.data_dir, config.image_size, config.pretrain_epochs, config.backbone,
+                                         config.pretrain_lr, config.batch_size, config.resize_size, seed=config.seed)
+    return pretrain_encoder.save_backbone(model, path)
 
 
 @contextlib.contextmanager
