@@ -1,59 +1,109 @@
-"""The encoder probe: labels come from the synthetic annotations, and it reports accuracies per epoch."""
+"""Pretraining the CNN on the synthetic objects: labels from the annotations, reports per epoch, weights that
+train.py loads like ImageNet weights, and the recipe's pretraining stage."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 
-import probe_encoder
+import pretrain_encoder
+import train
 from annotations import annotation_path
+from checkpoint import load_checkpoint
+from conftest import tiny_config
+from model import load_backbone
 
 
-def test_labels_are_the_colours_and_shapes_of_each_image(synthetic_dir):
-    images, labels, counts = probe_encoder.load_split(synthetic_dir, "val", 32)
-    annotations = json.loads(annotation_path(synthetic_dir, "val").read_text())["images"]
-    assert images.shape == (len(annotations), 3, 32, 32) and labels.shape == (len(annotations), 16)
-    for row, image in enumerate(annotations):
-        named = {probe_encoder.LABELS[index] for index in labels[row].nonzero().flatten().tolist()}
-        assert named == {o["colour"] for o in image["objects"]} | {o["shape"] for o in image["objects"]}
+def test_labels_are_the_colours_shapes_and_pairs_of_each_image(synthetic_dir):
+    images = pretrain_encoder.split_images(synthetic_dir, "val")
+    labels = pretrain_encoder.Labels(pretrain_encoder.split_images(synthetic_dir, "train"))
+    pixels, targets, counts = pretrain_encoder.load_split(synthetic_dir, "val", images, labels, 32)
+    assert pixels.shape == (len(images), 3, 32, 32) and targets.shape == (len(images), len(labels.names))
+    assert len(labels.names) == len(labels.colours) + len(labels.shapes) * (1 + len(labels.colours))
+    for row, image in enumerate(images):
+        named = {labels.names[index] for index in targets[row].nonzero().flatten().tolist()}
+        known = [o for o in image["objects"] if o["colour"] in labels.colours and o["shape"] in labels.shapes]
+        assert named >= {f"{o['colour']} {o['shape']}" for o in known}
+        assert named == {name for o in image["objects"] for name in (o["colour"], o["shape"],
+                                                                        f"{o['colour']} {o['shape']}")
+                         if name in labels.index}
         assert counts[row] == len(image["objects"])
 
 
-def test_probe_reports_accuracies_for_every_epoch(synthetic_dir, one_thread):
-    reports = probe_encoder.probe(synthetic_dir, 32, epochs=2, backbone="resnet18", batch_size=8)
+def test_pretraining_reports_every_epoch_and_saves_weights_train_can_load(synthetic_dir, tmp_path, one_thread):
+    model, reports = pretrain_encoder.pretrain(synthetic_dir, 32, epochs=2, batch_size=8, say=lambda line: None)
     assert [report["epoch"] for report in reports] == [1, 2]
     for report in reports:
-        assert all(0.0 <= report[key] <= 1.0 for key in ("colour", "shape", "exact"))
+        assert all(0.0 <= report[key] <= 1.0 for key in ("colour", "shape", "pairs"))
+    path = pretrain_encoder.save_backbone(model, tmp_path / "encoder.pth")
+    assert not any(name.startswith("fc.") for name in torch.load(path, weights_only=True))
+    loaded, pretrained = load_backbone("resnet18", "yes", str(path))
+    assert pretrained
+    torch.testing.assert_close(loaded.layer4[1].conv2.weight, model.layer4[1].conv2.weight)
 
 
 class _Oracle(torch.nn.Module):
     """Scores each image's true labels high (the image's first pixel says which row it is), or, inverted, low."""
 
-    def __init__(self, labels: torch.Tensor, inverted: bool = False) -> None:
+    def __init__(self, targets: torch.Tensor, inverted: bool = False) -> None:
         super().__init__()
-        self.labels, self.sign = labels, -1.0 if inverted else 1.0
+        self.targets, self.sign = targets, -1.0 if inverted else 1.0
 
-    def forward(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-        return self.sign * (self.labels[images[:, 0, 0, 0].long()] * 10 - 5)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.sign * (self.targets[images[:, 0, 0, 0].long()] * 10 - 5)
 
 
 def test_accuracy_is_one_for_a_perfect_model_and_zero_for_a_perverse_one(synthetic_dir):
-    _, labels, counts = probe_encoder.load_split(synthetic_dir, "val", 32)
-    images = torch.zeros(len(labels), 3, 4, 4)
-    images[:, 0, 0, 0] = torch.arange(len(labels)).float()
-    cpu = torch.device("cpu")
-    assert probe_encoder.accuracy(_Oracle(labels), images, labels, counts, cpu) == \
-        {"colour": 1.0, "shape": 1.0, "exact": 1.0}
-    wrong = probe_encoder.accuracy(_Oracle(labels, inverted=True), images, labels, counts, cpu)
-    assert wrong["colour"] == wrong["shape"] == wrong["exact"] == 0.0
+    images = pretrain_encoder.split_images(synthetic_dir, "val")
+    labels = pretrain_encoder.Labels(pretrain_encoder.split_images(synthetic_dir, "train"))
+    _, targets, counts = pretrain_encoder.load_split(synthetic_dir, "val", images, labels, 32)
+    pixels = torch.zeros(len(targets), 3, 4, 4)
+    pixels[:, 0, 0, 0] = torch.arange(len(targets)).float()
+    assert pretrain_encoder.accuracy(_Oracle(targets), pixels, targets, counts, labels) == \
+        {"colour": 1.0, "shape": 1.0, "pairs": 1.0}
+    wrong = pretrain_encoder.accuracy(_Oracle(targets, inverted=True), pixels, targets, counts, labels)
+    assert wrong["colour"] == wrong["shape"] == wrong["pairs"] == 0.0
 
 
-def test_probe_refuses_data_without_object_lists(synthetic_dir, tmp_path):
+def test_pretraining_refuses_data_without_object_lists(synthetic_dir, tmp_path):
     (tmp_path / "annotations").mkdir()
     annotations = json.loads(annotation_path(synthetic_dir, "train").read_text())
     for image in annotations["images"]:
         del image["objects"]
     annotation_path(tmp_path, "train").write_text(json.dumps(annotations))
     with pytest.raises(ValueError, match="object lists"):
-        probe_encoder.load_split(tmp_path, "train", 32)
+        pretrain_encoder.split_images(tmp_path, "train")
+
+
+def test_the_cli_refuses_to_replace_a_weights_file(synthetic_dir, tmp_path, capsys):
+    existing = tmp_path / "mine.pth"
+    existing.write_bytes(b"not ours")
+    assert pretrain_encoder.main(["--data-dir", str(synthetic_dir), "--save", str(existing)]) == 2
+    assert "exists" in capsys.readouterr().err and existing.read_bytes() == b"not ours"
+
+
+def test_a_run_with_pretrain_epochs_captions_with_the_cnn_it_pretrained(synthetic_dir, tmp_path, one_thread):
+    data, out = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(synthetic_dir, data, ignore=shutil.ignore_patterns("cache"))
+    config = tiny_config(data, out, pretrain_epochs=1, epochs=1, max_steps_per_epoch=2)
+    train.train(config, progress=False)
+    weights = torch.load(out / train.PRETRAINED_NAME, weights_only=True)
+    state = load_checkpoint(out / "last.pt")
+    assert state["encoder_pretrained"] and state["config"]["pretrain_epochs"] == 1
+    # Frozen, as ImageNet weights are: the checkpoint's backbone is the pretrained one, and its features were cached.
+    torch.testing.assert_close(state["encoder"]["backbone.7.1.conv2.weight"], weights["layer4.1.conv2.weight"])
+    assert list((data / "cache").glob("features_train_*.npy"))
+    with pytest.raises(train.CheckpointError, match="holds a training run"):
+        train.train(config, progress=False)
+    (out / "last.pt").unlink()
+    (out / "best.pt").unlink()
+    with pytest.raises(train.CheckpointError, match=train.PRETRAINED_NAME):  # left by a start that was killed
+        train.train(config, progress=False)
+    assert torch.load(out / train.PRETRAINED_NAME, weights_only=True).keys() == weights.keys()
+
+
+def test_pretrain_epochs_need_a_backbone_from_scratch(synthetic_dir, tmp_path):
+    with pytest.raises(ValueError, match="pretrained no"):
+        tiny_config(synthetic_dir, tmp_path, pretrain_epochs=2, pretrained="yes").validate()
