@@ -21,12 +21,13 @@ ROOT = Path(__file__).resolve().parent
 
 
 def quick_parameters(work: str) -> dict[str, dict]:
-    """Tiny dataset, two short epochs (the second self-critical): enough to exercise every cell."""
+    """Tiny dataset, one pretraining epoch and two short epochs (the second self-critical): enough to exercise
+    every cell."""
     data, models = f"{work}/data", f"{work}/models"
     return {"0_Dataset.ipynb": {"data_dir": data, "n_train": 40, "n_val": 12, "n_test": 12},
             "1_Preliminaries.ipynb": {"data_dir": data, "out": models, "vocab_threshold": 1},
-            "2_Training.ipynb": {"data_dir": data, "out": models, "epochs": 1, "scst_epochs": 1,
-                                 "max_steps_per_epoch": 2, "vocab_threshold": 1},
+            "2_Training.ipynb": {"data_dir": data, "out": models, "pretrain_epochs": 1, "epochs": 1,
+                                 "scst_epochs": 1, "max_steps_per_epoch": 2, "vocab_threshold": 1},
             "3_Inference.ipynb": {"checkpoint": f"{models}/best.pt", "show": 4,
                                   "figure_path": f"{work}/captions.png"}}
 

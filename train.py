@@ -709,7 +709,7 @@ def pretrain_stage(config: Config, overwrite: bool) -> Path:
         raise CheckpointError(f"{path} exists, from an earlier start of a run in {config.out}: give another --out, "
                               f"or add --overwrite to pretrain again")
     print(f"pretraining the CNN for {config.pretrain_epochs} epochs on the objects of {config.data_dir} "
-          f"(pretrain_epochs), then captioning with it")
+          f"(pretrain_epochs), then captioning with it", flush=True)
     model, _ = pretrain_encoder.pretrain(config.data_dir, config.image_size, config.pretrain_epochs, config.backbone,
                                          config.pretrain_lr, config.batch_size, config.resize_size, seed=config.seed)
     return pretrain_encoder.save_backbone(model, path)

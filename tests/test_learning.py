@@ -14,8 +14,8 @@ def test_briefly_trained_model_beats_the_constant_caption_baseline(seeing_run):
     assert list((data / "cache").glob("features_train_*.npy")), "trained from the feature cache"
     report = evaluate(checkpoint, split="test", progress=False)
     assert report["images"] == 150
-    # Measured on a 2-core Xeon: CIDEr 1.50 against 0.48 for the best constant caption.
+    # Measured on a 2-core Xeon: CIDEr 2.00 against 0.48 for the best constant caption.
     assert report["model"]["CIDEr"] > 2 * report["baseline"]["CIDEr"], report
-    # Of the colour-shape pairs the captions name, the share in the image: 0.28 measured (colours 0.91, shapes
-    # 0.43); the constant caption names two pairs, each in about one image in thirty.
-    assert report["objects"]["model"]["precision"] > 0.15, report["objects"]
+    # Of the colour-shape pairs the captions name, the share in the image: 0.44 measured (colours 0.93, shapes
+    # 0.62); the constant caption names two pairs, each in about one image in thirty.
+    assert report["objects"]["model"]["precision"] > 0.25, report["objects"]
