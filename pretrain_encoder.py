@@ -9,14 +9,16 @@ train.py pretrains the CNN this way, writes it to `encoder_pretrained.pth` in th
 captioner on it, frozen, exactly as a COCO run uses ImageNet weights.
 
 A ResNet from scratch (residual branches zero-initialised) learns from the synthetic annotations' object lists which
-colours, shapes and colour-shape pairs are in each image (multi-label, binary cross-entropy), on images preprocessed
-once into memory (3000 images of 96 px take 330 MB), with Adam on a cosine schedule. No augmentation: flips and
-transposes, which change no label here, slowed learning more than they helped within 10 epochs (pair precision 0.81
-against 0.88, docs/EXPERIMENTS.md). The pairs make it bind each colour to its shape, which neither the captions' bag of words nor the colour
-and shape labels alone ask for: the captioner trained from scratch named a purple diamond and a teal star "a teal
-diamond and a purple star" (docs/EXPERIMENTS.md). After each epoch it reports on the val split: the top colour and
-the top shape of one-object images, and pair precision (of an image's k top-scoring pairs, k its number of distinct
-pairs, the share that are in it).
+colours, shapes and colour-shape pairs are in each image, and its background (multi-label, binary cross-entropy), on
+images preprocessed once into memory (3000 images of 96 px take 330 MB), with Adam on a cosine schedule. No
+augmentation: flips and transposes, which change no label here, slowed learning more than they helped within 10
+epochs (pair precision 0.81 against 0.88, docs/EXPERIMENTS.md). The pairs make it bind each colour to its shape,
+which neither the captions' bag of words nor the colour and shape labels alone ask for: the captioner trained from
+scratch named a purple diamond and a teal star "a teal diamond and a purple star" (docs/EXPERIMENTS.md). The
+background is a label too: a CNN pretrained on the objects alone learned to ignore it, and its captioner named the
+background right one time in seven. After each epoch it reports on the val split: the top background, the top colour
+and the top shape of one-object images, and pair precision (of an image's k top-scoring pairs, k its number of
+distinct pairs, the share that are in it).
 
 Also a diagnostic: how fast does a CNN of a given size learn to see these shapes (`--image-size 64` vs 96)?
 """
@@ -39,27 +41,37 @@ from model import zero_init_residual
 
 
 class Labels:
-    """The label set of a synthetic split: its colours, its shapes, and every colour-shape pair of them."""
+    """The label set of a synthetic split: its backgrounds, its colours, its shapes, and every colour-shape pair."""
 
     def __init__(self, images: list[dict]) -> None:
         objects = [obj for image in images for obj in image["objects"]]
+        self.backgrounds = sorted({f"{image['background']} background" for image in images if "background" in image})
         self.colours = sorted({obj["colour"] for obj in objects})
         self.shapes = sorted({obj["shape"] for obj in objects})
-        self.names = self.colours + self.shapes + [f"{c} {s}" for c in self.colours for s in self.shapes]
+        self.names = (self.backgrounds + self.colours + self.shapes
+                      + [f"{c} {s}" for c in self.colours for s in self.shapes])
         self.index = {name: position for position, name in enumerate(self.names)}
 
-    @property
-    def pairs(self) -> slice:
-        """Where the pairs sit among the labels."""
-        return slice(len(self.colours) + len(self.shapes), len(self.names))
+    def span(self, kind: str) -> slice:
+        """Where one kind of label sits: backgrounds, colours, shapes or pairs."""
+        sizes = {"backgrounds": len(self.backgrounds), "colours": len(self.colours), "shapes": len(self.shapes),
+                 "pairs": len(self.colours) * len(self.shapes)}
+        start = 0
+        for name, size in sizes.items():
+            if name == kind:
+                return slice(start, start + size)
+            start += size
+        raise KeyError(kind)
 
     def of(self, image: dict) -> torch.Tensor:
-        """(labels,) 0/1 targets of one image; an object of a colour or shape the train split lacks adds nothing."""
+        """(labels,) 0/1 targets of one image; a background, colour or shape the train split lacks adds nothing."""
         target = torch.zeros(len(self.names))
+        names = [f"{image['background']} background"] if "background" in image else []
         for obj in image["objects"]:
-            for name in (obj["colour"], obj["shape"], f"{obj['colour']} {obj['shape']}"):
-                if name in self.index:
-                    target[self.index[name]] = 1.0
+            names += [obj["colour"], obj["shape"], f"{obj['colour']} {obj['shape']}"]
+        for name in names:
+            if name in self.index:
+                target[self.index[name]] = 1.0
         return target
 
 
@@ -86,18 +98,23 @@ def load_split(data_dir: Path, split: str, images: list[dict], labels: Labels, i
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, counts: torch.Tensor,
              labels: Labels) -> dict[str, float]:
-    """Top colour and top shape right on one-object images; pair precision at k on every image."""
+    """Top background right; top colour and top shape right on one-object images; pair precision at k."""
     model.eval()
     logits = torch.cat([model(chunk).float() for chunk in images.split(100)])
     one = counts == 1
-    colours, shapes = slice(0, len(labels.colours)), slice(len(labels.colours), labels.pairs.start)
-    wanted = targets[:, labels.pairs] > 0.5
+
+    def top_right(kind: str, rows: torch.Tensor) -> float:
+        span = labels.span(kind)
+        if span.stop == span.start or not rows.any():
+            return float("nan")
+        return (logits[rows, span].argmax(1) == targets[rows, span].argmax(1)).float().mean().item()
+
+    wanted = targets[:, labels.span("pairs")] > 0.5
     k = wanted.sum(1)
-    ranked = logits[:, labels.pairs].argsort(1, descending=True)
+    ranked = logits[:, labels.span("pairs")].argsort(1, descending=True)
     hits = sum(wanted[row, ranked[row, :k[row]]].sum().item() for row in range(len(targets)))
-    return {"colour": (logits[one, colours].argmax(1) == targets[one, colours].argmax(1)).float().mean().item(),
-            "shape": (logits[one, shapes].argmax(1) == targets[one, shapes].argmax(1)).float().mean().item(),
-            "pairs": hits / max(k.sum().item(), 1)}
+    return {"background": top_right("backgrounds", torch.ones_like(one)), "colour": top_right("colours", one),
+            "shape": top_right("shapes", one), "pairs": hits / max(k.sum().item(), 1)}
 
 
 def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backbone: str = "resnet18",
@@ -139,8 +156,9 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
             step += 1
         report = {"epoch": epoch + 1, **accuracy(model, val_x, val_y, val_counts, labels),
                   "seconds": round(time.time() - started, 1)}
-        say(f"pretraining the CNN, epoch {report['epoch']}/{epochs}: val colour {report['colour']:.2f}, "
-            f"shape {report['shape']:.2f}, pairs {report['pairs']:.2f} ({report['seconds']:.0f} s)")
+        say(f"pretraining the CNN, epoch {report['epoch']}/{epochs}: val background {report['background']:.2f}, "
+            f"colour {report['colour']:.2f}, shape {report['shape']:.2f}, pairs {report['pairs']:.2f} "
+            f"({report['seconds']:.0f} s)")
         reports.append(report)
     return model, reports
 

@@ -21,14 +21,14 @@ def test_labels_are_the_colours_shapes_and_pairs_of_each_image(synthetic_dir):
     labels = pretrain_encoder.Labels(pretrain_encoder.split_images(synthetic_dir, "train"))
     pixels, targets, counts = pretrain_encoder.load_split(synthetic_dir, "val", images, labels, 32)
     assert pixels.shape == (len(images), 3, 32, 32) and targets.shape == (len(images), len(labels.names))
-    assert len(labels.names) == len(labels.colours) + len(labels.shapes) * (1 + len(labels.colours))
+    assert len(labels.names) == (len(labels.backgrounds) + len(labels.colours)
+                                 + len(labels.shapes) * (1 + len(labels.colours)))
+    assert labels.backgrounds and labels.names[labels.span("pairs")][0] == f"{labels.colours[0]} {labels.shapes[0]}"
     for row, image in enumerate(images):
         named = {labels.names[index] for index in targets[row].nonzero().flatten().tolist()}
-        known = [o for o in image["objects"] if o["colour"] in labels.colours and o["shape"] in labels.shapes]
-        assert named >= {f"{o['colour']} {o['shape']}" for o in known}
-        assert named == {name for o in image["objects"] for name in (o["colour"], o["shape"],
-                                                                        f"{o['colour']} {o['shape']}")
-                         if name in labels.index}
+        expected = {f"{image['background']} background"} | {
+            name for o in image["objects"] for name in (o["colour"], o["shape"], f"{o['colour']} {o['shape']}")}
+        assert named == expected & set(labels.names)
         assert counts[row] == len(image["objects"])
 
 
@@ -36,7 +36,7 @@ def test_pretraining_reports_every_epoch_and_saves_weights_train_can_load(synthe
     model, reports = pretrain_encoder.pretrain(synthetic_dir, 32, epochs=2, batch_size=8, say=lambda line: None)
     assert [report["epoch"] for report in reports] == [1, 2]
     for report in reports:
-        assert all(0.0 <= report[key] <= 1.0 for key in ("colour", "shape", "pairs"))
+        assert all(0.0 <= report[key] <= 1.0 for key in ("background", "colour", "shape", "pairs"))
     path = pretrain_encoder.save_backbone(model, tmp_path / "encoder.pth")
     assert not any(name.startswith("fc.") for name in torch.load(path, weights_only=True))
     loaded, pretrained = load_backbone("resnet18", "yes", str(path))
@@ -62,9 +62,9 @@ def test_accuracy_is_one_for_a_perfect_model_and_zero_for_a_perverse_one(synthet
     pixels = torch.zeros(len(targets), 3, 4, 4)
     pixels[:, 0, 0, 0] = torch.arange(len(targets)).float()
     assert pretrain_encoder.accuracy(_Oracle(targets), pixels, targets, counts, labels) == \
-        {"colour": 1.0, "shape": 1.0, "pairs": 1.0}
+        {"background": 1.0, "colour": 1.0, "shape": 1.0, "pairs": 1.0}
     wrong = pretrain_encoder.accuracy(_Oracle(targets, inverted=True), pixels, targets, counts, labels)
-    assert wrong["colour"] == wrong["shape"] == wrong["pairs"] == 0.0
+    assert wrong["background"] == wrong["colour"] == wrong["shape"] == wrong["pairs"] == 0.0
 
 
 def test_pretraining_refuses_data_without_object_lists(synthetic_dir, tmp_path):
