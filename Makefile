@@ -21,4 +21,4 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 clean:
-	rm -rf data/synthetic models/*.pt runs
+	rm -rf data/synthetic models/*.pt models/*.pth runs

@@ -38,6 +38,7 @@ from annotations import annotation_path, image_path, load_coco
 from data_loader import Preprocess, load_image
 from files import atomic_write
 from model import zero_init_residual
+from runtime import autocast, autocast_dtype, resolve_device
 
 
 class Labels:
@@ -97,10 +98,12 @@ def load_split(data_dir: Path, split: str, images: list[dict], labels: Labels, i
 
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, counts: torch.Tensor,
-             labels: Labels) -> dict[str, float]:
+             labels: Labels, device: torch.device = torch.device("cpu"), precision: str = "fp32"
+             ) -> dict[str, float]:
     """Top background right; top colour and top shape right on one-object images; pair precision at k."""
     model.eval()
-    logits = torch.cat([model(chunk).float() for chunk in images.split(100)])
+    with autocast(device, precision):
+        logits = torch.cat([model(chunk.to(device)).float().cpu() for chunk in images.split(100)])
     one = counts == 1
 
     def top_right(kind: str, rows: torch.Tensor) -> float:
@@ -119,11 +122,12 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor
 
 def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backbone: str = "resnet18",
              lr: float = 2e-3, batch_size: int = 32, resize_size: int = 0, max_images: int = 0, seed: int = 0,
-             say=lambda line: print(line, flush=True)) -> tuple[torch.nn.Module, list[dict[str, float]]]:
-    """Train a ResNet from scratch on the split's object labels; returns it (with its label classifier as fc) and
-    one report per epoch. fp32: the step is the captioner's training step without the LSTM, and bf16 on a CPU
-    without native bf16 would be slower (runtime.py)."""
+             device: str = "auto", precision: str = "auto", say=lambda line: print(line, flush=True)
+             ) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+    """Train a ResNet from scratch on the split's labels; returns it (with its label classifier as fc) and one report
+    per epoch. precision as for training (runtime.py: bf16 autocast only on CPUs that compute bf16 natively)."""
     data_dir = Path(data_dir)
+    device = resolve_device(device)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     train_images = split_images(data_dir, "train", max_images)
@@ -134,8 +138,9 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
                                           image_size, resize_size)
     model = torchvision.models.get_model(backbone, weights=None, num_classes=len(labels.names))
     zero_init_residual(model)
-    model.to(memory_format=torch.channels_last)
+    model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, precision) is torch.float16)
     steps_per_epoch = len(train_x) // batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"the train split has {len(train_x)} images, fewer than one batch ({batch_size})")
@@ -147,14 +152,17 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
             for group in optimizer.param_groups:  # cosine from lr to 0 over all steps
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
             index = order[start:start + batch_size]
-            loss = F.binary_cross_entropy_with_logits(model(train_x[index]), train_y[index])
+            with autocast(device, precision):
+                logits = model(train_x[index].to(device, non_blocking=True))
+            loss = F.binary_cross_entropy_with_logits(logits.float(), train_y[index].to(device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"pretraining loss is {loss.item()} at epoch {epoch + 1}: lower --lr")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             step += 1
-        report = {"epoch": epoch + 1, **accuracy(model, val_x, val_y, val_counts, labels),
+        report = {"epoch": epoch + 1, **accuracy(model, val_x, val_y, val_counts, labels, device, precision),
                   "seconds": round(time.time() - started, 1)}
         say(f"pretraining the CNN, epoch {report['epoch']}/{epochs}: val background {report['background']:.2f}, "
             f"colour {report['colour']:.2f}, shape {report['shape']:.2f}, pairs {report['pairs']:.2f} "
@@ -165,7 +173,7 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
 
 def save_backbone(model: torch.nn.Module, path: str | Path) -> Path:
     """Write the ResNet without its label classifier as a torchvision state dict (what `--weights FILE` loads)."""
-    state = {name: tensor for name, tensor in model.state_dict().items() if not name.startswith("fc.")}
+    state = {name: tensor.cpu() for name, tensor in model.state_dict().items() if not name.startswith("fc.")}
     with atomic_write(Path(path)) as temporary:
         torch.save(state, temporary)
     return Path(path)
@@ -180,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-images", type=int, default=0, help="use at most this many images per split")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument("--save", help="write the trained backbone here (refuses to replace an existing file)")
     args = parser.parse_args(argv)
     if args.save and Path(args.save).exists():
@@ -187,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         model, _ = pretrain(args.data_dir, args.image_size, args.epochs, args.backbone, args.lr, args.batch_size,
-                            max_images=args.max_images)
+                            max_images=args.max_images, device=args.device, precision=args.precision)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
