@@ -120,6 +120,33 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor
             "shape": top_right("shapes", one), "pairs": hits / max(k.sum().item(), 1)}
 
 
+def build(backbone: str, labels: int, lr: float, device: torch.device, precision: str
+          ) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
+    """A ResNet from scratch with a classifier of `labels` outputs, its Adam, and a gradient scaler (used for fp16)."""
+    model = torchvision.models.get_model(backbone, weights=None, num_classes=labels)
+    zero_init_residual(model)
+    model.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, precision) is torch.float16)
+    return model, optimizer, scaler
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               images: torch.Tensor, targets: torch.Tensor, device: torch.device, precision: str) -> float:
+    """One optimisation step on a batch of images (batch, 3, S, S) and their 0/1 targets; returns the loss. An
+    update from a loss that is not finite is not applied: the caller stops."""
+    with autocast(device, precision):
+        logits = model(images.to(device, non_blocking=True))
+    loss = F.binary_cross_entropy_with_logits(logits.float(), targets.to(device))
+    if not torch.isfinite(loss):
+        return loss.item()
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item()
+
+
 def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backbone: str = "resnet18",
              lr: float = 2e-3, batch_size: int = 32, resize_size: int = 0, max_images: int = 0, seed: int = 0,
              device: str = "auto", precision: str = "auto", say=lambda line: print(line, flush=True)
@@ -136,11 +163,7 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
     train_x, train_y, _ = load_split(data_dir, "train", train_images, labels, image_size, resize_size)
     val_x, val_y, val_counts = load_split(data_dir, "val", split_images(data_dir, "val", max_images), labels,
                                           image_size, resize_size)
-    model = torchvision.models.get_model(backbone, weights=None, num_classes=len(labels.names))
-    zero_init_residual(model)
-    model.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, precision) is torch.float16)
+    model, optimizer, scaler = build(backbone, len(labels.names), lr, device, precision)
     steps_per_epoch = len(train_x) // batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"the train split has {len(train_x)} images, fewer than one batch ({batch_size})")
@@ -152,15 +175,9 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
             for group in optimizer.param_groups:  # cosine from lr to 0 over all steps
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
             index = order[start:start + batch_size]
-            with autocast(device, precision):
-                logits = model(train_x[index].to(device, non_blocking=True))
-            loss = F.binary_cross_entropy_with_logits(logits.float(), train_y[index].to(device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"pretraining loss is {loss.item()} at epoch {epoch + 1}: lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_step(model, optimizer, scaler, train_x[index], train_y[index], device, precision)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"pretraining loss is {loss} at epoch {epoch + 1}: lower --lr")
             step += 1
         report = {"epoch": epoch + 1, **accuracy(model, val_x, val_y, val_counts, labels, device, precision),
                   "seconds": round(time.time() - started, 1)}

@@ -53,7 +53,7 @@ def seeing_run(tmp_path_factory) -> tuple[Path, Path]:
     """(data folder, best.pt) of the synthetic recipe's path in small: a ResNet-18 pretrained for 6 epochs on the
     objects of 1000 images of 96 px (pretrain_epochs), then frozen while the captioner trains 15 epochs from the
     feature cache. About 100 s on 2 CPU cores: small enough for the suite, and its captions name the shapes better
-    than chance (docs/EXPERIMENTS.md, 2026-12-01, "A CNN that sees")."""
+    than chance (docs/EXPERIMENTS.md, 2026-12-01 (night), "a CNN that sees")."""
     import train
 
     data, out = tmp_path_factory.mktemp("seeing_data"), tmp_path_factory.mktemp("seeing_run")
