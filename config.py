@@ -63,7 +63,8 @@ class Config:
     # them as a torchvision state dict (offline machines, shared clusters)
     train_backbone: str = "auto"  # auto: freeze a pretrained backbone, train a randomly initialised one
     pretrain_epochs: int = 0  # synthetic data: first train the CNN from scratch this many epochs to name each image's
-    # colours, shapes and colour-shape pairs (pretrain_encoder.py), then caption with it as with ImageNet weights
+    # background, colours, shapes and colour-shape pairs (pretrain_encoder.py), then caption with it as with ImageNet
+    # weights
     pretrain_lr: float = 2e-3  # Adam for that pretraining, on a cosine schedule
     embed_size: int = 256  # word embedding and projected image feature size
     hidden_size: int = 512  # LSTM state size

@@ -702,8 +702,9 @@ def train(config: Config | None = None, resume: bool = False, progress: bool = T
 
 
 def pretrain_stage(config: Config, overwrite: bool) -> Path:
-    """Before a fresh run's first epoch: train its CNN on the synthetic objects (pretrain_encoder.py) and write it to
-    the run folder, where build_run loads it. Only on a fresh run: a resumed one has the weights in its checkpoint."""
+    """Before a fresh run's first epoch: train its CNN on the synthetic objects (pretrain_encoder.py), on images
+    preprocessed as the captioner will see them, and write it to the run folder, where build_run loads it. Only on a
+    fresh run: a resumed one has the weights in its checkpoint."""
     path = Path(config.out) / PRETRAINED_NAME
     if path.exists() and not overwrite:
         raise CheckpointError(f"{path} exists, from an earlier start of a run in {config.out}: give another --out, "
@@ -711,7 +712,8 @@ def pretrain_stage(config: Config, overwrite: bool) -> Path:
     print(f"pretraining the CNN for {config.pretrain_epochs} epochs on the objects of {config.data_dir} "
           f"(pretrain_epochs), then captioning with it", flush=True)
     model, _ = pretrain_encoder.pretrain(config.data_dir, config.image_size, config.pretrain_epochs, config.backbone,
-                                         config.pretrain_lr, config.batch_size, config.resize_size, seed=config.seed,
+                                         config.pretrain_lr, config.batch_size,
+                                         config.resize_size or default_resize(config), seed=config.seed,
                                          device=config.device, precision=config.precision)
     return pretrain_encoder.save_backbone(model, path)
 
