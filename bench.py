@@ -367,7 +367,8 @@ def bench_training_step(settings: BenchSettings, device: torch.device) -> tuple[
     if recipe.backbone != "resnet50":
         ways["ResNet-50 instead, auto"] = ("resnet50", "auto")
     generator = torch.Generator().manual_seed(0)
-    labels = 76  # backgrounds, colours, shapes and colour-shape pairs of the easy synthetic set
+    colours, shapes = len(synthetic_data.COLOURS), len(synthetic_data.SHAPES)  # the easy set's labels, as pretrained
+    labels = len(synthetic_data.BACKGROUNDS) + colours + shapes + colours * shapes
     images = torch.randn(recipe.batch_size, 3, recipe.image_size, recipe.image_size, generator=generator)
     targets = (torch.rand(recipe.batch_size, labels, generator=generator) < 0.05).float()
 
