@@ -191,6 +191,14 @@ def sample_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
     return Scene(background, shapes, width, height)
 
 
+def fitted_outline(unit: np.ndarray, bbox: Sequence[float]) -> list[tuple[float, float]]:
+    """A unit polygon stretched to fill a box (x, y, width, height) exactly: the points a shape is drawn with."""
+    x, y, w, h = bbox
+    low, high = unit.min(axis=0), unit.max(axis=0)
+    points = (unit - low) / (high - low) * np.array([w, h]) + np.array([x, y])
+    return [tuple(p) for p in points.tolist()]
+
+
 def draw_scene(rng: np.random.Generator, scene: Scene) -> Image.Image:
     """Render a scene: a background with a mild gradient, flat shapes, and light pixel noise over everything."""
     height, width = scene.height, scene.width
@@ -210,10 +218,7 @@ def draw_scene(rng: np.random.Generator, scene: Scene) -> Image.Image:
         if shape.shape == "circle":
             draw.ellipse([x, y, x + w, y + h], fill=fill)
         else:
-            unit = _outline(shape.shape)
-            low, high = unit.min(axis=0), unit.max(axis=0)
-            points = (unit - low) / (high - low) * np.array([w, h]) + np.array([x, y])  # fill the box exactly
-            draw.polygon([tuple(p) for p in points.tolist()], fill=fill)
+            draw.polygon(fitted_outline(_outline(shape.shape), shape.bbox), fill=fill)
     noise = rng.standard_normal(size=(height, width, 3), dtype=np.float32) * 4.0
     pixels = np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels, "RGB")

@@ -86,13 +86,13 @@ class HardScene:
 # ----------------------------------------------------------------------------------------------------- scenes
 
 
-def _outline(shape: str) -> np.ndarray:
+def outline_of(shape: str) -> np.ndarray:
     """Unit polygon of a shape centred on its box (the easy set's, plus the hexagon)."""
     return _HEXAGON if shape == "hexagon" else synthetic_data._outline(shape)
 
 
 def _box(shape: str, diameter: float, cx: float, cy: float) -> tuple[float, float, float, float]:
-    points = _outline(shape) * diameter
+    points = outline_of(shape) * diameter
     w, h = points.max(axis=0) - points.min(axis=0)
     return (cx - w / 2, cy - h / 2, float(w), float(h))
 
@@ -256,10 +256,8 @@ def draw_scene(rng: np.random.Generator, scene: HardScene) -> Image.Image:
         if shape.shape == "circle":
             draw.ellipse([x, y, x + w, y + h], fill=fill, outline=outline, width=line)
         else:
-            unit = _outline(shape.shape)
-            low, high = unit.min(axis=0), unit.max(axis=0)
-            points = (unit - low) / (high - low) * np.array([w, h]) + np.array([x, y])
-            draw.polygon([tuple(p) for p in points.tolist()], fill=fill, outline=outline, width=line)
+            draw.polygon(synthetic_data.fitted_outline(outline_of(shape.shape), shape.bbox), fill=fill,
+                         outline=outline, width=line)
     noise = rng.standard_normal(size=(scene.height, scene.width, 3), dtype=np.float32) * 4.0
     return Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8), "RGB")
 
