@@ -371,12 +371,15 @@ def bench_training_step(settings: BenchSettings, device: torch.device) -> tuple[
     labels = len(synthetic_data.BACKGROUNDS) + colours + shapes + colours * shapes
     images = torch.randn(recipe.batch_size, 3, recipe.image_size, recipe.image_size, generator=generator)
     targets = (torch.rand(recipe.batch_size, labels, generator=generator) < 0.05).float()
+    grid = pretrain_encoder.cell_grid(recipe.image_size)
+    cells = torch.rand(recipe.batch_size, colours * shapes + 1, grid, grid, generator=generator).softmax(1)
 
     def step(backbone: str, precision: str) -> Callable[[], int]:
-        model, optimizer, scaler = pretrain_encoder.build(backbone, labels, recipe.pretrain_lr, device, precision)
+        model, optimizer, scaler = pretrain_encoder.build(backbone, labels, colours * shapes, recipe.pretrain_lr,
+                                                          device, precision)
         model.train()
-        return lambda: (pretrain_encoder.train_step(model, optimizer, scaler, images, targets, device, precision),
-                        1)[1]
+        return lambda: (pretrain_encoder.train_step(model, optimizer, scaler, images, targets, cells, device,
+                                                    precision), 1)[1]
 
     rates = compare({name: step(*way) for name, way in ways.items()}, settings, device)
     chosen = precision_name(autocast_dtype(device, "auto"))

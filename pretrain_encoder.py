@@ -16,7 +16,11 @@ epochs (pair precision 0.81 against 0.88, docs/EXPERIMENTS.md). The pairs make i
 which neither the captions' bag of words nor the colour and shape labels alone ask for: the captioner trained from
 scratch named a purple diamond and a teal star "a teal diamond and a purple star" (docs/EXPERIMENTS.md). The
 background is a label too: a CNN pretrained on the objects alone learned to ignore it, and its captioner named the
-background right one time in seven. After each epoch it reports on the val split: the top background, the top colour
+background right one time in seven. And it learns where each object is: a second head, a 1x1 convolution on
+layer3's map (6 x 6 cells at 96 px), tells for each cell which colour-shape pair covers it (cross-entropy against the
+share of the cell each pair covers, the objects redrawn from their boxes). On textured backgrounds (the hard set)
+the labels alone taught colours and backgrounds but left shapes at chance after 10 epochs; with the map, the top
+shape of one-object images was right 57% of the time (docs/EXPERIMENTS.md). After each epoch it reports on the val split: the top background, the top colour
 and the top shape of one-object images, and pair precision (of an image's k top-scoring pairs, k its number of
 distinct pairs, the share that are in it).
 
@@ -30,10 +34,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from PIL import Image, ImageDraw
 
+import synthetic_data
+import synthetic_hard
 from annotations import annotation_path, image_path, load_coco
 from data_loader import Preprocess, load_image
 from files import atomic_write
@@ -63,6 +71,11 @@ class Labels:
                 return slice(start, start + size)
             start += size
         raise KeyError(kind)
+
+    def pair(self, obj: dict) -> int:
+        """Which pair an object is, counted from 1 (0 if the train split has no such pair): its class in the maps."""
+        position = self.index.get(f"{obj['colour']} {obj['shape']}")
+        return 0 if position is None else position - self.span("pairs").start + 1
 
     def of(self, image: dict) -> torch.Tensor:
         """(labels,) 0/1 targets of one image; a background, colour or shape the train split lacks adds nothing."""
@@ -96,6 +109,54 @@ def load_split(data_dir: Path, split: str, images: list[dict], labels: Labels, i
     return torch.stack(pixels).contiguous(memory_format=torch.channels_last), targets, counts
 
 
+def object_map(image: dict, labels: Labels, image_size: int, resize_size: int = 0) -> torch.Tensor:
+    """(S, S) which pair covers each pixel of the image as the CNN sees it (resized, centre crop of S), counted from 1
+    (Labels.pair), 0 where no object is: the objects redrawn from their boxes as the generator drew them."""
+    resize_size = resize_size or image_size
+    scale = resize_size / min(image["width"], image["height"])
+    left, top = ((side * scale - image_size) / 2 for side in (image["width"], image["height"]))
+    canvas = Image.new("I", (image_size, image_size), 0)
+    draw = ImageDraw.Draw(canvas)
+    for obj in image["objects"]:  # in the order drawn: a later object covers an earlier one
+        x, y, w, h = obj["bbox"]
+        box = (x * scale - left, y * scale - top, w * scale, h * scale)
+        if obj["shape"] == "circle":
+            draw.ellipse([box[0], box[1], box[0] + box[2], box[1] + box[3]], fill=labels.pair(obj))
+        else:
+            outline = synthetic_hard.outline_of(obj["shape"])
+            draw.polygon(synthetic_data.fitted_outline(outline, box), fill=labels.pair(obj))
+    return torch.from_numpy(np.asarray(canvas, dtype=np.int64))
+
+
+def cell_targets(images: list[dict], labels: Labels, image_size: int, resize_size: int, grid: int) -> torch.Tensor:
+    """(N, pairs + 1, grid, grid): the share of each cell of a grid x grid partition of the image that each pair
+    covers (class 0: no object), the targets of the pretraining's map head."""
+    classes = len(labels.colours) * len(labels.shapes) + 1
+    targets = [F.adaptive_avg_pool2d(F.one_hot(object_map(image, labels, image_size, resize_size), classes)
+                                     .permute(2, 0, 1).float(), grid) for image in images]
+    return torch.stack(targets)
+
+
+class Pretrainer(torch.nn.Module):
+    """A torchvision ResNet with two heads: its classifier (fc), which names the labels from the pooled features,
+    and a 1x1 convolution on layer3's map that tells, cell by cell, which colour-shape pair is there."""
+
+    def __init__(self, net: torch.nn.Module, pairs: int) -> None:
+        super().__init__()
+        self.net = net
+        self.cells = torch.nn.Conv2d(net.layer4[0].conv1.in_channels, pairs + 1, kernel_size=1)
+
+    def both(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(label logits (N, labels), cell logits (N, pairs + 1, H/16, W/16))."""
+        net = self.net
+        x = net.maxpool(net.relu(net.bn1(net.conv1(images))))
+        x = net.layer3(net.layer2(net.layer1(x)))
+        return net.fc(torch.flatten(net.avgpool(net.layer4(x)), 1)), self.cells(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.both(images)[0]
+
+
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, counts: torch.Tensor,
              labels: Labels, device: torch.device = torch.device("cpu"), precision: str = "fp32"
@@ -120,24 +181,36 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor
             "shape": top_right("shapes", one), "pairs": hits / max(k.sum().item(), 1)}
 
 
-def build(backbone: str, labels: int, lr: float, device: torch.device, precision: str
-          ) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
-    """A ResNet from scratch with a classifier of `labels` outputs, its Adam, and a gradient scaler (used for fp16)."""
-    model = torchvision.models.get_model(backbone, weights=None, num_classes=labels)
-    zero_init_residual(model)
-    model.to(device, memory_format=torch.channels_last)
+def cell_grid(image_size: int) -> int:
+    """Side of layer3's map for an image of image_size pixels (the stem and two stages each halve it, rounding up)."""
+    for _ in range(4):
+        image_size = -(-image_size // 2)
+    return image_size
+
+
+def build(backbone: str, labels: int, pairs: int, lr: float, device: torch.device, precision: str
+          ) -> tuple[Pretrainer, torch.optim.Optimizer, torch.amp.GradScaler]:
+    """A ResNet from scratch with a classifier of `labels` outputs and a map head of `pairs` + 1 classes, its Adam,
+    and a gradient scaler (used for fp16)."""
+    net = torchvision.models.get_model(backbone, weights=None, num_classes=labels)
+    zero_init_residual(net)
+    model = Pretrainer(net, pairs).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, precision) is torch.float16)
     return model, optimizer, scaler
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-               images: torch.Tensor, targets: torch.Tensor, device: torch.device, precision: str) -> float:
-    """One optimisation step on a batch of images (batch, 3, S, S) and their 0/1 targets; returns the loss. An
-    update from a loss that is not finite is not applied: the caller stops."""
+def train_step(model: Pretrainer, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               images: torch.Tensor, targets: torch.Tensor, cells: torch.Tensor, device: torch.device,
+               precision: str) -> float:
+    """One optimisation step on a batch of images (batch, 3, S, S), their 0/1 label targets and their cell targets
+    (cell_targets); returns the loss: binary cross-entropy of the labels plus cross-entropy of the cells. An update
+    from a loss that is not finite is not applied: the caller stops."""
     with autocast(device, precision):
-        logits = model(images.to(device, non_blocking=True))
+        logits, cell_logits = model.both(images.to(device, non_blocking=True))
     loss = F.binary_cross_entropy_with_logits(logits.float(), targets.to(device))
+    cells = cells.to(device)
+    loss = loss - (cells * F.log_softmax(cell_logits.float(), dim=1)).sum(1).mean()
     if not torch.isfinite(loss):
         return loss.item()
     optimizer.zero_grad(set_to_none=True)
@@ -150,9 +223,9 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler:
 def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backbone: str = "resnet18",
              lr: float = 2e-3, batch_size: int = 32, resize_size: int = 0, max_images: int = 0, seed: int = 0,
              device: str = "auto", precision: str = "auto", say=lambda line: print(line, flush=True)
-             ) -> tuple[torch.nn.Module, list[dict[str, float]]]:
-    """Train a ResNet from scratch on the split's labels; returns it (with its label classifier as fc) and one report
-    per epoch. precision as for training (runtime.py: bf16 autocast only on CPUs that compute bf16 natively)."""
+             ) -> tuple[Pretrainer, list[dict[str, float]]]:
+    """Train a ResNet from scratch on the split's labels and object maps; returns it (net: the ResNet, with its label
+    classifier as fc) and one report per epoch. precision as for training (runtime.py: bf16 autocast only on CPUs that compute bf16 natively)."""
     data_dir = Path(data_dir)
     device = resolve_device(device)
     generator = torch.Generator().manual_seed(seed)
@@ -163,7 +236,8 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
     train_x, train_y, _ = load_split(data_dir, "train", train_images, labels, image_size, resize_size)
     val_x, val_y, val_counts = load_split(data_dir, "val", split_images(data_dir, "val", max_images), labels,
                                           image_size, resize_size)
-    model, optimizer, scaler = build(backbone, len(labels.names), lr, device, precision)
+    train_cells = cell_targets(train_images, labels, image_size, resize_size, cell_grid(image_size))
+    model, optimizer, scaler = build(backbone, len(labels.names), train_cells.size(1) - 1, lr, device, precision)
     steps_per_epoch = len(train_x) // batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"the train split has {len(train_x)} images, fewer than one batch ({batch_size})")
@@ -175,7 +249,8 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
             for group in optimizer.param_groups:  # cosine from lr to 0 over all steps
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
             index = order[start:start + batch_size]
-            loss = train_step(model, optimizer, scaler, train_x[index], train_y[index], device, precision)
+            loss = train_step(model, optimizer, scaler, train_x[index], train_y[index], train_cells[index], device,
+                              precision)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"pretraining loss is {loss} at epoch {epoch + 1}: lower --lr")
             step += 1
@@ -188,9 +263,9 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
     return model, reports
 
 
-def save_backbone(model: torch.nn.Module, path: str | Path) -> Path:
-    """Write the ResNet without its label classifier as a torchvision state dict (what `--weights FILE` loads)."""
-    state = {name: tensor.cpu() for name, tensor in model.state_dict().items() if not name.startswith("fc.")}
+def save_backbone(model: Pretrainer, path: str | Path) -> Path:
+    """Write the ResNet without its heads as a torchvision state dict (what `--weights FILE` loads)."""
+    state = {name: tensor.cpu() for name, tensor in model.net.state_dict().items() if not name.startswith("fc.")}
     with atomic_write(Path(path)) as temporary:
         torch.save(state, temporary)
     return Path(path)

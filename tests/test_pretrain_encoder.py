@@ -7,10 +7,13 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import pretrain_encoder
+import synthetic_data
 import train
-from annotations import annotation_path
+from annotations import annotation_path, image_path
+from data_loader import Preprocess, load_image
 from checkpoint import load_checkpoint
 from conftest import tiny_config
 from model import load_backbone
@@ -32,6 +35,51 @@ def test_labels_are_the_colours_shapes_and_pairs_of_each_image(synthetic_dir):
         assert counts[row] == len(image["objects"])
 
 
+def test_object_maps_show_each_object_where_the_cnn_sees_it(tmp_path):
+    """Redrawn from their boxes on images of varied size and aspect ratio (the hard set), resized and cropped as the
+    CNN sees them: inside each object of the map, the image shows that object's colour."""
+    synthetic_data.generate(tmp_path, n_train=12, n_val=1, n_test=0, seed=3, variety="hard")
+    images = pretrain_encoder.split_images(tmp_path, "train")
+    labels = pretrain_encoder.Labels(images)
+    pairs = labels.names[labels.span("pairs")]
+    transform = Preprocess(64, 72)
+    assert len({(image["width"], image["height"]) for image in images}) > 3
+    checked = 0
+    for image in images:
+        maps = pretrain_encoder.object_map(image, labels, 64, 72)
+        assert maps.shape == (64, 64)
+        pixels = transform(load_image(image_path(tmp_path, "train", image["file_name"]))) / transform.inv_std \
+            + transform.mean  # (3, 64, 64) on the 0..255 scale
+        grown = F.max_pool2d(maps[None, None].float(), 5, 1, 2)[0, 0]
+        shrunk = -F.max_pool2d(-maps[None, None].float(), 5, 1, 2)[0, 0]
+        inside = (grown == shrunk) & (maps > 0)  # 5 x 5 of one object: away from its darker outline
+        for value in maps[inside].unique().tolist():
+            colour = pairs[value - 1].split()[0]
+            seen = pixels[:, inside & (maps == value)].mean(1)
+            assert (seen - torch.tensor(synthetic_data.COLOURS[colour])).abs().max() < 30, (image, colour, seen)
+            checked += 1
+    assert checked >= 10
+
+
+def test_cell_targets_are_the_share_of_each_cell_each_pair_covers(synthetic_dir):
+    images = pretrain_encoder.split_images(synthetic_dir, "val")
+    labels = pretrain_encoder.Labels(pretrain_encoder.split_images(synthetic_dir, "train"))
+    grid = pretrain_encoder.cell_grid(64)
+    cells = pretrain_encoder.cell_targets(images, labels, 64, 64, grid)
+    assert grid == 4 and cells.shape == (len(images), len(labels.colours) * len(labels.shapes) + 1, 4, 4)
+    torch.testing.assert_close(cells.sum(1), torch.ones(len(images), 4, 4))
+    for row, image in enumerate(images):
+        maps = pretrain_encoder.object_map(image, labels, 64)
+        covered = {value: (maps == value).float().mean().item() for value in maps.unique().tolist() if value}
+        assert covered and set(covered) == {labels.pair(obj) for obj in image["objects"]} - {0}  # 0: not in train
+        for value, share in covered.items():
+            assert cells[row, value].mean().item() == pytest.approx(share, abs=1e-5)
+    model, _, _ = pretrain_encoder.build("resnet18", len(labels.names), cells.size(1) - 1, 1e-3,
+                                         torch.device("cpu"), "fp32")
+    logits, cell_logits = model.both(torch.zeros(2, 3, 64, 64))
+    assert logits.shape == (2, len(labels.names)) and cell_logits.shape == (2, cells.size(1), grid, grid)
+
+
 def test_pretraining_reports_every_epoch_and_saves_weights_train_can_load(synthetic_dir, tmp_path, one_thread):
     model, reports = pretrain_encoder.pretrain(synthetic_dir, 32, epochs=2, batch_size=8, say=lambda line: None)
     assert [report["epoch"] for report in reports] == [1, 2]
@@ -41,7 +89,7 @@ def test_pretraining_reports_every_epoch_and_saves_weights_train_can_load(synthe
     assert not any(name.startswith("fc.") for name in torch.load(path, weights_only=True))
     loaded, pretrained = load_backbone("resnet18", "yes", str(path))
     assert pretrained
-    torch.testing.assert_close(loaded.layer4[1].conv2.weight, model.layer4[1].conv2.weight)
+    torch.testing.assert_close(loaded.layer4[1].conv2.weight, model.net.layer4[1].conv2.weight)
 
 
 class _Oracle(torch.nn.Module):
