@@ -152,9 +152,9 @@ def test_word_maps_point_at_the_shapes_they_name(seeing_run):
     # Not on the tiny model of `captioner`: its 32-pixel inputs leave a 1x1 feature map, which cannot point anywhere.
     data, checkpoint = seeing_run
     result = wordmaps.pointing_game(Captioner(checkpoint, "cpu"), data, "test", progress=False)
-    assert result["words"] >= 50, result
-    # Measured on a 2-core Xeon: 25 hits of 80 shape words (0.31), against 0.084 for a random point (3x3 maps):
-    # 7 hits expected by chance. Random points would score that many or more with a probability of 4e-9.
+    assert result["words"] >= 30, result
+    # Measured on a 2-core Xeon: 24 hits of 57 shape words (0.42), against 0.088 for a random point (3x3 maps):
+    # 5 hits expected by chance. Random points would score that many or more with a probability of 2e-11.
     hits = round(result["hit_rate"] * result["words"])
     assert hits > result["random_rate"] * result["words"], result
     assert binomial_tail(hits, result["words"], result["random_rate"]) < 0.01, result
