@@ -20,9 +20,9 @@ background right one time in seven. And it learns where each object is: a second
 layer3's map (6 x 6 cells at 96 px), tells for each cell which colour-shape pair covers it (cross-entropy against the
 share of the cell each pair covers, the objects redrawn from their boxes). On textured backgrounds (the hard set)
 the labels alone taught colours and backgrounds but left shapes at chance after 10 epochs; with the map, the top
-shape of one-object images was right 53% of the time after 10 epochs, 76% after 14 (docs/EXPERIMENTS.md). After each epoch it reports on the val split: the top background, the top colour
-and the top shape of one-object images, and pair precision (of an image's k top-scoring pairs, k its number of
-distinct pairs, the share that are in it).
+shape of one-object images was right 53% of the time after 10 epochs, 76% after 14 (docs/EXPERIMENTS.md). After
+each epoch it reports on the val split: the top background, the top colour and the top shape of one-object images,
+and pair precision (of an image's k top-scoring pairs, k its number of distinct pairs, the share that are in it).
 
 Also a diagnostic: how fast does a CNN of a given size learn to see these shapes (`--image-size 64` vs 96)?
 """
@@ -182,7 +182,8 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor
 
 
 def cell_grid(image_size: int) -> int:
-    """Side of layer3's map for an image of image_size pixels (the stem and two stages each halve it, rounding up)."""
+    """Side of layer3's map for an image of image_size pixels (conv1, the max pool, layer2 and layer3 each halve it,
+    rounding up)."""
     for _ in range(4):
         image_size = -(-image_size // 2)
     return image_size
@@ -225,7 +226,8 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
              device: str = "auto", precision: str = "auto", say=lambda line: print(line, flush=True)
              ) -> tuple[Pretrainer, list[dict[str, float]]]:
     """Train a ResNet from scratch on the split's labels and object maps; returns it (net: the ResNet, with its label
-    classifier as fc) and one report per epoch. precision as for training (runtime.py: bf16 autocast only on CPUs that compute bf16 natively)."""
+    classifier as fc) and one report per epoch. precision as for training (runtime.py: bf16 autocast only on CPUs
+    that compute bf16 natively)."""
     data_dir = Path(data_dir)
     device = resolve_device(device)
     generator = torch.Generator().manual_seed(seed)
