@@ -120,11 +120,7 @@ def object_map(image: dict, labels: Labels, image_size: int, resize_size: int = 
     for obj in image["objects"]:  # in the order drawn: a later object covers an earlier one
         x, y, w, h = obj["bbox"]
         box = (x * scale - left, y * scale - top, w * scale, h * scale)
-        if obj["shape"] == "circle":
-            draw.ellipse([box[0], box[1], box[0] + box[2], box[1] + box[3]], fill=labels.pair(obj))
-        else:
-            outline = synthetic_hard.outline_of(obj["shape"])
-            draw.polygon(synthetic_data.fitted_outline(outline, box), fill=labels.pair(obj))
+        synthetic_data.draw_shape(draw, obj["shape"], box, synthetic_hard.outline_of, fill=labels.pair(obj))
     return torch.from_numpy(np.asarray(canvas, dtype=np.int64))
 
 

@@ -199,6 +199,17 @@ def fitted_outline(unit: np.ndarray, bbox: Sequence[float]) -> list[tuple[float,
     return [tuple(p) for p in points.tolist()]
 
 
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, bbox: Sequence[float],
+               unit_of: Callable[[str], np.ndarray] = _outline, **style) -> None:
+    """Draw one shape filling its box (x, y, width, height): an ellipse for a circle, else the shape's unit polygon
+    (unit_of(shape)) stretched to the box. style goes to Pillow's ellipse and polygon (fill, outline, width)."""
+    x, y, w, h = bbox
+    if shape == "circle":
+        draw.ellipse([x, y, x + w, y + h], **style)
+    else:
+        draw.polygon(fitted_outline(unit_of(shape), bbox), **style)
+
+
 def draw_scene(rng: np.random.Generator, scene: Scene) -> Image.Image:
     """Render a scene: a background with a mild gradient, flat shapes, and light pixel noise over everything."""
     height, width = scene.height, scene.width
@@ -214,11 +225,7 @@ def draw_scene(rng: np.random.Generator, scene: Scene) -> Image.Image:
     draw = ImageDraw.Draw(image)
     for shape in scene.shapes:
         fill = tuple(int(v) for v in np.clip(np.array(COLOURS[shape.colour]) + rng.integers(-12, 13, size=3), 0, 255))
-        x, y, w, h = shape.bbox
-        if shape.shape == "circle":
-            draw.ellipse([x, y, x + w, y + h], fill=fill)
-        else:
-            draw.polygon(fitted_outline(_outline(shape.shape), shape.bbox), fill=fill)
+        draw_shape(draw, shape.shape, shape.bbox, fill=fill)
     noise = rng.standard_normal(size=(height, width, 3), dtype=np.float32) * 4.0
     pixels = np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels, "RGB")

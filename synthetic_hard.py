@@ -252,12 +252,7 @@ def draw_scene(rng: np.random.Generator, scene: HardScene) -> Image.Image:
         colour = np.clip(np.array(COLOURS[shape.colour]) + rng.integers(-12, 13, size=3), 0, 255)
         fill = tuple(int(v) for v in colour)
         outline = tuple(int(v) for v in colour * 0.45)  # darker: an object on its own colour keeps its edge
-        x, y, w, h = shape.bbox
-        if shape.shape == "circle":
-            draw.ellipse([x, y, x + w, y + h], fill=fill, outline=outline, width=line)
-        else:
-            draw.polygon(synthetic_data.fitted_outline(outline_of(shape.shape), shape.bbox), fill=fill,
-                         outline=outline, width=line)
+        synthetic_data.draw_shape(draw, shape.shape, shape.bbox, outline_of, fill=fill, outline=outline, width=line)
     noise = rng.standard_normal(size=(scene.height, scene.width, 3), dtype=np.float32) * 4.0
     return Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8), "RGB")
 
