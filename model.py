@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from files import sha256_file
 from runtime import autocast
@@ -238,10 +237,14 @@ class DecoderRNN(nn.Module):
         """The LSTM outputs of forward(), before the output layer: (batch, T, hidden); zero at padding."""
         words = self.dropout(self.embed(captions[:, :-1]))  # (batch, T-1, embed)
         inputs = torch.cat([features.unsqueeze(1), words], dim=1)  # (batch, T, embed)
+        hidden = self.lstm(inputs)[0]
         if lengths is None:
-            return self.lstm(inputs)[0]
-        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        return pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=captions.size(1))[0]
+            return hidden
+        # The LSTM runs over the padding too: an output depends only on the inputs before it, so a caption's outputs
+        # are those of its own length, and zeroing the rest is cheaper than packing the batch (whose backward pass
+        # builds a batch-sized gradient for every time step).
+        real = torch.arange(captions.size(1), device=captions.device) < lengths.to(captions.device).unsqueeze(1)
+        return hidden * real.unsqueeze(-1)
 
     def scores(self, hidden: torch.Tensor) -> torch.Tensor:
         """Word scores for LSTM outputs: (..., hidden) -> (..., vocab)."""

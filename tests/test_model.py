@@ -138,6 +138,24 @@ def test_decoder_forward_shape_and_padding():
     assert unpadded.shape == (2, 9, VOCAB)
 
 
+def test_padded_batch_gives_each_caption_its_own_hidden_states_and_gradients():
+    """The LSTM runs over the padding of shorter captions: their real positions must not notice, nor the gradients."""
+    torch.manual_seed(0)
+    decoder = DecoderRNN(16, 32, VOCAB)
+    features, captions, lengths = torch.randn(3, 16), torch.randint(3, VOCAB, (3, 8)), torch.tensor([8, 5, 2])
+    hidden = decoder.hidden_states(features, captions, lengths)
+    assert (hidden[1, 5:] == 0).all() and (hidden[2, 2:] == 0).all()
+    batch_gradients = torch.autograd.grad(hidden.square().sum(), list(decoder.lstm.parameters()))
+    alone_gradients = [torch.zeros_like(g) for g in batch_gradients]
+    for row, length in enumerate(lengths.tolist()):
+        alone = decoder.hidden_states(features[row:row + 1], captions[row:row + 1, :length])
+        assert torch.allclose(alone[0], hidden[row, :length], atol=1e-6)
+        for total, part in zip(alone_gradients, torch.autograd.grad(alone.square().sum(),
+                                                                    list(decoder.lstm.parameters()))):
+            total += part
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(batch_gradients, alone_gradients))
+
+
 def test_forward_matches_step_by_step_decoding():
     torch.manual_seed(0)
     decoder = DecoderRNN(16, 32, VOCAB).eval()
