@@ -52,7 +52,7 @@ from config import Config, make_config
 from data_loader import IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, Preprocess, get_loader, load_image
 from files import write_json_atomic
 from features import EXTRACT_BATCH, FeatureStore, feature_store
-from model import DecoderRNN
+from model import DecoderRNN, layer3_side
 from runtime import autocast_dtype, resolve_device
 from vocabulary import Vocabulary, build_vocabulary
 
@@ -371,7 +371,7 @@ def bench_training_step(settings: BenchSettings, device: torch.device) -> tuple[
     labels = len(synthetic_data.BACKGROUNDS) + colours + shapes + colours * shapes
     images = torch.randn(recipe.batch_size, 3, recipe.image_size, recipe.image_size, generator=generator)
     targets = (torch.rand(recipe.batch_size, labels, generator=generator) < 0.05).float()
-    grid = pretrain_encoder.cell_grid(recipe.image_size)
+    grid = layer3_side(recipe.image_size)
     cells = torch.rand(recipe.batch_size, colours * shapes + 1, grid, grid, generator=generator).softmax(1)
 
     def step(backbone: str, precision: str) -> Callable[[], int]:

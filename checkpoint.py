@@ -95,7 +95,8 @@ def build_models(state: dict[str, Any], device: str | torch.device = "cpu"
         raise CheckpointError(f"the checkpoint's settings or vocabulary are not usable: {error}") from None
     check_sizes(state, config, vocab)
     # The weights come from the checkpoint, so never fetch ImageNet weights here.
-    encoder = EncoderCNN(config.embed_size, config.backbone, pretrained="no", train_backbone="no")
+    encoder = EncoderCNN(config.embed_size, config.backbone, pretrained="no", train_backbone="no",
+                         attention=config.attention)
     decoder = make_decoder(config, vocab)
     load_weights(encoder, state["encoder"], "encoder")
     load_weights(decoder, state["decoder"], "decoder")
@@ -124,7 +125,8 @@ def check_sizes(state: dict[str, Any], config: Config, vocab: Vocabulary) -> Non
 def make_decoder(config: Config, vocab: Vocabulary) -> DecoderRNN:
     """The decoder the config describes, sized for the vocabulary."""
     return DecoderRNN(config.embed_size, config.hidden_size, len(vocab), config.num_layers, config.dropout,
-                      start_index=vocab.start_index, end_index=vocab.end_index, pad_index=vocab.pad_index)
+                      start_index=vocab.start_index, end_index=vocab.end_index, pad_index=vocab.pad_index,
+                      attention=config.attention)
 
 
 def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], name: str) -> None:

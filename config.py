@@ -71,6 +71,8 @@ class Config:
     num_layers: int = 1  # LSTM layers
     dropout: float = 0.0  # dropout on word embeddings and on the LSTM output
     bow_loss_weight: float = 0.0  # weight of the auxiliary "which words are in this image's captions" loss
+    attention: bool = False  # the decoder also attends, word by word, over the cells of the CNN's third stage
+    # (layer3: 14 x 14 at 224 px, as in Show, Attend and Tell); the pooled last stage stays its first input
 
     # --- optimisation ---------------------------------------------------------------------------------------
     epochs: int = 3  # cross-entropy epochs (the self-critical ones, scst_epochs, come after them)

@@ -78,7 +78,8 @@ def cache_key(encoder: EncoderCNN, config: Config, split: str, device: torch.dev
             "transform": repr(Preprocess(config.image_size, config.resize_size)),
             "decode": f"jpeg draft >= {DRAFT_TOLERANCE} x resize_size",
             "precision": str(autocast_dtype(device, config.precision)), "annotations": annotations.name,
-            "annotations_size": stat.st_size, "annotations_mtime_ns": stat.st_mtime_ns}
+            "annotations_size": stat.st_size, "annotations_mtime_ns": stat.st_mtime_ns,
+            **({"cells": "layer3"} if encoder.attention else {})}
 
 
 def feature_store(encoder: EncoderCNN, config: Config, split: str, device: torch.device,
@@ -155,7 +156,7 @@ def extract_features(encoder: EncoderCNN, config: Config, split: str, device: to
                         rank=distributed.rank(), world_size=ranks)
     image_ids = loader.dataset.image_ids
     row = {image_id: index for index, image_id in enumerate(image_ids)}
-    shape = (len(image_ids), encoder.feature_size)
+    shape = (len(image_ids), encoder.features_width(config.image_size))
     shared = distributed.from_main(lambda: shared_array(array_path, shape)) if ranks > 1 else None
     array = np.lib.format.open_memmap(shared, mode="r+") if shared else np.zeros(shape, dtype=np.float16)
     missing: list[int] = []
@@ -176,7 +177,7 @@ def extract_features(encoder: EncoderCNN, config: Config, split: str, device: to
     else:
         with atomic_write(array_path) as file:
             np.save(file, array)
-    return {"image_ids": image_ids, "missing": missing, "feature_size": encoder.feature_size}
+    return {"image_ids": image_ids, "missing": missing, "feature_size": shape[1]}
 
 
 def shared_array(array_path: Path, shape: tuple[int, int]) -> Path:

@@ -134,21 +134,44 @@ def zero_init_residual(resnet: nn.Module) -> None:
             nn.init.zeros_(module.bn2.weight)
 
 
+def layer3_side(image_size: int) -> int:
+    """Side of a ResNet's layer3 map for an image of image_size pixels: conv1, the max pool, layer2 and layer3 each
+    halve it, rounding up (14 at 224 px, 6 at 96 px)."""
+    for _ in range(4):
+        image_size = -(-image_size // 2)
+    return image_size
+
+
 class EncoderCNN(nn.Module):
-    """ResNet without its classifier, global-pooled and flattened, then a Linear projection to embed_size."""
+    """ResNet without its classifier, global-pooled and flattened, then a Linear projection to embed_size.
+
+    With attention, the image is also the cells of layer3's map, each projected to embed_size, for the decoder to
+    attend over; the pooled last stage stays the image's summary. An image's features, as the feature cache holds
+    them, are then the pooled vector followed by the flattened cells.
+    """
 
     def __init__(self, embed_size: int, backbone: str = "resnet50", pretrained: str = "auto",
-                 train_backbone: str = "auto", weights: str = "DEFAULT") -> None:
+                 train_backbone: str = "auto", weights: str = "DEFAULT", attention: bool = False) -> None:
         super().__init__()
         resnet, self.pretrained = load_backbone(backbone, pretrained, weights)
         self.feature_size = resnet.fc.in_features  # 2048 for ResNet-50
+        self.cell_size = resnet.layer4[0].conv1.in_channels if attention else 0  # layer3's channels: 1024, 256
         self.backbone = nn.Sequential(*list(resnet.children())[:-1])  # everything up to and including avgpool
         self.embed = nn.Linear(self.feature_size, embed_size)
+        self.embed_cells = nn.Linear(self.cell_size, embed_size) if attention else None
         # Freezing random weights makes useless features, so "auto" freezes only what was pretrained.
         trainable = {"yes": True, "no": False, "auto": not self.pretrained}[train_backbone]
         if trainable and not self.pretrained:
             zero_init_residual(resnet)
         self.set_backbone_trainable(trainable)
+
+    @property
+    def attention(self) -> bool:
+        return self.embed_cells is not None
+
+    def features_width(self, image_size: int) -> int:
+        """Numbers per image in pooled_features() (and in a row of the feature cache) at that crop size."""
+        return self.feature_size + self.cell_size * layer3_side(image_size) ** 2
 
     def set_backbone_trainable(self, trainable: bool, last_stages: int | None = None) -> None:
         """Freeze or unfreeze the backbone; with last_stages, unfreeze only the deepest ResNet stages."""
@@ -177,42 +200,80 @@ class EncoderCNN(nn.Module):
         return self
 
     def pooled_features(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-        """(batch, 3, H, W) images -> (batch, feature_size) pooled backbone features."""
+        """(batch, 3, H, W) images -> (batch, features_width) image features: pooled, then (attention) the cells."""
         return self.pool(self.feature_map(images, precision))
 
     def feature_map(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-        """(batch, 3, H, W) images -> (batch, feature_size, H/32, W/32): the last convolutional stage's output.
+        """(batch, 3, H, W) images -> (batch, C, h, w): the map the features are made of, the last convolutional
+        stage's output (H/32 x W/32), or layer3's (H/16 x W/16) with attention. Word maps are drawn on it.
 
         The one way the CNN runs, in training, captioning, word maps and the feature cache alike: on channels_last
         images (what oneDNN and cuDNN convolve fastest), under the autocast that precision picks for the device.
         """
         images = images.contiguous(memory_format=torch.channels_last)
         with autocast(images.device, precision):
-            return self.backbone[:-1](images)
+            return self.backbone[:-2 if self.attention else -1](images)
 
     def pool(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """(batch, feature_size, h, w) feature map -> (batch, feature_size), averaged over space."""
-        return self.backbone[-1](feature_map).flatten(1)
+        """(batch, C, h, w) feature map -> (batch, features_width): averaged over space; with attention, layer3's
+        map goes through layer4 first, and its cells follow the average."""
+        if not self.attention:
+            return self.backbone[-1](feature_map).flatten(1)
+        pooled = self.backbone[-1](self.backbone[-2](feature_map)).flatten(1)
+        return torch.cat([pooled, feature_map.flatten(2).transpose(1, 2).flatten(1)], dim=1)
 
     def forward(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-        """(batch, 3, H, W) images -> (batch, embed_size) image features."""
+        """(batch, 3, H, W) images -> image features: (batch, embed_size), or with attention (batch, 1 + cells,
+        embed_size), the pooled feature first."""
         return self.project(self.pooled_features(images, precision))
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
-        """(batch, feature_size) pooled features (e.g. from the feature cache) -> (batch, embed_size)."""
-        return self.embed(pooled.float())
+        """(batch, features_width) features (e.g. from the feature cache) -> (batch, embed_size), or with attention
+        (batch, 1 + cells, embed_size): the projected pooled feature, then each projected cell."""
+        pooled = pooled.float()
+        if not self.attention:
+            return self.embed(pooled)
+        cells = pooled[:, self.feature_size:].unflatten(1, (-1, self.cell_size))  # (batch, cells, cell_size)
+        return torch.cat([self.embed(pooled[:, :self.feature_size]).unsqueeze(1), self.embed_cells(cells)], dim=1)
+
+
+class Attention(nn.Module):
+    """Soft attention over an image's cells (Show, Attend and Tell, Xu et al. 2015, with its gate): where to look
+    for the next word, given the LSTM's state."""
+
+    def __init__(self, embed_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.keys = nn.Linear(embed_size, embed_size)  # applied once per image: cells -> keys
+        self.query = nn.Linear(hidden_size, embed_size)
+        self.score = nn.Linear(embed_size, 1)
+        self.gate = nn.Linear(hidden_size, embed_size)  # how much of the image this word needs
+
+    def forward(self, hidden: torch.Tensor, cells: torch.Tensor, keys: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, hidden) state, (batch, cells, embed) cells and their keys -> (batch, embed) gated context and
+        (batch, cells) attention weights."""
+        weights = self.score(torch.tanh(keys + self.query(hidden).unsqueeze(1))).squeeze(-1).softmax(dim=-1)
+        context = (weights.unsqueeze(-1) * cells).sum(dim=1) * torch.sigmoid(self.gate(hidden))
+        return context, weights
 
 
 class DecoderRNN(nn.Module):
-    """LSTM language model conditioned on the image: the image feature is the first input, then the words."""
+    """LSTM language model conditioned on the image: the image feature is the first input, then the words.
+
+    With attention, the image features are (batch, 1 + cells, embed): the first input is the pooled feature with
+    the cells' mean, and each word comes with a context the decoder attends to among the cells. Its state is then
+    (h, c, cells, keys), every part with the batch on dimension 1, so that beam search reorders it like (h, c).
+    """
 
     def __init__(self, embed_size: int, hidden_size: int, vocab_size: int, num_layers: int = 1,
-                 dropout: float = 0.0, start_index: int = 1, end_index: int = 2, pad_index: int = 0) -> None:
+                 dropout: float = 0.0, start_index: int = 1, end_index: int = 2, pad_index: int = 0,
+                 attention: bool = False) -> None:
         super().__init__()
         self.start_index, self.end_index, self.pad_index = start_index, end_index, pad_index
         self.embed = nn.Embedding(vocab_size, embed_size)
-        self.lstm = nn.LSTM(embed_size, hidden_size, num_layers, batch_first=True,
+        self.lstm = nn.LSTM(embed_size * (2 if attention else 1), hidden_size, num_layers, batch_first=True,
                             dropout=dropout if num_layers > 1 else 0.0)
+        self.attend = Attention(embed_size, hidden_size) if attention else None
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(hidden_size, vocab_size)
         # Auxiliary head: which words occur in the image's captions. It gives the encoder a direct, dense signal,
@@ -225,19 +286,28 @@ class DecoderRNN(nn.Module):
 
     def forward(self, features: torch.Tensor, captions: torch.Tensor,
                 lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher-forced scores: (batch, embed) features, (batch, T) captions -> (batch, T, vocab) scores.
+        """Teacher-forced scores: (batch, embed) features (with attention (batch, 1 + cells, embed)), (batch, T)
+        captions -> (batch, T, vocab) scores.
 
         As in the original, output t predicts captions[:, t]; the inputs are the image then captions[:, :-1].
-        With lengths, padding is skipped by packing and its scores are those of a zero hidden state.
+        With lengths, the scores at padding are those of a zero hidden state.
         """
         return self.scores(self.hidden_states(features, captions, lengths))  # (batch, T, vocab)
 
     def hidden_states(self, features: torch.Tensor, captions: torch.Tensor,
                       lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The LSTM outputs of forward(), before the output layer: (batch, T, hidden); zero at padding."""
+        self.check_features(features)
         words = self.dropout(self.embed(captions[:, :-1]))  # (batch, T-1, embed)
-        inputs = torch.cat([features.unsqueeze(1), words], dim=1)  # (batch, T, embed)
-        hidden = self.lstm(inputs)[0]
+        if self.attend is None:
+            hidden = self.lstm(torch.cat([features.unsqueeze(1), words], dim=1))[0]  # (batch, T, hidden)
+        else:  # the context of each word depends on the state before it: one step at a time
+            output, state = self.look(features)
+            outputs = [output]
+            for position in range(words.size(1)):
+                output, state = self.attentive_step(words[:, position], state)
+                outputs.append(output)
+            hidden = torch.stack(outputs, dim=1)
         if lengths is None:
             return hidden
         # The LSTM runs over the padding too: an output depends only on the inputs before it, so a caption's outputs
@@ -246,25 +316,53 @@ class DecoderRNN(nn.Module):
         real = torch.arange(captions.size(1), device=captions.device) < lengths.to(captions.device).unsqueeze(1)
         return hidden * real.unsqueeze(-1)
 
+    def check_features(self, features: torch.Tensor) -> None:
+        """ValueError unless the features are the kind this decoder reads: pooled, or pooled and cells."""
+        if features.dim() != (3 if self.attend is not None else 2):
+            kind = "attends over image cells" if self.attend is not None else "reads one pooled feature per image"
+            raise ValueError(f"this decoder {kind}, but the image features are {tuple(features.shape)}: build the "
+                             f"EncoderCNN with the decoder's attention setting (config.attention)")
+
+    def look(self, features: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Attention decoder, first input: (batch, 1 + cells, embed) -> (batch, hidden) output, state (h, c, cells,
+        keys)."""
+        summary, cells = features[:, 0], features[:, 1:]
+        output, (h, c) = self.lstm(torch.cat([summary, cells.mean(dim=1)], dim=1).unsqueeze(1))
+        return output.squeeze(1), (h, c, cells.transpose(0, 1), self.attend.keys(cells).transpose(0, 1))
+
+    def attentive_step(self, words: torch.Tensor, state: tuple[torch.Tensor, ...]
+                       ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Attention decoder, one word: (batch, embed) embedded words -> (batch, hidden) output, new state."""
+        h, c, cells, keys = state
+        context, _ = self.attend(h[-1], cells.transpose(0, 1), keys.transpose(0, 1))
+        output, (h, c) = self.lstm(torch.cat([words, context], dim=1).unsqueeze(1), (h, c))
+        return output.squeeze(1), (h, c, cells, keys)
+
     def scores(self, hidden: torch.Tensor) -> torch.Tensor:
         """Word scores for LSTM outputs: (..., hidden) -> (..., vocab)."""
         return self.fc(self.dropout(hidden))
 
     def bow_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """(batch, embed) features -> (batch, vocab) logits of each word occurring in the image's captions."""
-        return self.bow_head(features)
+        """Image features -> (batch, vocab) logits of each word occurring in the image's captions (from the pooled
+        feature alone when there are cells)."""
+        return self.bow_head(features if features.dim() == 2 else features[:, 0])
 
-    def init_state(self, features: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def init_state(self, features: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Feed the image then <start>: returns the first word's log-probabilities (batch, vocab) and the state."""
-        _, state = self.lstm(features.unsqueeze(1))
+        self.check_features(features)
+        state = self.lstm(features.unsqueeze(1))[1] if self.attend is None else self.look(features)[1]
         start = torch.full((features.size(0),), self.start_index, dtype=torch.long, device=features.device)
         return self.step(start, state)
 
-    def step(self, words: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
-             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def step(self, words: torch.Tensor, state: tuple[torch.Tensor, ...]
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """One decoding step: (batch,) word ids -> (batch, vocab) log-probabilities of the next word, new state."""
-        hidden, state = self.lstm(self.embed(words).unsqueeze(1), state)
-        return F.log_softmax(self.fc(hidden.squeeze(1)), dim=-1), state
+        if self.attend is None:
+            hidden, state = self.lstm(self.embed(words).unsqueeze(1), state)
+            hidden = hidden.squeeze(1)
+        else:
+            hidden, state = self.attentive_step(self.embed(words), state)
+        return F.log_softmax(self.fc(hidden), dim=-1), state
 
     @torch.no_grad()
     def greedy(self, features: torch.Tensor, max_len: int = 20) -> torch.Tensor:

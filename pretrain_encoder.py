@@ -45,7 +45,7 @@ import synthetic_hard
 from annotations import annotation_path, image_path, load_coco
 from data_loader import Preprocess, load_image
 from files import atomic_write
-from model import zero_init_residual
+from model import layer3_side, zero_init_residual
 from runtime import autocast, autocast_dtype, resolve_device
 
 
@@ -177,14 +177,6 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor
             "shape": top_right("shapes", one), "pairs": hits / max(k.sum().item(), 1)}
 
 
-def cell_grid(image_size: int) -> int:
-    """Side of layer3's map for an image of image_size pixels (conv1, the max pool, layer2 and layer3 each halve it,
-    rounding up)."""
-    for _ in range(4):
-        image_size = -(-image_size // 2)
-    return image_size
-
-
 def build(backbone: str, labels: int, pairs: int, lr: float, device: torch.device, precision: str
           ) -> tuple[Pretrainer, torch.optim.Optimizer, torch.amp.GradScaler]:
     """A ResNet from scratch with a classifier of `labels` outputs and a map head of `pairs` + 1 classes, its Adam,
@@ -234,7 +226,7 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
     train_x, train_y, _ = load_split(data_dir, "train", train_images, labels, image_size, resize_size)
     val_x, val_y, val_counts = load_split(data_dir, "val", split_images(data_dir, "val", max_images), labels,
                                           image_size, resize_size)
-    train_cells = cell_targets(train_images, labels, image_size, resize_size, cell_grid(image_size))
+    train_cells = cell_targets(train_images, labels, image_size, resize_size, layer3_side(image_size))
     model, optimizer, scaler = build(backbone, len(labels.names), train_cells.size(1) - 1, lr, device, precision)
     steps_per_epoch = len(train_x) // batch_size
     if steps_per_epoch == 0:

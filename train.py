@@ -153,16 +153,17 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
     if config.pretrain_epochs:  # the CNN this run pretrained on the synthetic objects (pretrain_stage), used as
         # ImageNet weights are: frozen unless train_backbone says yes
         encoder = EncoderCNN(config.embed_size, config.backbone, "yes", config.train_backbone,
-                             str(Path(config.out) / PRETRAINED_NAME))
+                             str(Path(config.out) / PRETRAINED_NAME), config.attention)
     else:
         encoder = EncoderCNN(config.embed_size, config.backbone, config.pretrained, config.train_backbone,
-                             config.weights)
+                             config.weights, config.attention)
     decoder = make_decoder(config, vocab)
     encoder.to(device, memory_format=torch.channels_last)
     decoder.to(device)
     # Frozen backbone parameters sit in the optimizer too (Adam skips them while they get no gradient), so the
     # optimizer's layout never changes when fine-tuning starts and a resumed run loads its state unchanged.
-    head = list(encoder.embed.parameters()) + list(decoder.parameters())
+    head = [parameter for name, parameter in encoder.named_parameters() if not name.startswith("backbone.")]
+    head += list(decoder.parameters())
     optimizer = torch.optim.Adam([{"params": head, "lr": config.lr},
                                   {"params": list(encoder.backbone.parameters()), "lr": config.backbone_lr}],
                                  weight_decay=config.weight_decay, fused=True)  # one kernel for all tensors
@@ -443,7 +444,8 @@ def replicated(run: Run, compute, *args):
         # the cache stands in for) has no gradients, which DDP leaves out by itself.
         parts = [run.decoder]
         if not scst:
-            parts += [run.encoder.embed] + ([run.encoder.backbone] if backbone else [])
+            parts += [run.encoder.embed] + ([run.encoder.embed_cells] if run.encoder.attention else [])
+            parts += [run.encoder.backbone] if backbone else []
         unused = scst or not run.config.bow_loss_weight
         run.replica = ((scst, backbone), distributed.replicate(parts, find_unused_parameters=unused))
     return run.replica[1](compute, *args)

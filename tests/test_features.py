@@ -19,10 +19,10 @@ from vocabulary import Vocabulary
 CPU = torch.device("cpu")
 
 
-def make_encoder(seed: int = 0) -> EncoderCNN:
+def make_encoder(seed: int = 0, attention: bool = False) -> EncoderCNN:
     """A frozen ResNet-18 with random weights fixed by seed."""
     torch.manual_seed(seed)
-    return EncoderCNN(32, "resnet18", pretrained="no", train_backbone="no")
+    return EncoderCNN(32, "resnet18", pretrained="no", train_backbone="no", attention=attention)
 
 
 def count_backbone_runs(monkeypatch, encoder: EncoderCNN) -> dict[str, int]:
@@ -73,9 +73,12 @@ def test_cache_made_with_other_settings_is_rebuilt(synthetic_dir, tmp_path, monk
     assert not torch.allclose(new.get(image_id), old.get(image_id))
 
 
-def test_cached_features_equal_the_encoders_pooled_features(synthetic_dir, tmp_path):
-    config = tiny_config(synthetic_dir, tmp_path / "run", precision="fp32")
-    encoder = make_encoder().eval()
+@pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])
+def test_cached_features_equal_the_encoders_pooled_features(synthetic_dir, tmp_path, attention):
+    config = tiny_config(synthetic_dir, tmp_path / "run", precision="fp32", attention=attention)
+    encoder = make_encoder(attention=attention).eval()
+    if attention:  # the same backbone's pooled cache beside it is not taken for this one
+        feature_store(make_encoder().eval(), config, "test", CPU, cache_dir=tmp_path / "cache", progress=False)
     store = feature_store(encoder, config, "test", CPU, cache_dir=tmp_path / "cache", progress=False)
     dataset = get_loader(None, mode="test", data_dir=synthetic_dir, split="test").dataset
     transform = Preprocess(config.image_size, config.resize_size, train=False)
@@ -84,7 +87,7 @@ def test_cached_features_equal_the_encoders_pooled_features(synthetic_dir, tmp_p
         with torch.no_grad():
             expected = encoder.pooled_features(image.unsqueeze(0))[0]  # (feature_size,)
         cached = store.get(image_id)
-        assert cached.dtype == torch.float32 and cached.shape == (encoder.feature_size,)
+        assert cached.dtype == torch.float32 and cached.shape == (encoder.features_width(config.image_size),)
         # The cache stores float16: about three significant digits.
         torch.testing.assert_close(cached, expected, rtol=2e-3, atol=1e-3)
 
@@ -121,7 +124,7 @@ def test_frozen_backbone_trains_from_the_cache(synthetic_dir, tmp_path, monkeypa
     run = train.build_run(config)
     assert train.use_feature_cache(run)
     batch = next(iter(train.make_loader(run, "train", "train")))
-    assert batch.images.shape == (len(batch.image_ids), run.encoder.feature_size)  # (images, feature_size)
+    assert batch.images.shape == (len(batch.image_ids), run.encoder.features_width(config.image_size))
     steps = {"count": 0}
     real_step = train.train_step
 

@@ -13,6 +13,11 @@ from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, weights_
 VOCAB = 20
 
 
+def image_features(batch: int, embed: int, attention: bool) -> torch.Tensor:
+    """Random projected image features: (batch, embed), or with attention (batch, 1 + 6 cells, embed)."""
+    return torch.randn(batch, 1 + 6, embed) if attention else torch.randn(batch, embed)
+
+
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch):
     """An empty torch hub cache in tmp_path, and any download attempt fails as it does offline."""
@@ -28,6 +33,19 @@ def test_encoder_output_shape_and_trainable_random_backbone(offline_hub):
     encoder = EncoderCNN(24, "resnet18", pretrained="no")
     assert encoder(torch.randn(3, 3, 32, 32)).shape == (3, 24)
     assert encoder.backbone_trainable  # auto: a random backbone must learn
+
+
+def test_with_attention_an_image_is_its_pooled_feature_and_its_layer3_cells(offline_hub):
+    encoder = EncoderCNN(24, "resnet18", pretrained="no", attention=True).eval()
+    images = torch.randn(2, 3, 64, 64)
+    flat = encoder.pooled_features(images)  # what the feature cache holds: 512 pooled, then 4 x 4 cells of 256
+    assert flat.shape == (2, encoder.features_width(64)) == (2, 512 + 16 * 256)
+    resnet = torch.nn.Sequential(*encoder.backbone[:-2])
+    assert torch.allclose(flat[:, 512:].view(2, 16, 256), resnet(images).flatten(2).transpose(1, 2), atol=1e-5)
+    assert torch.allclose(flat[:, :512], encoder.backbone(images).flatten(1), atol=1e-5)
+    features = encoder.project(flat)
+    assert features.shape == (2, 17, 24) and torch.equal(features, encoder(images))
+    assert torch.allclose(features[:, 0], encoder.embed(flat[:, :512]))
 
 
 @pytest.mark.parametrize("backbone, last_norm", [("resnet18", "bn2"), ("resnet50", "bn3")])
@@ -138,11 +156,21 @@ def test_decoder_forward_shape_and_padding():
     assert unpadded.shape == (2, 9, VOCAB)
 
 
-def test_padded_batch_gives_each_caption_its_own_hidden_states_and_gradients():
+def test_a_decoder_given_the_other_kind_of_features_says_what_to_fix():
+    captions = torch.randint(3, VOCAB, (2, 5))
+    with pytest.raises(ValueError, match="attends over image cells.*config.attention"):
+        DecoderRNN(16, 32, VOCAB, attention=True)(torch.randn(2, 16), captions)
+    with pytest.raises(ValueError, match="reads one pooled feature per image.*config.attention"):
+        DecoderRNN(16, 32, VOCAB).greedy(torch.randn(2, 7, 16))
+
+
+@pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])
+def test_padded_batch_gives_each_caption_its_own_hidden_states_and_gradients(attention):
     """The LSTM runs over the padding of shorter captions: their real positions must not notice, nor the gradients."""
     torch.manual_seed(0)
-    decoder = DecoderRNN(16, 32, VOCAB)
-    features, captions, lengths = torch.randn(3, 16), torch.randint(3, VOCAB, (3, 8)), torch.tensor([8, 5, 2])
+    decoder = DecoderRNN(16, 32, VOCAB, attention=attention)
+    features, captions = image_features(3, 16, attention), torch.randint(3, VOCAB, (3, 8))
+    lengths = torch.tensor([8, 5, 2])
     hidden = decoder.hidden_states(features, captions, lengths)
     assert (hidden[1, 5:] == 0).all() and (hidden[2, 2:] == 0).all()
     batch_gradients = torch.autograd.grad(hidden.square().sum(), list(decoder.lstm.parameters()))
@@ -156,10 +184,11 @@ def test_padded_batch_gives_each_caption_its_own_hidden_states_and_gradients():
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(batch_gradients, alone_gradients))
 
 
-def test_forward_matches_step_by_step_decoding():
+@pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])
+def test_forward_matches_step_by_step_decoding(attention):
     torch.manual_seed(0)
-    decoder = DecoderRNN(16, 32, VOCAB).eval()
-    features, captions = torch.randn(2, 16), torch.randint(3, VOCAB, (2, 6))
+    decoder = DecoderRNN(16, 32, VOCAB, attention=attention).eval()
+    features, captions = image_features(2, 16, attention), torch.randint(3, VOCAB, (2, 6))
     captions[:, 0] = decoder.start_index
     teacher = torch.log_softmax(decoder(features, captions), dim=-1)
     log_probs, state = decoder.init_state(features)
@@ -168,26 +197,28 @@ def test_forward_matches_step_by_step_decoding():
     assert torch.allclose(teacher[:, 2], log_probs, atol=1e-5)
 
 
-def test_greedy_sampling_stops_each_sequence_at_end():
+@pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])
+def test_greedy_sampling_stops_each_sequence_at_end(attention):
     torch.manual_seed(0)
-    decoder = DecoderRNN(16, 32, VOCAB).eval()
+    decoder = DecoderRNN(16, 32, VOCAB, attention=attention).eval()
     with torch.no_grad():
         decoder.fc.bias[decoder.end_index] = 50.0  # <end> dominates: every caption is just <end>
-    out = decoder.greedy(torch.randn(3, 16), max_len=10)
+    out = decoder.greedy(image_features(3, 16, attention), max_len=10)
     assert out.shape == (3, 1) and (out[:, 0] == decoder.end_index).all()
     torch.manual_seed(1)
-    decoder = DecoderRNN(16, 32, VOCAB).eval()
-    out = decoder.greedy(torch.randn(8, 16), max_len=15)
+    decoder = DecoderRNN(16, 32, VOCAB, attention=attention).eval()
+    out = decoder.greedy(image_features(8, 16, attention), max_len=15)
     for row in out.tolist():
         if decoder.end_index in row:
             after = row[row.index(decoder.end_index) + 1:]
             assert all(word == decoder.pad_index for word in after)
 
 
-def test_batched_greedy_equals_one_at_a_time():
+@pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])
+def test_batched_greedy_equals_one_at_a_time(attention):
     torch.manual_seed(2)
-    decoder = DecoderRNN(16, 32, VOCAB).eval()
-    features = torch.randn(5, 16)
+    decoder = DecoderRNN(16, 32, VOCAB, attention=attention).eval()
+    features = image_features(5, 16, attention)
     batched = decoder.greedy(features, max_len=12)
     for index in range(5):
         single = decoder.greedy(features[index:index + 1], max_len=12)[0]
@@ -205,12 +236,13 @@ def sequence_log_prob(decoder: DecoderRNN, features: torch.Tensor, words: list[i
     return total
 
 
-def test_beam_of_one_is_greedy_and_wider_beams_find_likelier_captions():
+@pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])
+def test_beam_of_one_is_greedy_and_wider_beams_find_likelier_captions(attention):
     torch.manual_seed(3)
-    decoder = DecoderRNN(16, 32, VOCAB).eval()
+    decoder = DecoderRNN(16, 32, VOCAB, attention=attention).eval()
     with torch.no_grad():
         decoder.fc.bias[decoder.end_index] = 2.0  # captions end within the limit
-    features = torch.randn(6, 16)
+    features = image_features(6, 16, attention)
     greedy = decoder.greedy(features, max_len=10)
     assert torch.equal(decoder.beam_search(features, beam_size=1, max_len=10), greedy)
     beam = decoder.beam_search(features, beam_size=4, max_len=10)
@@ -223,21 +255,23 @@ def test_beam_of_one_is_greedy_and_wider_beams_find_likelier_captions():
         assert decoder.end_index not in beam_words[:-1]  # nothing after <end> but padding
 
 
-def test_beam_search_sequences_end_at_end_token():
+@pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])
+def test_beam_search_sequences_end_at_end_token(attention):
     torch.manual_seed(4)
-    decoder = DecoderRNN(16, 32, VOCAB).eval()
+    decoder = DecoderRNN(16, 32, VOCAB, attention=attention).eval()
     with torch.no_grad():
         decoder.fc.bias[decoder.end_index] = 3.0
-    out = decoder.beam_search(torch.randn(4, 16), beam_size=3, max_len=20)
+    out = decoder.beam_search(image_features(4, 16, attention), beam_size=3, max_len=20)
     for row in out.tolist():
         words = [w for w in row if w != decoder.pad_index]
         assert words[-1] == decoder.end_index
 
 
-def test_sampled_captions_carry_their_log_probabilities():
+@pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])
+def test_sampled_captions_carry_their_log_probabilities(attention):
     torch.manual_seed(0)
-    decoder = DecoderRNN(8, 16, VOCAB)
-    features = torch.randn(6, 8)
+    decoder = DecoderRNN(8, 16, VOCAB, attention=attention)
+    features = image_features(6, 8, attention)
     words, log_probs = decoder.sample_with_log_probs(features, max_len=7)
     assert words.shape == log_probs.shape and words.size(0) == 6
     for row in range(6):  # each row ends at its first <end>, then <pad> with log-probability 0

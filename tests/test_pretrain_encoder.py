@@ -16,7 +16,7 @@ from annotations import annotation_path, image_path
 from data_loader import Preprocess, load_image
 from checkpoint import load_checkpoint
 from conftest import tiny_config
-from model import load_backbone
+from model import layer3_side, load_backbone
 
 
 def test_labels_are_the_colours_shapes_and_pairs_of_each_image(synthetic_dir):
@@ -64,7 +64,7 @@ def test_object_maps_show_each_object_where_the_cnn_sees_it(tmp_path):
 def test_cell_targets_are_the_share_of_each_cell_each_pair_covers(synthetic_dir):
     images = pretrain_encoder.split_images(synthetic_dir, "val")
     labels = pretrain_encoder.Labels(pretrain_encoder.split_images(synthetic_dir, "train"))
-    grid = pretrain_encoder.cell_grid(64)
+    grid = layer3_side(64)
     cells = pretrain_encoder.cell_targets(images, labels, 64, 64, grid)
     assert grid == 4 and cells.shape == (len(images), len(labels.colours) * len(labels.shapes) + 1, 4, 4)
     torch.testing.assert_close(cells.sum(1), torch.ones(len(images), 4, 4))
