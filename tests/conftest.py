@@ -53,13 +53,15 @@ def seeing_run(tmp_path_factory) -> tuple[Path, Path]:
     """(data folder, best.pt) of the synthetic recipe's path in small: a ResNet-18 pretrained for 6 epochs on the
     objects of 1000 images of 96 px (pretrain_epochs), then frozen while the captioner trains 15 epochs from the
     feature cache. About 100 s on 2 CPU cores: small enough for the suite, and its captions name the shapes better
-    than chance (docs/EXPERIMENTS.md, 2026-12-01 (night), "a CNN that sees")."""
+    than chance (docs/EXPERIMENTS.md, 2026-12-01 (night), "a CNN that sees"). Its decoder reads the pooled feature
+    (attention off): the recipe's attention decoder runs word by word and would make this run several minutes
+    longer; the attention path is trained by the tiny runs and the notebooks' test."""
     import train
 
     data, out = tmp_path_factory.mktemp("seeing_data"), tmp_path_factory.mktemp("seeing_run")
     synthetic_data.generate(data, n_train=1000, n_val=100, n_test=150, seed=5, width=96, height=96)
     config = tiny_config(data, out, image_size=96, resize_size=96, embed_size=64, hidden_size=128, batch_size=16,
                          epochs=15, lr=3e-3, lr_schedule="cosine", bow_loss_weight=1.0, pretrain_epochs=6,
-                         val_beam_size=1, log_every=1000)
+                         val_beam_size=1, log_every=1000, attention=False)
     train.train(config, progress=False, overwrite=True)
     return data, out / "best.pt"
