@@ -169,10 +169,10 @@ def test_padded_batch_gives_each_caption_its_own_hidden_states_and_gradients(att
     """The LSTM runs over the padding of shorter captions: their real positions must not notice, nor the gradients."""
     torch.manual_seed(0)
     decoder = DecoderRNN(16, 32, VOCAB, attention=attention)
-    features, captions = image_features(3, 16, attention), torch.randint(3, VOCAB, (3, 8))
-    lengths = torch.tensor([8, 5, 2])
+    features, captions = image_features(4, 16, attention), torch.randint(3, VOCAB, (4, 8))
+    lengths = torch.tensor([5, 2, 8, 5])  # not longest first (the attention decoder sorts them and back)
     hidden = decoder.hidden_states(features, captions, lengths)
-    assert (hidden[1, 5:] == 0).all() and (hidden[2, 2:] == 0).all()
+    assert (hidden[0, 5:] == 0).all() and (hidden[1, 2:] == 0).all() and (hidden[3, 5:] == 0).all()
     batch_gradients = torch.autograd.grad(hidden.square().sum(), list(decoder.lstm.parameters()))
     alone_gradients = [torch.zeros_like(g) for g in batch_gradients]
     for row, length in enumerate(lengths.tolist()):
@@ -271,9 +271,13 @@ def test_beam_search_sequences_end_at_end_token(attention):
 def test_sampled_captions_carry_their_log_probabilities(attention):
     torch.manual_seed(0)
     decoder = DecoderRNN(8, 16, VOCAB, attention=attention)
+    with torch.no_grad():  # <end> likely enough that rows finish at different steps (finished rows are dropped)
+        decoder.fc.bias[decoder.end_index] = 2.0
     features = image_features(6, 8, attention)
     words, log_probs = decoder.sample_with_log_probs(features, max_len=7)
     assert words.shape == log_probs.shape and words.size(0) == 6
+    lengths = {row.index(decoder.end_index) if decoder.end_index in row else 7 for row in words.tolist()}
+    assert len(lengths) >= 3 and min(lengths) < 2  # the check below covers rows that went on after others ended
     for row in range(6):  # each row ends at its first <end>, then <pad> with log-probability 0
         ids = words[row].tolist()
         if decoder.end_index in ids:
