@@ -360,7 +360,7 @@ def bench_training_step(settings: BenchSettings, device: torch.device) -> tuple[
     recipe = make_config(RECIPE, device=device.type)
     if settings.recipe_image_size:  # --quick
         recipe = recipe.replace(image_size=settings.recipe_image_size, resize_size=settings.recipe_image_size,
-                                batch_size=settings.recipe_batch_size)
+                                pretrain_batch_size=settings.recipe_batch_size)
     reduced = "bf16" if device.type == "cpu" else precision_name(autocast_dtype(device, "auto"))
     precisions = {"fp32": (recipe.backbone, "fp32"), f"{reduced} autocast": (recipe.backbone, reduced)}
     ways = dict(precisions)
@@ -369,10 +369,10 @@ def bench_training_step(settings: BenchSettings, device: torch.device) -> tuple[
     generator = torch.Generator().manual_seed(0)
     colours, shapes = len(synthetic_data.COLOURS), len(synthetic_data.SHAPES)  # the easy set's labels, as pretrained
     labels = len(synthetic_data.BACKGROUNDS) + colours + shapes + colours * shapes
-    images = torch.randn(recipe.batch_size, 3, recipe.image_size, recipe.image_size, generator=generator)
-    targets = (torch.rand(recipe.batch_size, labels, generator=generator) < 0.05).float()
+    images = torch.randn(recipe.pretrain_batch_size, 3, recipe.image_size, recipe.image_size, generator=generator)
+    targets = (torch.rand(recipe.pretrain_batch_size, labels, generator=generator) < 0.05).float()
     grid = layer3_side(recipe.image_size)
-    cells = torch.rand(recipe.batch_size, colours * shapes + 1, grid, grid, generator=generator).softmax(1)
+    cells = torch.rand(recipe.pretrain_batch_size, colours * shapes + 1, grid, grid, generator=generator).softmax(1)
 
     def step(backbone: str, precision: str) -> Callable[[], int]:
         model, optimizer, scaler = pretrain_encoder.build(backbone, labels, colours * shapes, recipe.pretrain_lr,
@@ -385,7 +385,7 @@ def bench_training_step(settings: BenchSettings, device: torch.device) -> tuple[
     chosen = precision_name(autocast_dtype(device, "auto"))
     auto = next(name for name in precisions if name.startswith(chosen))
     fastest = max(precisions, key=rates.get)
-    notes = {"fp32": f"{recipe.backbone}, batch of {recipe.batch_size} images at {recipe.image_size} px; ",
+    notes = {"fp32": f"{recipe.backbone}, batch of {recipe.pretrain_batch_size} images at {recipe.image_size} px; ",
              "ResNet-50 instead, auto": "the product's encoder, same batch; "}
     rows = [Row("6 training step" if index == 0 else "",
                 f"synthetic recipe's pretraining, {name}" + (" (auto)" if name == auto else ""), 1.0 / rates[name],

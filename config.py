@@ -33,7 +33,7 @@ RANGES = {
     "scst_epochs": (0, None), "scst_samples": (2, None),  # each sample's baseline is the others' mean reward
     "val_beam_size": (1, None), "val_max_images": (0, None), "num_workers": (0, None), "seed": (0, None),
     "log_every": (1, None), "max_steps_per_epoch": (0, None), "bow_loss_weight": (0, None),
-    "pretrain_epochs": (0, None),
+    "pretrain_epochs": (0, None), "pretrain_batch_size": (1, None),
 }
 VAL_METRICS = ("CIDEr", "Bleu_4", "Bleu_3", "Bleu_2", "Bleu_1", "loss")  # what validation computes
 
@@ -66,6 +66,7 @@ class Config:
     # background, colours, shapes and colour-shape pairs (pretrain_encoder.py), then caption with it as with ImageNet
     # weights
     pretrain_lr: float = 2e-3  # Adam for that pretraining, on a cosine schedule
+    pretrain_batch_size: int = 32  # images per pretraining step
     embed_size: int = 256  # word embedding and projected image feature size
     hidden_size: int = 512  # LSTM state size
     num_layers: int = 1  # LSTM layers

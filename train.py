@@ -714,7 +714,7 @@ def pretrain_stage(config: Config, overwrite: bool) -> Path:
     print(f"pretraining the CNN for {config.pretrain_epochs} epochs on the objects of {config.data_dir} "
           f"(pretrain_epochs), then captioning with it", flush=True)
     model, _ = pretrain_encoder.pretrain(config.data_dir, config.image_size, config.pretrain_epochs, config.backbone,
-                                         config.pretrain_lr, config.batch_size,
+                                         config.pretrain_lr, config.pretrain_batch_size,
                                          config.resize_size or default_resize(config), seed=config.seed,
                                          device=config.device, precision=config.precision)
     return pretrain_encoder.save_backbone(model, path)
