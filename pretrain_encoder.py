@@ -11,8 +11,9 @@ captioner on it, frozen, exactly as a COCO run uses ImageNet weights.
 A ResNet from scratch (residual branches zero-initialised) learns from the synthetic annotations' object lists which
 colours, shapes and colour-shape pairs are in each image, and its background (multi-label, binary cross-entropy), on
 images preprocessed once into memory (3000 images of 96 px take 330 MB), with Adam on a cosine schedule, in batches
-of 16 at 4e-3 (in the same time, more and larger steps than 32 at 2e-3 taught more: pair precision 0.63 against
-0.45 on the hard set after 10 epochs, 0.96 against 0.88 on the easy set, docs/EXPERIMENTS.md). No
+of 16 at 4e-3: twice the steps of 32 at 2e-3, each half the size, teach more in an epoch that takes about 1.35
+times as long (pair precision 0.63 against 0.45 on the hard set after 10 epochs, 0.96 against 0.88 on the easy
+set, docs/EXPERIMENTS.md). No
 augmentation: flips and transposes, which change no label here, slowed learning more than they helped within 10
 epochs (pair precision 0.81 against 0.88, docs/EXPERIMENTS.md). The pairs make it bind each colour to its shape,
 which neither the captions' bag of words nor the colour and shape labels alone ask for: the captioner trained from
@@ -22,7 +23,8 @@ background right one time in seven. And it learns where each object is: a second
 layer3's map (6 x 6 cells at 96 px), tells for each cell which colour-shape pair covers it (cross-entropy against the
 share of the cell each pair covers, the objects redrawn from their boxes). On textured backgrounds (the hard set)
 the labels alone taught colours and backgrounds but left shapes at chance after 10 epochs; with the map, the top
-shape of one-object images was right 53% of the time after 10 epochs, 76% after 14 (docs/EXPERIMENTS.md). After
+shape of one-object images was right 53% of the time after 10 epochs in batches of 32 at 2e-3, 85% in batches of
+16 at 4e-3 (docs/EXPERIMENTS.md). After
 each epoch it reports on the val split: the top background, the top colour and the top shape of one-object images,
 and pair precision (of an image's k top-scoring pairs, k its number of distinct pairs, the share that are in it).
 
