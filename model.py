@@ -318,7 +318,7 @@ class DecoderRNN(nn.Module):
 
         With lengths, each step runs on the captions that still have a word there, and the outputs past a caption's
         length are zero: the captions go longest first, so those are the first rows. In the synthetic set's batches
-        the mean caption is 72% as long as the longest; a cross-entropy step is 1.24x faster than over the padding.
+        the mean caption is 72% as long as the longest; a cross-entropy step is about 1.2x faster than over the padding.
         """
         batch, steps = words.size(0), words.size(1) + 1
         active = [batch] * steps
