@@ -11,8 +11,8 @@ captioner on it, frozen, exactly as a COCO run uses ImageNet weights.
 A ResNet from scratch (residual branches zero-initialised) learns from the synthetic annotations' object lists which
 colours, shapes and colour-shape pairs are in each image, and its background (multi-label, binary cross-entropy), on
 images preprocessed once into memory (3000 images of 96 px take 330 MB), with Adam on a cosine schedule, in batches
-of 16 at 4e-3: twice the steps of 32 at 2e-3, each half the size, teach more in an epoch that takes about 1.35
-times as long (pair precision 0.63 against 0.45 on the hard set after 10 epochs, 0.96 against 0.88 on the easy
+of 16 at 4e-3: twice the steps of 32 at 2e-3, each half the size, teach more in epochs that took 1.0-1.35 times
+as long here (pair precision 0.63 against 0.45 on the hard set after 10 epochs, 0.96 against 0.88 on the easy
 set, docs/EXPERIMENTS.md). No
 augmentation: flips and transposes, which change no label here, slowed learning more than they helped within 10
 epochs (pair precision 0.81 against 0.88, docs/EXPERIMENTS.md). The pairs make it bind each colour to its shape,

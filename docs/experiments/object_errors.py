@@ -1,0 +1,58 @@
+"""What the named colour-shape pairs that are not in the image got wrong, and object precision by number of objects.
+
+    python evaluate.py --checkpoint <run>/best.pt --split test --beam-size 3 --out results.json
+    python docs/experiments/object_errors.py results.json --data-dir /tmp/hard --split test
+
+Each named pair beyond what the image has (objects.py reads the captions as evaluate.py does) is one of: a pair the
+image has, named more times than it has it; a colour and a shape that are both in the image, but not together; a
+shape that is not in the image; a colour that is not in the image.
+"""
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import objects  # noqa: E402
+from annotations import annotation_path, load_coco  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", help="a COCO results file written by evaluate.py --out")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--split", default="test")
+    args = parser.parse_args()
+    images = load_coco(annotation_path(args.data_dir, args.split)).imgs
+    kinds, named_by_size, matched_by_size = Counter(), Counter(), Counter()
+    for result in json.loads(Path(args.results).read_text()):
+        truth = objects.image_objects(images[result["image_id"]])
+        colours, shapes = {colour for colour, _ in truth}, {shape for _, shape in truth}
+        size = min(sum(truth.values()), 4)
+        for (colour, shape), count in objects.named_objects(result["caption"]).items():
+            present = truth.get((colour, shape), 0)
+            named_by_size[size] += count
+            matched_by_size[size] += min(count, present)
+            extra = count - min(count, present)
+            if not extra:
+                continue
+            if present:
+                kinds["pair in the image, named more times than it has it"] += extra
+            elif colour not in colours:
+                kinds["colour not in the image"] += extra
+            elif shape not in shapes:
+                kinds["shape not in the image"] += extra
+            else:
+                kinds["colour and shape in the image, not together"] += extra
+    print(f"{sum(kinds.values())} named pairs not in the image:")
+    for kind, count in kinds.most_common():
+        print(f"  {count:5d}  {kind}")
+    for size in sorted(named_by_size):
+        label = f"{size}+" if size == 4 else str(size)
+        print(f"objects in the image {label}: precision {matched_by_size[size] / named_by_size[size]:.3f} "
+              f"({named_by_size[size]} named)")
+
+
+if __name__ == "__main__":
+    main()
