@@ -9,7 +9,6 @@ to max_len, against the committed way, after 60 cross-entropy steps so that capt
 CNN is a random ResNet-18 (timings do not depend on its weights); medians of rounds after the first.
 """
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -20,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import model  # noqa: E402
 import train  # noqa: E402
-from config import Config  # noqa: E402
+from config import make_config  # noqa: E402
 from data_loader import get_loader  # noqa: E402
 from features import feature_store  # noqa: E402
 
@@ -73,12 +72,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--per-round", type=int, default=4)
     args = parser.parse_args()
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
-    recipe = json.loads((Path(__file__).resolve().parents[2] / "configs" / "synthetic.json").read_text())
-    recipe.pop("_comment")
     work = Path(args.work)
-    config = Config(**recipe).replace(data_dir=args.data_dir, pretrain_epochs=0, pretrained="no",
-                                      train_backbone="no", out=str(work / "run")).validate()
+    config = make_config(Path(__file__).resolve().parents[2] / "configs" / "synthetic.json", data_dir=args.data_dir,
+                         pretrain_epochs=0, pretrained="no", train_backbone="no", out=str(work / "run"))
     run = train.build_run(config)
     store = feature_store(run.encoder, config, config.train_split, run.device, cache_dir=work / "features",
                           progress=False)
