@@ -65,7 +65,7 @@ class Config:
     pretrain_epochs: int = 0  # synthetic data: first train the CNN from scratch this many epochs to name each image's
     # background, colours, shapes and colour-shape pairs (pretrain_encoder.py), then caption with it as with ImageNet
     # weights
-    pretrain_lr: float = 4e-3  # Adam for that pretraining, on a cosine schedule
+    pretrain_lr: float = 4e-3  # Adam for that pretraining, held, then down to 0 over the last fifth
     pretrain_batch_size: int = 16  # images per pretraining step
     embed_size: int = 256  # word embedding and projected image feature size
     hidden_size: int = 512  # LSTM state size

@@ -155,3 +155,12 @@ def test_a_run_with_pretrain_epochs_captions_with_the_cnn_it_pretrained(syntheti
 def test_pretrain_epochs_need_a_backbone_from_scratch(synthetic_dir, tmp_path):
     with pytest.raises(ValueError, match="pretrained no"):
         tiny_config(synthetic_dir, tmp_path, pretrain_epochs=2, pretrained="yes").validate()
+
+
+def test_learning_rate_is_held_then_falls_to_zero_over_the_last_fifth():
+    lr, total = 4e-3, 100
+    rates = [pretrain_encoder.learning_rate(lr, step, total) for step in range(total)]
+    assert rates[:80] == [lr] * 80
+    assert all(earlier > later for earlier, later in zip(rates[80:], rates[81:]))
+    assert rates[90] == pytest.approx(lr / 2)
+    assert 0 < rates[-1] == pytest.approx(lr / 20)  # the last step still learns
