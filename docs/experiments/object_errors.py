@@ -5,7 +5,8 @@
 
 Each named pair beyond what the image has (objects.py reads the captions as evaluate.py does) is one of: a pair the
 image has, named more times than it has it; a colour and a shape that are both in the image, but not together; a
-shape that is not in the image; a colour that is not in the image.
+shape that is not in the image; a colour that is not in the image. Then how many times the captions named the pairs
+that the image has once, twice and three times.
 """
 import argparse
 import json
@@ -25,7 +26,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
     images = load_coco(annotation_path(args.data_dir, args.split)).imgs
-    kinds, named_by_size, matched_by_size = Counter(), Counter(), Counter()
+    kinds, named_by_size, matched_by_size, counts = Counter(), Counter(), Counter(), Counter()
     for result in json.loads(Path(args.results).read_text()):
         truth = objects.image_objects(images[result["image_id"]])
         colours, shapes = {colour for colour, _ in truth}, {shape for _, shape in truth}
@@ -34,6 +35,8 @@ def main() -> None:
             present = truth.get((colour, shape), 0)
             named_by_size[size] += count
             matched_by_size[size] += min(count, present)
+            if present:
+                counts[present, count] += 1
             extra = count - min(count, present)
             if not extra:
                 continue
@@ -52,6 +55,9 @@ def main() -> None:
         label = f"{size}+" if size == 4 else str(size)
         print(f"objects in the image {label}: precision {matched_by_size[size] / named_by_size[size]:.3f} "
               f"({named_by_size[size]} named)")
+    for present in sorted({present for present, _ in counts}):
+        named = [f"{count}: {number}" for (had, count), number in sorted(counts.items()) if had == present]
+        print(f"pairs the image has {present} times, named (times: pairs) {', '.join(named)}")
 
 
 if __name__ == "__main__":
