@@ -140,24 +140,46 @@ def cell_targets(images: list[dict], labels: Labels, image_size: int, resize_siz
     return torch.stack(targets)
 
 
-class Pretrainer(torch.nn.Module):
-    """A torchvision ResNet with two heads: its classifier (fc), which names the labels from the pooled features,
-    and a 1x1 convolution on layer3's map that tells, cell by cell, which colour-shape pair is there."""
+def centre_targets(images: list[dict], labels: Labels, image_size: int, resize_size: int, grid: int
+                   ) -> torch.Tensor:
+    """(N, grid, grid): which pair (Labels.pair) has an object's centre in each cell, 0 where none has; the targets
+    of the optional centre head, which asks the CNN to tell objects of one pair apart, as counting needs."""
+    resize_size = resize_size or image_size
+    targets = torch.zeros(len(images), grid, grid, dtype=torch.long)
+    for row, image in enumerate(images):
+        scale = resize_size / min(image["width"], image["height"])
+        left, top = ((side * scale - image_size) / 2 for side in (image["width"], image["height"]))
+        for obj in image["objects"]:
+            x, y, w, h = obj["bbox"]
+            across, down = (x + w / 2) * scale - left, (y + h / 2) * scale - top  # in the crop's pixels
+            if 0 <= across < image_size and 0 <= down < image_size:  # centres outside the crop name no cell
+                targets[row, int(down * grid / image_size), int(across * grid / image_size)] = labels.pair(obj)
+    return targets
 
-    def __init__(self, net: torch.nn.Module, pairs: int) -> None:
+
+class Pretrainer(torch.nn.Module):
+    """A torchvision ResNet with its heads: its classifier (fc), which names the labels from the pooled features;
+    a 1x1 convolution on layer3's map that tells, cell by cell, which colour-shape pair is there; and optionally
+    another that tells in which cell each object's centre lies."""
+
+    def __init__(self, net: torch.nn.Module, pairs: int, centres: bool = False) -> None:
         super().__init__()
         self.net = net
         self.cells = torch.nn.Conv2d(net.layer4[0].conv1.in_channels, pairs + 1, kernel_size=1)
+        self.centres = torch.nn.Conv2d(net.layer4[0].conv1.in_channels, pairs + 1, kernel_size=1) if centres \
+            else None
 
-    def both(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(label logits (N, labels), cell logits (N, pairs + 1, H/16, W/16))."""
+    def heads(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(label logits (N, labels), cell logits (N, pairs + 1, H/16, W/16), centre logits of the same shape or
+        None)."""
         net = self.net
         x = net.maxpool(net.relu(net.bn1(net.conv1(images))))
         x = net.layer3(net.layer2(net.layer1(x)))
-        return net.fc(torch.flatten(net.avgpool(net.layer4(x)), 1)), self.cells(x)
+        labels = net.fc(torch.flatten(net.avgpool(net.layer4(x)), 1))
+        return labels, self.cells(x), None if self.centres is None else self.centres(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.both(images)[0]
+        return self.heads(images)[0]
 
 
 @torch.no_grad()
@@ -184,13 +206,13 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor
             "shape": top_right("shapes", one), "pairs": hits / max(k.sum().item(), 1)}
 
 
-def build(backbone: str, labels: int, pairs: int, lr: float, device: torch.device, precision: str
-          ) -> tuple[Pretrainer, torch.optim.Optimizer, torch.amp.GradScaler]:
-    """A ResNet from scratch with a classifier of `labels` outputs and a map head of `pairs` + 1 classes, its Adam,
-    and a gradient scaler (used for fp16)."""
+def build(backbone: str, labels: int, pairs: int, lr: float, device: torch.device, precision: str,
+          centres: bool = False) -> tuple[Pretrainer, torch.optim.Optimizer, torch.amp.GradScaler]:
+    """A ResNet from scratch with a classifier of `labels` outputs and a map head of `pairs` + 1 classes (and a
+    centre head like it), its Adam, and a gradient scaler (used for fp16)."""
     net = torchvision.models.get_model(backbone, weights=None, num_classes=labels)
     zero_init_residual(net)
-    model = Pretrainer(net, pairs).to(device, memory_format=torch.channels_last)
+    model = Pretrainer(net, pairs, centres).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, precision) is torch.float16)
     return model, optimizer, scaler
@@ -208,15 +230,18 @@ def learning_rate(lr: float, step: int, total: int, decay: float = DECAY_SHARE) 
 
 def train_step(model: Pretrainer, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                images: torch.Tensor, targets: torch.Tensor, cells: torch.Tensor, device: torch.device,
-               precision: str) -> float:
+               precision: str, centres: torch.Tensor | None = None) -> float:
     """One optimisation step on a batch of images (batch, 3, S, S), their 0/1 label targets and their cell targets
-    (cell_targets); returns the loss: binary cross-entropy of the labels plus cross-entropy of the cells. An update
-    from a loss that is not finite is not applied: the caller stops."""
+    (cell_targets), and centre targets (centre_targets) for a model with a centre head; returns the loss: binary
+    cross-entropy of the labels plus cross-entropy of the cells (plus that of the centres). An update from a loss
+    that is not finite is not applied: the caller stops."""
     with autocast(device, precision):
-        logits, cell_logits = model.both(images.to(device, non_blocking=True))
+        logits, cell_logits, centre_logits = model.heads(images.to(device, non_blocking=True))
     loss = F.binary_cross_entropy_with_logits(logits.float(), targets.to(device))
     cells = cells.to(device)
     loss = loss - (cells * F.log_softmax(cell_logits.float(), dim=1)).sum(1).mean()
+    if centre_logits is not None:
+        loss = loss + F.cross_entropy(centre_logits.float(), centres.to(device))
     if not torch.isfinite(loss):
         return loss.item()
     optimizer.zero_grad(set_to_none=True)
@@ -228,11 +253,11 @@ def train_step(model: Pretrainer, optimizer: torch.optim.Optimizer, scaler: torc
 
 def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backbone: str = "resnet18",
              lr: float = 4e-3, batch_size: int = 16, resize_size: int = 0, max_images: int = 0, seed: int = 0,
-             device: str = "auto", precision: str = "auto", say=lambda line: print(line, flush=True)
-             ) -> tuple[Pretrainer, list[dict[str, float]]]:
+             device: str = "auto", precision: str = "auto", centres: bool = False,
+             say=lambda line: print(line, flush=True)) -> tuple[Pretrainer, list[dict[str, float]]]:
     """Train a ResNet from scratch on the split's labels and object maps; returns it (net: the ResNet, with its label
     classifier as fc) and one report per epoch. precision as for training (runtime.py: bf16 autocast only on CPUs
-    that compute bf16 natively)."""
+    that compute bf16 natively). centres adds the centre head (centre_targets; an experiment, docs/EXPERIMENTS.md)."""
     data_dir = Path(data_dir)
     device = resolve_device(device)
     generator = torch.Generator().manual_seed(seed)
@@ -243,8 +268,11 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
     train_x, train_y, _ = load_split(data_dir, "train", train_images, labels, image_size, resize_size)
     val_x, val_y, val_counts = load_split(data_dir, "val", split_images(data_dir, "val", max_images), labels,
                                           image_size, resize_size)
-    train_cells = cell_targets(train_images, labels, image_size, resize_size, layer3_side(image_size))
-    model, optimizer, scaler = build(backbone, len(labels.names), train_cells.size(1) - 1, lr, device, precision)
+    grid = layer3_side(image_size)
+    train_cells = cell_targets(train_images, labels, image_size, resize_size, grid)
+    train_centres = centre_targets(train_images, labels, image_size, resize_size, grid) if centres else None
+    model, optimizer, scaler = build(backbone, len(labels.names), train_cells.size(1) - 1, lr, device, precision,
+                                     centres)
     steps_per_epoch = len(train_x) // batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"the train split has {len(train_x)} images, fewer than one batch ({batch_size})")
@@ -257,7 +285,7 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
                 group["lr"] = learning_rate(lr, step, total)
             index = order[start:start + batch_size]
             loss = train_step(model, optimizer, scaler, train_x[index], train_y[index], train_cells[index], device,
-                              precision)
+                              precision, None if train_centres is None else train_centres[index])
             if not math.isfinite(loss):
                 raise FloatingPointError(f"pretraining loss is {loss} at epoch {epoch + 1}: lower --lr")
             step += 1
@@ -289,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-images", type=int, default=0, help="use at most this many images per split")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--centres", action="store_true",
+                        help="also learn in which layer3 cell each object's centre lies (an experiment: "
+                             "docs/EXPERIMENTS.md)")
     parser.add_argument("--save", help="write the trained backbone here (refuses to replace an existing file)")
     args = parser.parse_args(argv)
     if args.save and Path(args.save).exists():
@@ -296,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         model, _ = pretrain(args.data_dir, args.image_size, args.epochs, args.backbone, args.lr, args.batch_size,
-                            max_images=args.max_images, device=args.device, precision=args.precision)
+                            max_images=args.max_images, device=args.device, precision=args.precision,
+                            centres=args.centres)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

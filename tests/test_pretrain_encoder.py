@@ -76,8 +76,32 @@ def test_cell_targets_are_the_share_of_each_cell_each_pair_covers(synthetic_dir)
             assert cells[row, value].mean().item() == pytest.approx(share, abs=1e-5)
     model, _, _ = pretrain_encoder.build("resnet18", len(labels.names), cells.size(1) - 1, 1e-3,
                                          torch.device("cpu"), "fp32")
-    logits, cell_logits = model.both(torch.zeros(2, 3, 64, 64))
+    logits, cell_logits, centre_logits = model.heads(torch.zeros(2, 3, 64, 64))
     assert logits.shape == (2, len(labels.names)) and cell_logits.shape == (2, cells.size(1), grid, grid)
+    assert centre_logits is None  # the centre head is optional (test below)
+
+
+
+def test_centre_targets_name_the_cell_of_each_objects_centre():
+    images = [{"width": 200, "height": 100, "objects": [  # resized to 128 x 64, a 64 x 64 crop from x = 32
+        {"colour": "red", "shape": "circle", "bbox": [50, 10, 20, 20]},  # centre (60, 20): crop (6.4, 12.8)
+        {"colour": "blue", "shape": "star", "bbox": [110, 60, 30, 30]},  # centre (125, 75): crop (48, 48)
+        {"colour": "red", "shape": "circle", "bbox": [0, 0, 20, 20]}]}]  # centre (10, 10): left of the crop
+    labels = pretrain_encoder.Labels(images)
+    targets = pretrain_encoder.centre_targets(images, labels, 64, 64, 4)
+    expected = torch.zeros(1, 4, 4, dtype=torch.long)
+    expected[0, 0, 0] = labels.pair(images[0]["objects"][0])
+    expected[0, 3, 3] = labels.pair(images[0]["objects"][1])
+    assert torch.equal(targets, expected) and expected[0, 0, 0] != expected[0, 3, 3] > 0
+
+
+def test_pretraining_with_the_centre_head_saves_the_resnet_alone(synthetic_dir, tmp_path, one_thread):
+    model, reports = pretrain_encoder.pretrain(synthetic_dir, 32, epochs=1, batch_size=8, centres=True,
+                                               say=lambda line: None)
+    _, cell_logits, centre_logits = model.heads(torch.zeros(2, 3, 32, 32))
+    assert centre_logits is not None and centre_logits.shape == cell_logits.shape and len(reports) == 1
+    state = torch.load(pretrain_encoder.save_backbone(model, tmp_path / "encoder.pth"), weights_only=True)
+    assert set(state) == {name for name in model.net.state_dict() if not name.startswith("fc.")}
 
 
 def test_pretraining_reports_every_epoch_and_saves_weights_train_can_load(synthetic_dir, tmp_path, one_thread):
