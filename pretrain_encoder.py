@@ -175,8 +175,8 @@ class Pretrainer(torch.nn.Module):
         net = self.net
         x = net.maxpool(net.relu(net.bn1(net.conv1(images))))
         x = net.layer3(net.layer2(net.layer1(x)))
-        labels = net.fc(torch.flatten(net.avgpool(net.layer4(x)), 1))
-        return labels, self.cells(x), None if self.centres is None else self.centres(x)
+        label_logits = net.fc(torch.flatten(net.avgpool(net.layer4(x)), 1))
+        return label_logits, self.cells(x), None if self.centres is None else self.centres(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.heads(images)[0]
@@ -208,8 +208,8 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor
 
 def build(backbone: str, labels: int, pairs: int, lr: float, device: torch.device, precision: str,
           centres: bool = False) -> tuple[Pretrainer, torch.optim.Optimizer, torch.amp.GradScaler]:
-    """A ResNet from scratch with a classifier of `labels` outputs and a map head of `pairs` + 1 classes (and a
-    centre head like it), its Adam, and a gradient scaler (used for fp16)."""
+    """A ResNet from scratch with a classifier of `labels` outputs and a map head of `pairs` + 1 classes (and, with
+    centres, a centre head like it), its Adam, and a gradient scaler (used for fp16)."""
     net = torchvision.models.get_model(backbone, weights=None, num_classes=labels)
     zero_init_residual(net)
     model = Pretrainer(net, pairs, centres).to(device, memory_format=torch.channels_last)
