@@ -81,7 +81,6 @@ def test_cell_targets_are_the_share_of_each_cell_each_pair_covers(synthetic_dir)
     assert centre_logits is None  # the centre head is optional (test below)
 
 
-
 def test_centre_targets_name_the_cell_of_each_objects_centre():
     images = [{"width": 200, "height": 100, "objects": [  # resized to 128 x 64, a 64 x 64 crop from x = 32
         {"colour": "red", "shape": "circle", "bbox": [50, 10, 20, 20]},  # centre (60, 20): crop (6.4, 12.8)
