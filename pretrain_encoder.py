@@ -116,12 +116,18 @@ def load_split(data_dir: Path, split: str, images: list[dict], labels: Labels, i
     return torch.stack(pixels).contiguous(memory_format=torch.channels_last), targets, counts
 
 
+def crop_geometry(image: dict, image_size: int, resize_size: int) -> tuple[float, float, float]:
+    """How Preprocess maps the image's pixels to the CNN's: (scale, left, top), a point (x, y) landing at
+    (x * scale - left, y * scale - top) of the S x S centre crop."""
+    scale = resize_size / min(image["width"], image["height"])
+    left, top = ((side * scale - image_size) / 2 for side in (image["width"], image["height"]))
+    return scale, left, top
+
+
 def object_map(image: dict, labels: Labels, image_size: int, resize_size: int = 0) -> torch.Tensor:
     """(S, S) which pair covers each pixel of the image as the CNN sees it (resized, centre crop of S), counted from 1
     (Labels.pair), 0 where no object is: the objects redrawn from their boxes as the generator drew them."""
-    resize_size = resize_size or image_size
-    scale = resize_size / min(image["width"], image["height"])
-    left, top = ((side * scale - image_size) / 2 for side in (image["width"], image["height"]))
+    scale, left, top = crop_geometry(image, image_size, resize_size or image_size)
     canvas = Image.new("I", (image_size, image_size), 0)
     draw = ImageDraw.Draw(canvas)
     for obj in image["objects"]:  # in the order drawn: a later object covers an earlier one
@@ -144,11 +150,9 @@ def centre_targets(images: list[dict], labels: Labels, image_size: int, resize_s
                    ) -> torch.Tensor:
     """(N, grid, grid): which pair (Labels.pair) has an object's centre in each cell, 0 where none has; the targets
     of the optional centre head, which asks the CNN to tell objects of one pair apart, as counting needs."""
-    resize_size = resize_size or image_size
     targets = torch.zeros(len(images), grid, grid, dtype=torch.long)
     for row, image in enumerate(images):
-        scale = resize_size / min(image["width"], image["height"])
-        left, top = ((side * scale - image_size) / 2 for side in (image["width"], image["height"]))
+        scale, left, top = crop_geometry(image, image_size, resize_size or image_size)
         for obj in image["objects"]:
             x, y, w, h = obj["bbox"]
             across, down = (x + w / 2) * scale - left, (y + h / 2) * scale - top  # in the crop's pixels
