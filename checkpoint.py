@@ -95,8 +95,9 @@ def build_models(state: dict[str, Any], device: str | torch.device = "cpu"
         raise CheckpointError(f"the checkpoint's settings or vocabulary are not usable: {error}") from None
     check_sizes(state, config, vocab)
     # The weights come from the checkpoint, so never fetch ImageNet weights here.
+    objects = state["encoder"]["objects.weight"].shape[0] if config.object_features else 0
     encoder = EncoderCNN(config.embed_size, config.backbone, pretrained="no", train_backbone="no",
-                         attention=config.attention)
+                         attention=config.attention, objects=objects)
     decoder = make_decoder(config, vocab)
     load_weights(encoder, state["encoder"], "encoder")
     load_weights(decoder, state["decoder"], "decoder")
@@ -114,6 +115,11 @@ def check_sizes(state: dict[str, Any], config: Config, vocab: Vocabulary) -> Non
                 ("decoder", "lstm.weight_hh_l0"): (4 * config.hidden_size, config.hidden_size),
                 ("decoder", "fc.weight"): (len(vocab), config.hidden_size),
                 ("encoder", "embed.bias"): (config.embed_size,)}
+    if config.object_features:  # the centre head's classes are its own; the rest must agree with them
+        found = state["encoder"].get("objects.weight")
+        if found is None or found.dim() != 4:
+            raise CheckpointError("the checkpoint's settings say it reads a centre head (object_features), and its "
+                                  "encoder weights hold none: a damaged or crafted checkpoint")
     for (part, name), shape in expected.items():
         found = state[part].get(name)
         if found is None or tuple(found.shape) != shape:
@@ -126,7 +132,7 @@ def make_decoder(config: Config, vocab: Vocabulary) -> DecoderRNN:
     """The decoder the config describes, sized for the vocabulary."""
     return DecoderRNN(config.embed_size, config.hidden_size, len(vocab), config.num_layers, config.dropout,
                       start_index=vocab.start_index, end_index=vocab.end_index, pad_index=vocab.pad_index,
-                      attention=config.attention)
+                      attention=config.attention, query_word=config.query_word)
 
 
 def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], name: str) -> None:

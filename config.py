@@ -74,6 +74,11 @@ class Config:
     bow_loss_weight: float = 0.0  # weight of the auxiliary "which words are in this image's captions" loss
     attention: bool = False  # the decoder also attends, word by word, over the cells of the CNN's third stage
     # (layer3: 14 x 14 at 224 px, as in Show, Attend and Tell); the pooled last stage stays its first input
+    query_word: bool = False  # attention: where to look is asked by the word just read too, not the state alone, so
+    # that once "red" is read the decoder looks at the red object for its shape (model.DecoderRNN.look_for)
+    object_features: bool = False  # attention: the captioner also reads the CNN's centre head (which pair has an
+    # object's centre in each cell, and how many of each pair: model.EncoderCNN), which the run's pretraining learns
+    # (pretrain_epochs), or which a weights file from `pretrain_encoder.py --centres` holds
 
     # --- optimisation ---------------------------------------------------------------------------------------
     epochs: int = 3  # cross-entropy epochs (the self-critical ones, scst_epochs, come after them)
@@ -135,6 +140,8 @@ class Config:
         if self.pretrain_epochs and self.pretrained != "no":
             raise ValueError(f"pretrain_epochs ({self.pretrain_epochs}) trains the CNN from scratch and needs "
                              f"pretrained no (it is {self.pretrained!r}): set one of them differently")
+        if self.object_features and not self.attention:
+            raise ValueError("object_features are read on the CNN's cells: they need attention true")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.resize_size and self.resize_size < self.image_size:

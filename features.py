@@ -25,7 +25,7 @@ from annotations import annotation_path
 from config import Config
 from data_loader import DRAFT_TOLERANCE, Preprocess, get_loader
 from files import atomic_write, write_json_atomic
-from model import EncoderCNN
+from model import COUNT_FEATURES, EncoderCNN
 from runtime import autocast_dtype
 
 CACHE_VERSION = 2
@@ -61,9 +61,12 @@ class FeatureStore:
 
 
 def backbone_fingerprint(encoder: EncoderCNN) -> str:
-    """SHA-256 over the backbone's weights and BatchNorm statistics: identifies the features exactly."""
+    """SHA-256 over the backbone's weights and BatchNorm statistics (and the centre head's, when it is read):
+    identifies the features exactly."""
     digest = hashlib.sha256()
-    for name, tensor in encoder.backbone.state_dict().items():
+    head = {} if encoder.objects is None else {f"objects.{name}": value for name, value in
+                                               encoder.objects.state_dict().items()}
+    for name, tensor in {**encoder.backbone.state_dict(), **head}.items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
@@ -79,7 +82,9 @@ def cache_key(encoder: EncoderCNN, config: Config, split: str, device: torch.dev
             "decode": f"jpeg draft >= {DRAFT_TOLERANCE} x resize_size",
             "precision": str(autocast_dtype(device, config.precision)), "annotations": annotations.name,
             "annotations_size": stat.st_size, "annotations_mtime_ns": stat.st_mtime_ns,
-            **({"cells": "layer3"} if encoder.attention else {})}
+            **({"cells": "layer3"} if encoder.attention else {}),
+            **({"objects": f"{encoder.objects.out_channels} classes, {COUNT_FEATURES} count features"}
+               if encoder.objects is not None else {})}
 
 
 def feature_store(encoder: EncoderCNN, config: Config, split: str, device: torch.device,

@@ -29,6 +29,11 @@ was right 53% of the time after 10 epochs in batches of 32 at 2e-3, 85% in batch
 shape of one-object images, and pair precision (of an image's k top-scoring pairs, k its number of distinct pairs,
 the share that are in it).
 
+With --centres (the recipe's object_features) a third head, a 1x1 convolution on layer3's map like the second,
+names for each cell the pair whose object has its centre there (0: none), which tells two touching objects of one
+pair apart; it is saved beside the ResNet in the weights file ("centres.*"), and the captioner reads it
+(model.EncoderCNN).
+
 Also a diagnostic: how fast does a CNN of a given size learn to see these shapes (`--image-size 64` vs 96)?
 """
 from __future__ import annotations
@@ -50,7 +55,7 @@ import synthetic_hard
 from annotations import annotation_path, image_path, load_coco
 from data_loader import Preprocess, load_image
 from files import atomic_write
-from model import layer3_side, zero_init_residual
+from model import OBJECT_HEAD, layer3_side, zero_init_residual
 from runtime import autocast, autocast_dtype, resolve_device
 
 DECAY_SHARE = 0.2  # the learning rate's last share of the steps, down to 0 (learning_rate)
@@ -149,7 +154,7 @@ def cell_targets(images: list[dict], labels: Labels, image_size: int, resize_siz
 def centre_targets(images: list[dict], labels: Labels, image_size: int, resize_size: int, grid: int
                    ) -> torch.Tensor:
     """(N, grid, grid): which pair (Labels.pair) has an object's centre in each cell, 0 where none has; the targets
-    of the optional centre head, which asks the CNN to tell objects of one pair apart, as counting needs."""
+    of the centre head, which asks the CNN to tell objects of one pair apart, as counting needs."""
     targets = torch.zeros(len(images), grid, grid, dtype=torch.long)
     for row, image in enumerate(images):
         scale, left, top = crop_geometry(image, image_size, resize_size or image_size)
@@ -261,7 +266,8 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
              say=lambda line: print(line, flush=True)) -> tuple[Pretrainer, list[dict[str, float]]]:
     """Train a ResNet from scratch on the split's labels and object maps; returns it (net: the ResNet, with its label
     classifier as fc) and one report per epoch. precision as for training (runtime.py: bf16 autocast only on CPUs
-    that compute bf16 natively). centres adds the centre head (centre_targets; an experiment, docs/EXPERIMENTS.md)."""
+    that compute bf16 natively). centres adds the centre head (centre_targets), which the captioner reads with
+    object_features."""
     data_dir = Path(data_dir)
     device = resolve_device(device)
     generator = torch.Generator().manual_seed(seed)
@@ -303,8 +309,11 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
 
 
 def save_backbone(model: Pretrainer, path: str | Path) -> Path:
-    """Write the ResNet without its heads as a torchvision state dict (what `--weights FILE` loads)."""
+    """Write the ResNet without its classifier as a torchvision state dict (what `--weights FILE` loads), and beside
+    it the centre head if there is one (keys "centres.*", which the captioner reads with object_features)."""
     state = {name: tensor.cpu() for name, tensor in model.net.state_dict().items() if not name.startswith("fc.")}
+    if model.centres is not None:
+        state.update({OBJECT_HEAD + name: tensor.cpu() for name, tensor in model.centres.state_dict().items()})
     with atomic_write(Path(path)) as temporary:
         torch.save(state, temporary)
     return Path(path)
@@ -322,8 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument("--centres", action="store_true",
-                        help="also learn in which layer3 cell each object's centre lies (an experiment: "
-                             "docs/EXPERIMENTS.md)")
+                        help="also learn in which layer3 cell each object's centre lies (a head saved with the "
+                             "CNN, which the captioner reads with --object-features true)")
     parser.add_argument("--save", help="write the trained backbone here (refuses to replace an existing file)")
     args = parser.parse_args(argv)
     if args.save and Path(args.save).exists():

@@ -47,7 +47,7 @@ from checkpoint import (RUN_COUNTERS, RUN_STATES, CheckpointError, check_sizes, 
                         make_decoder, remove_partial_saves, save_checkpoint)
 from config import Config, add_config_arguments, config_from_args
 from data_loader import Batch, ImageLoadError, Preprocess, get_loader, load_image
-from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, decode, weights_resize
+from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, decode, object_classes, weights_resize
 from runtime import autocast, autocast_dtype, describe_precision, resolve_device
 from vocabulary import Vocabulary, get_vocabulary, is_punctuation
 
@@ -152,20 +152,22 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
     check_readable_split(val, config.data_dir, config.val_split)
     if config.pretrain_epochs:  # the CNN this run pretrained on the synthetic objects (pretrain_stage), used as
         # ImageNet weights are: frozen unless train_backbone says yes
-        encoder = EncoderCNN(config.embed_size, config.backbone, "yes", config.train_backbone,
-                             str(Path(config.out) / PRETRAINED_NAME), config.attention)
+        weights = str(Path(config.out) / PRETRAINED_NAME)
+        encoder = EncoderCNN(config.embed_size, config.backbone, "yes", config.train_backbone, weights,
+                             config.attention, object_classes(weights) if config.object_features else 0)
     else:
         encoder = EncoderCNN(config.embed_size, config.backbone, config.pretrained, config.train_backbone,
-                             config.weights, config.attention)
+                             config.weights, config.attention,
+                             object_classes(config.weights) if config.object_features else 0)
     decoder = make_decoder(config, vocab)
     encoder.to(device, memory_format=torch.channels_last)
     decoder.to(device)
     # Frozen backbone parameters sit in the optimizer too (Adam skips them while they get no gradient), so the
     # optimizer's layout never changes when fine-tuning starts and a resumed run loads its state unchanged.
-    head = [parameter for name, parameter in encoder.named_parameters() if not name.startswith("backbone.")]
+    cnn = encoder.backbone_parameters()
+    head = [parameter for parameter in encoder.parameters() if all(parameter is not other for other in cnn)]
     head += list(decoder.parameters())
-    optimizer = torch.optim.Adam([{"params": head, "lr": config.lr},
-                                  {"params": list(encoder.backbone.parameters()), "lr": config.backbone_lr}],
+    optimizer = torch.optim.Adam([{"params": head, "lr": config.lr}, {"params": cnn, "lr": config.backbone_lr}],
                                  weight_decay=config.weight_decay, fused=True)  # one kernel for all tensors
     if config.lr_schedule == "cosine":
         scheduler = CosineSchedule(optimizer)
@@ -716,7 +718,8 @@ def pretrain_stage(config: Config, overwrite: bool) -> Path:
     model, _ = pretrain_encoder.pretrain(config.data_dir, config.image_size, config.pretrain_epochs, config.backbone,
                                          config.pretrain_lr, config.pretrain_batch_size,
                                          config.resize_size or default_resize(config), seed=config.seed,
-                                         device=config.device, precision=config.precision)
+                                         device=config.device, precision=config.precision,
+                                         centres=config.object_features)
     return pretrain_encoder.save_backbone(model, path)
 
 

@@ -48,6 +48,45 @@ def test_with_attention_an_image_is_its_pooled_feature_and_its_layer3_cells(offl
     assert torch.allclose(features[:, 0], encoder.embed(flat[:, :512]))
 
 
+def test_with_objects_each_cell_adds_its_centre_probabilities_and_the_pooled_vector_their_sums(offline_hub, tmp_path):
+    reference, head = torchvision.models.resnet18(), torch.nn.Conv2d(256, 5, kernel_size=1)  # 4 pairs and "none"
+    path = tmp_path / "pretrained.pth"  # as pretrain_encoder.save_backbone writes it with the centre head
+    torch.save({**reference.state_dict(), **{f"centres.{key}": value for key, value in head.state_dict().items()}},
+               path)
+    assert model.object_classes(str(path)) == 5
+    encoder = EncoderCNN(24, "resnet18", pretrained="yes", weights=str(path), attention=True, objects=5).eval()
+    assert torch.equal(encoder.backbone[0].weight, reference.conv1.weight) and not encoder.backbone_trainable
+    images = torch.randn(2, 3, 64, 64)
+    flat = encoder.pooled_features(images)  # 512 pooled, 4 counts, then 4 x 4 cells of 256 + 5 + 4 count features
+    assert flat.shape == (2, encoder.features_width(64)) == (2, 512 + 4 + 16 * (256 + 5 + 4))
+    layer3 = torch.nn.Sequential(*encoder.backbone[:-2])(images)
+    found = head(layer3).softmax(dim=1).flatten(2).transpose(1, 2)  # (2, 16 cells, 5)
+    counts = found[..., 1:].sum(dim=1)  # (2, 4 pairs)
+    torch.testing.assert_close(flat[:, 512:516], counts, atol=1e-5, rtol=1e-5)
+    cells = flat[:, 516:].view(2, 16, 265)
+    torch.testing.assert_close(cells[..., :256], layer3.flatten(2).transpose(1, 2), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cells[..., 256:261], found, atol=1e-5, rtol=1e-5)
+    own = (found[..., 1:] * counts.unsqueeze(1)).sum(dim=2, keepdim=True)  # the count of each cell's likely pair
+    torch.testing.assert_close(cells[..., 261:], model.count_features(own), atol=1e-5, rtol=1e-5)
+    assert encoder(images).shape == (2, 17, 24)
+
+
+def test_count_features_say_how_close_a_count_is_to_one_two_and_three_or_more():
+    counts = torch.tensor([[0.0], [1.0], [1.5], [2.0], [3.0], [4.0]])
+    assert model.count_features(counts).tolist() == [[0, 0, 0, 0], [1, 1, 0, 0], [1.5, 0.5, 0.5, 0], [2, 0, 1, 0],
+                                                     [3, 0, 0, 1], [4, 0, 0, 1]]
+
+
+def test_objects_need_a_weights_file_with_a_centre_head(offline_hub, tmp_path):
+    path = tmp_path / "plain.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    for weights in (str(path), "DEFAULT"):
+        with pytest.raises(PretrainedWeightsUnavailable, match="--centres"):
+            model.object_classes(weights)
+    with pytest.raises(ValueError, match="attention"):
+        EncoderCNN(8, "resnet18", pretrained="no", objects=5)
+
+
 @pytest.mark.parametrize("backbone, last_norm", [("resnet18", "bn2"), ("resnet50", "bn3")])
 def test_a_backbone_trained_from_scratch_starts_with_identity_residual_blocks(offline_hub, backbone, last_norm):
     def last_scales(encoder):
@@ -162,6 +201,15 @@ def test_a_decoder_given_the_other_kind_of_features_says_what_to_fix():
         DecoderRNN(16, 32, VOCAB, attention=True)(torch.randn(2, 16), captions)
     with pytest.raises(ValueError, match="reads one pooled feature per image.*config.attention"):
         DecoderRNN(16, 32, VOCAB).greedy(torch.randn(2, 7, 16))
+
+
+@pytest.mark.parametrize("query_word", [False, True])
+def test_with_query_word_where_the_decoder_looks_depends_on_the_word_it_reads(query_word):
+    torch.manual_seed(0)
+    decoder = DecoderRNN(16, 32, VOCAB, attention=True, query_word=query_word).eval()
+    _, state = decoder.look(image_features(1, 16, attention=True).expand(2, -1, -1))  # one image, twice
+    _, weights = decoder.look_for(decoder.embed(torch.tensor([3, 4])), state)  # two different words
+    assert weights.shape == (2, 6) and torch.allclose(weights[0], weights[1]) != query_word
 
 
 @pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])

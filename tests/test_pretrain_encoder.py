@@ -14,7 +14,7 @@ import synthetic_data
 import train
 from annotations import annotation_path, image_path
 from data_loader import Preprocess, load_image
-from checkpoint import load_checkpoint
+from checkpoint import build_models, load_checkpoint
 from conftest import tiny_config
 from model import layer3_side, load_backbone
 
@@ -94,13 +94,15 @@ def test_centre_targets_name_the_cell_of_each_objects_centre():
     assert torch.equal(targets, expected) and expected[0, 0, 0] != expected[0, 3, 3] > 0
 
 
-def test_pretraining_with_the_centre_head_saves_the_resnet_alone(synthetic_dir, tmp_path, one_thread):
+def test_pretraining_with_the_centre_head_saves_it_beside_the_resnet(synthetic_dir, tmp_path, one_thread):
     model, reports = pretrain_encoder.pretrain(synthetic_dir, 32, epochs=1, batch_size=8, centres=True,
                                                say=lambda line: None)
     _, cell_logits, centre_logits = model.heads(torch.zeros(2, 3, 32, 32))
     assert centre_logits is not None and centre_logits.shape == cell_logits.shape and len(reports) == 1
     state = torch.load(pretrain_encoder.save_backbone(model, tmp_path / "encoder.pth"), weights_only=True)
-    assert set(state) == {name for name in model.net.state_dict() if not name.startswith("fc.")}
+    assert set(state) == {name for name in model.net.state_dict() if not name.startswith("fc.")} | \
+        {"centres.weight", "centres.bias"}
+    torch.testing.assert_close(state["centres.weight"], model.centres.weight)
 
 
 def test_pretraining_reports_every_epoch_and_saves_weights_train_can_load(synthetic_dir, tmp_path, one_thread):
@@ -173,6 +175,21 @@ def test_a_run_with_pretrain_epochs_captions_with_the_cnn_it_pretrained(syntheti
     with pytest.raises(train.CheckpointError, match=train.PRETRAINED_NAME):  # left by a start that was killed
         train.train(config, progress=False)
     assert torch.load(out / train.PRETRAINED_NAME, weights_only=True).keys() == weights.keys()
+
+
+def test_a_run_with_object_features_pretrains_the_centre_head_and_its_checkpoint_reads_it(synthetic_dir, tmp_path,
+                                                                                        one_thread):
+    data, out = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(synthetic_dir, data, ignore=shutil.ignore_patterns("cache"))
+    config = tiny_config(data, out, pretrain_epochs=1, epochs=1, max_steps_per_epoch=2, attention=True,
+                         object_features=True)
+    train.train(config, progress=False)
+    weights = torch.load(out / train.PRETRAINED_NAME, weights_only=True)
+    encoder, decoder, vocab, _ = build_models(load_checkpoint(out / "best.pt"))
+    torch.testing.assert_close(encoder.objects.weight, weights["centres.weight"])  # frozen, as the ResNet is
+    features = encoder(torch.randn(2, 3, 32, 32))
+    assert features.shape == (2, 1 + 2 * 2, config.embed_size)
+    assert decoder.greedy(features, max_len=5).shape[0] == 2
 
 
 def test_pretrain_epochs_need_a_backbone_from_scratch(synthetic_dir, tmp_path):
