@@ -373,13 +373,15 @@ def bench_training_step(settings: BenchSettings, device: torch.device) -> tuple[
     targets = (torch.rand(recipe.pretrain_batch_size, labels, generator=generator) < 0.05).float()
     grid = layer3_side(recipe.image_size)
     cells = torch.rand(recipe.pretrain_batch_size, colours * shapes + 1, grid, grid, generator=generator).softmax(1)
+    centres = torch.randint(colours * shapes + 1, (recipe.pretrain_batch_size, grid, grid), generator=generator) \
+        if recipe.object_features else None  # the recipe's captioner reads a centre head, which is pretrained too
 
     def step(backbone: str, precision: str) -> Callable[[], int]:
         model, optimizer, scaler = pretrain_encoder.build(backbone, labels, colours * shapes, recipe.pretrain_lr,
-                                                          device, precision)
+                                                          device, precision, recipe.object_features)
         model.train()
         return lambda: (pretrain_encoder.train_step(model, optimizer, scaler, images, targets, cells, device,
-                                                    precision), 1)[1]
+                                                    precision, centres), 1)[1]
 
     rates = compare({name: step(*way) for name, way in ways.items()}, settings, device)
     chosen = precision_name(autocast_dtype(device, "auto"))

@@ -188,7 +188,7 @@ class EncoderCNN(nn.Module):
     probabilities summed over the cells. Read off alone, the head names the objects of the hard synthetic set's val
     images with precision 0.90 and recall 0.89, counts included; a captioner given only layer3's cells named them
     with 0.71 and 0.62. A softmax attention cannot count (its weights sum to one whether it finds one red circle or
-    three), hence the counts in every cell (docs/EXPERIMENTS.md, 2026-12-02 (evening)). The head is frozen with the
+    three), hence the counts in every cell (docs/EXPERIMENTS.md, 2026-12-02 (late morning)). The head is frozen with the
     backbone, and its outputs are part of what the feature cache holds.
     """
 

@@ -16,7 +16,7 @@ def tiny_config(data_dir: Path, out: Path, **overrides) -> Config:
     """The synthetic recipe shrunk so that a CPU trains it in seconds."""
     values = dict(data_dir=str(data_dir), out=str(out), backbone="resnet18", image_size=32, resize_size=32,
                   embed_size=32, hidden_size=64, epochs=1, batch_size=8, vocab_threshold=1, precision="fp32",
-                  log_every=1, scst_epochs=0, pretrain_epochs=0)
+                  log_every=1, scst_epochs=0, pretrain_epochs=0, object_features=False)
     values.update(overrides)
     return make_config(ROOT / "configs" / "synthetic.json", **values)
 

@@ -26,7 +26,8 @@ from vocabulary import Vocabulary
 
 TINY_FLAGS = ["--config", "configs/synthetic.json", "--backbone", "resnet18", "--image-size", "32",
               "--resize-size", "32", "--embed-size", "16", "--hidden-size", "32", "--vocab-threshold", "1",
-              "--precision", "fp32", "--scst-epochs", "0", "--pretrain-epochs", "0", "--no-progress"]
+              "--precision", "fp32", "--scst-epochs", "0", "--pretrain-epochs", "0", "--object-features", "false",
+              "--no-progress"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

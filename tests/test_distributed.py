@@ -29,7 +29,7 @@ TIMEOUT = 240  # seconds for one torchrun job: it never hangs the suite
 FLAGS = ["--config", "configs/synthetic.json", "--backbone", "resnet18", "--image-size", "32", "--resize-size", "32",
          "--embed-size", "32", "--hidden-size", "64", "--batch-size", "8", "--vocab-threshold", "1",
          "--precision", "fp32", "--log-every", "1", "--train-backbone", "no", "--device", "cpu",
-         "--pretrain-epochs", "0", "--no-progress"]
+         "--pretrain-epochs", "0", "--object-features", "false", "--no-progress"]
 
 
 def torchrun(args: list[str], **popen) -> subprocess.Popen:

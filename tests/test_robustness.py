@@ -38,7 +38,7 @@ def ctrl_c_acts():
 
 TINY_FLAGS = ["--backbone", "resnet18", "--image-size", "32", "--resize-size", "32", "--embed-size", "16",
               "--hidden-size", "32", "--vocab-threshold", "1", "--precision", "fp32", "--scst-epochs", "0",
-              "--pretrain-epochs", "0", "--no-progress"]
+              "--pretrain-epochs", "0", "--object-features", "false", "--no-progress"]
 TRAIN_IMAGES = 40  # in the synthetic_dir fixture
 
 

@@ -165,7 +165,8 @@ def test_cli_overrides_recipe(synthetic_dir, tmp_path):
     code = train.main(["--config", "configs/synthetic.json", "--data-dir", str(synthetic_dir), "--out",
                        str(tmp_path), "--backbone", "resnet18", "--image-size", "32", "--resize-size", "32",
                        "--hidden-size", "48", "--embed-size", "16", "--epochs", "1", "--max-steps-per-epoch", "2",
-                       "--vocab-threshold", "1", "--scst-epochs", "0", "--pretrain-epochs", "0", "--no-progress"])
+                       "--vocab-threshold", "1", "--scst-epochs", "0", "--pretrain-epochs", "0",
+                       "--object-features", "false", "--no-progress"])
     assert code == 0
     config = Config.from_dict(load_checkpoint(tmp_path / "last.pt")["config"])
     assert config.hidden_size == 48 and config.recipe == "configs/synthetic.json"
@@ -336,7 +337,8 @@ def test_a_diverging_run_stops_with_an_error_and_never_saves_nan_weights(synthet
     assert train.main(["--config", "configs/synthetic.json", "--data-dir", str(synthetic_dir), "--out", str(out),
                        "--backbone", "resnet18", "--image-size", "32", "--resize-size", "32", "--embed-size", "16",
                        "--hidden-size", "32", "--vocab-threshold", "1", "--scst-epochs", "0", "--epochs", "1",
-                       "--lr", "1e30", "--backbone-lr", "1e30", "--pretrain-epochs", "0", "--no-progress"]) == 1
+                       "--lr", "1e30", "--backbone-lr", "1e30", "--pretrain-epochs", "0",
+                       "--object-features", "false", "--no-progress"]) == 1
     assert "diverged" in capsys.readouterr().err
     assert not (out / "best.pt").exists() and not (out / "last.pt").exists()
 
@@ -381,6 +383,7 @@ def test_a_full_disk_while_saving_is_one_error_and_the_log_and_checkpoints_stay_
                        str(tmp_path), "--backbone", "resnet18", "--image-size", "32", "--resize-size", "32",
                        "--embed-size", "16", "--hidden-size", "32", "--vocab-threshold", "1", "--scst-epochs", "0",
                        "--epochs", "2", "--max-steps-per-epoch", "1", "--precision", "fp32", "--pretrain-epochs", "0",
+                       "--object-features", "false",
                        "--no-progress"])
     monkeypatch.setattr(checkpoint.torch, "save", real_save)
     err = capsys.readouterr().err.strip().splitlines()
@@ -431,7 +434,7 @@ def test_pretrained_yes_without_reachable_weights_is_one_line_not_a_traceback(sy
                         lambda url, *args, **kwargs: (_ for _ in ()).throw(OSError(f"offline: {url}")))
     code = train.main(["--config", "configs/synthetic.json", "--data-dir", str(synthetic_dir), "--out",
                        str(tmp_path / "run"), "--pretrained", "yes", "--epochs", "1", "--scst-epochs", "0",
-                       "--pretrain-epochs", "0"])
+                       "--pretrain-epochs", "0", "--object-features", "false"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("error: could not load the ImageNet weights for resnet18")
@@ -485,6 +488,7 @@ def test_a_recipe_shortens_to_any_number_of_epochs(synthetic_dir, tmp_path):
                        str(tmp_path), "--epochs", "2", "--scst-epochs", "1", "--image-size", "32", "--resize-size",
                        "32", "--embed-size", "16", "--hidden-size", "32", "--vocab-threshold", "1",
                        "--max-steps-per-epoch", "1", "--precision", "fp32", "--pretrain-epochs", "0",
+                       "--object-features", "false",
                        "--no-progress"]) == 0
     epochs = [entry for entry in train.read_log(tmp_path) if entry["kind"] == "epoch"]
     assert ["train_loss" in entry for entry in epochs] == [True, True, False]
