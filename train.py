@@ -142,6 +142,10 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
     device = resolve_device(config.device)
     if not config.resize_size:  # resolved once, so that checkpoints and the feature cache hold the number
         config = config.replace(resize_size=default_resize(config))
+    # The CNN this run pretrained on the synthetic objects (pretrain_stage) is used as ImageNet weights are: frozen
+    # unless train_backbone says yes. A centre head the weights lack is found before anything is written.
+    weights = str(Path(config.out) / PRETRAINED_NAME) if config.pretrain_epochs else config.weights
+    objects = object_classes(weights) if config.object_features else 0
     # Validation first runs after a whole epoch: a val split that is missing, empty or unreadable must not take that
     # long to show.
     val = load_coco(annotation_path(config.data_dir, config.val_split))
@@ -150,15 +154,8 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
             config.vocab_path, config.vocab_threshold, [annotation_path(config.data_dir, config.train_split)],
             config.vocab_from_file))
     check_readable_split(val, config.data_dir, config.val_split)
-    if config.pretrain_epochs:  # the CNN this run pretrained on the synthetic objects (pretrain_stage), used as
-        # ImageNet weights are: frozen unless train_backbone says yes
-        weights = str(Path(config.out) / PRETRAINED_NAME)
-        encoder = EncoderCNN(config.embed_size, config.backbone, "yes", config.train_backbone, weights,
-                             config.attention, object_classes(weights) if config.object_features else 0)
-    else:
-        encoder = EncoderCNN(config.embed_size, config.backbone, config.pretrained, config.train_backbone,
-                             config.weights, config.attention,
-                             object_classes(config.weights) if config.object_features else 0)
+    encoder = EncoderCNN(config.embed_size, config.backbone, "yes" if config.pretrain_epochs else config.pretrained,
+                         config.train_backbone, weights, config.attention, objects)
     decoder = make_decoder(config, vocab)
     encoder.to(device, memory_format=torch.channels_last)
     decoder.to(device)

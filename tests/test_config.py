@@ -33,6 +33,15 @@ def test_the_recipes_and_the_defaults_are_valid():
         make_config(recipe)
 
 
+def test_object_features_without_a_centre_head_are_refused_before_anything_is_written(synthetic_dir, tmp_path,
+                                                                                      capsys):
+    out = tmp_path / "run"  # the recipe reads a centre head, and neither pretrains one nor is given a file with one
+    assert train.main(["--config", "configs/synthetic.json", "--data-dir", str(synthetic_dir), "--out", str(out),
+                       "--pretrain-epochs", "0", "--no-progress"]) == 2
+    assert "--centres" in capsys.readouterr().err
+    assert [path.name for path in out.iterdir()] == [".train.lock"]  # no vocabulary, no checkpoint: only the lock
+
+
 def test_train_refuses_a_bad_setting_before_creating_anything(synthetic_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert train.main(["--config", "configs/synthetic.json", "--data-dir", str(synthetic_dir), "--out", str(out),
