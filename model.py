@@ -188,8 +188,8 @@ class EncoderCNN(nn.Module):
     probabilities summed over the cells. Read off alone, the head names the objects of the hard synthetic set's val
     images with precision 0.90 and recall 0.89, counts included; a captioner given only layer3's cells named them
     with 0.71 and 0.62. A softmax attention cannot count (its weights sum to one whether it finds one red circle or
-    three), hence the counts in every cell (docs/EXPERIMENTS.md, 2026-12-02 (late morning)). The head is frozen with the
-    backbone, and its outputs are part of what the feature cache holds.
+    three), hence the counts in every cell (docs/EXPERIMENTS.md, 2026-12-02 (late morning)). The head is frozen with
+    the backbone, and its outputs are part of what the feature cache holds.
     """
 
     def __init__(self, embed_size: int, backbone: str = "resnet50", pretrained: str = "auto",
@@ -204,9 +204,9 @@ class EncoderCNN(nn.Module):
         layer3 = resnet.layer4[0].conv1.in_channels  # layer3's channels: 1024 for ResNet-50, 256 for ResNet-18
         self.objects = nn.Conv2d(layer3, objects, kernel_size=1) if objects else None
         if self.objects is not None and self.pretrained:
-            if object_classes(weights) != objects:
-                raise PretrainedWeightsUnavailable(f"the centre head of {weights} names {object_classes(weights)} "
-                                                   f"classes, not {objects}")
+            found = object_classes(weights)  # PretrainedWeightsUnavailable when the file has no centre head
+            if found != objects:
+                raise PretrainedWeightsUnavailable(f"the centre head of {weights} names {found} classes, not {objects}")
             self.objects.load_state_dict(object_head_of(weights))
         # The pooled vector (with objects: then each pair's count), and each cell (then its pair probabilities and
         # its pair's count).
