@@ -132,7 +132,8 @@ def make_decoder(config: Config, vocab: Vocabulary) -> DecoderRNN:
     """The decoder the config describes, sized for the vocabulary."""
     return DecoderRNN(config.embed_size, config.hidden_size, len(vocab), config.num_layers, config.dropout,
                       start_index=vocab.start_index, end_index=vocab.end_index, pad_index=vocab.pad_index,
-                      attention=config.attention, query_word=config.query_word)
+                      attention=config.attention, query_word=config.query_word,
+                      coverage=config.coverage)
 
 
 def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], name: str) -> None:

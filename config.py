@@ -76,6 +76,8 @@ class Config:
     # (layer3: 14 x 14 at 224 px, as in Show, Attend and Tell); the pooled last stage stays its first input
     query_word: bool = False  # attention: where to look is asked by the word just read too, not the state alone, so
     # that once "red" is read the decoder looks at the red object for its shape (model.DecoderRNN.look_for)
+    coverage: bool = False  # attention: where to look also sees how much attention each cell has had so far, so
+    # that the decoder can tell the objects it has named from those it has not (model.Attention)
     object_features: bool = False  # attention: the captioner also reads the CNN's centre head (which pair has an
     # object's centre in each cell, and how many of each pair: model.EncoderCNN), which the run's pretraining learns
     # (pretrain_epochs), or which a weights file from `pretrain_encoder.py --centres` holds
@@ -140,6 +142,8 @@ class Config:
         if self.pretrain_epochs and self.pretrained != "no":
             raise ValueError(f"pretrain_epochs ({self.pretrain_epochs}) trains the CNN from scratch and needs "
                              f"pretrained no (it is {self.pretrained!r}): set one of them differently")
+        if self.coverage and not self.attention:
+            raise ValueError("coverage is of the attention over the CNN's cells: it needs attention true")
         if self.object_features and not self.attention:
             raise ValueError("object_features are read on the CNN's cells: they need attention true")
         if not 0.0 <= self.dropout < 1.0:

@@ -308,21 +308,27 @@ class EncoderCNN(nn.Module):
 
 class Attention(nn.Module):
     """Soft attention over an image's cells (Show, Attend and Tell, Xu et al. 2015, with its gate): where to look
-    for the next word, given the LSTM's state, and with_word, the word just read (DecoderRNN.look_for)."""
+    for the next word, given the LSTM's state, and with_word, the word just read (DecoderRNN.look_for); with
+    coverage, also how much attention each cell has had so far (Tu et al. 2016)."""
 
-    def __init__(self, embed_size: int, hidden_size: int, with_word: bool = False) -> None:
+    def __init__(self, embed_size: int, hidden_size: int, with_word: bool = False, coverage: bool = False) -> None:
         super().__init__()
         asker = hidden_size + (embed_size if with_word else 0)  # the state, and the word just read (with_word)
         self.keys = nn.Linear(embed_size, embed_size)  # applied once per image: cells -> keys
         self.query = nn.Linear(asker, embed_size)
+        self.cover = nn.Linear(1, embed_size, bias=False) if coverage else None  # the attention each cell has had
         self.score = nn.Linear(embed_size, 1)
         self.gate = nn.Linear(asker, embed_size)  # how much of the image this word needs
 
-    def forward(self, hidden: torch.Tensor, cells: torch.Tensor, keys: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, hidden: torch.Tensor, cells: torch.Tensor, keys: torch.Tensor,
+                covered: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, hidden) state (with_word: then the embedded word just read), (batch, cells, embed) cells and their
-        keys -> (batch, embed) gated context and (batch, cells) attention weights."""
-        weights = self.score(torch.tanh(keys + self.query(hidden).unsqueeze(1))).squeeze(-1).softmax(dim=-1)
+        keys, (batch, cells) attention so far (coverage) -> (batch, embed) gated context and (batch, cells) attention
+        weights."""
+        keys = keys + self.query(hidden).unsqueeze(1)
+        if self.cover is not None:
+            keys = keys + self.cover(covered.unsqueeze(-1))
+        weights = self.score(torch.tanh(keys)).squeeze(-1).softmax(dim=-1)
         context = (weights.unsqueeze(-1) * cells).sum(dim=1) * torch.sigmoid(self.gate(hidden))
         return context, weights
 
@@ -332,18 +338,19 @@ class DecoderRNN(nn.Module):
 
     With attention, the image features are (batch, 1 + cells, embed): the first input is the pooled feature with
     the cells' mean, and each word comes with a context the decoder attends to among the cells. Its state is then
-    (h, c, cells, keys), every part with the batch on dimension 1, so that beam search reorders it like (h, c).
+    (h, c, cells, keys), and with coverage the attention each cell has had so far, every part with the batch on
+    dimension 1, so that beam search reorders it like (h, c).
     """
 
     def __init__(self, embed_size: int, hidden_size: int, vocab_size: int, num_layers: int = 1,
                  dropout: float = 0.0, start_index: int = 1, end_index: int = 2, pad_index: int = 0,
-                 attention: bool = False, query_word: bool = False) -> None:
+                 attention: bool = False, query_word: bool = False, coverage: bool = False) -> None:
         super().__init__()
         self.start_index, self.end_index, self.pad_index = start_index, end_index, pad_index
         self.embed = nn.Embedding(vocab_size, embed_size)
         self.lstm = nn.LSTM(embed_size * (2 if attention else 1), hidden_size, num_layers, batch_first=True,
                             dropout=dropout if num_layers > 1 else 0.0)
-        self.attend = Attention(embed_size, hidden_size, query_word) if attention else None
+        self.attend = Attention(embed_size, hidden_size, query_word, coverage) if attention else None
         self.query_word = query_word
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(hidden_size, vocab_size)
@@ -418,27 +425,32 @@ class DecoderRNN(nn.Module):
 
     def look(self, features: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Attention decoder, first input: (batch, 1 + cells, embed) -> (batch, hidden) output, state (h, c, cells,
-        keys)."""
+        keys), and with coverage (cells, batch) zeros: no cell has been looked at yet."""
         summary, cells = features[:, 0], features[:, 1:]
         output, (h, c) = self.lstm(torch.cat([summary, cells.mean(dim=1)], dim=1).unsqueeze(1))
-        return output.squeeze(1), (h, c, cells.transpose(0, 1), self.attend.keys(cells).transpose(0, 1))
+        state = (h, c, cells.transpose(0, 1), self.attend.keys(cells).transpose(0, 1))
+        if self.attend.cover is not None:
+            state += (cells.new_zeros(cells.shape[1], cells.shape[0]),)
+        return output.squeeze(1), state
 
     def attentive_step(self, words: torch.Tensor, state: tuple[torch.Tensor, ...]
                        ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Attention decoder, one word: (batch, embed) embedded words -> (batch, hidden) output, new state."""
-        h, c, cells, keys = state
-        context, _ = self.look_for(words, state)
+        h, c, cells, keys, *covered = state
+        context, weights = self.look_for(words, state)
         output, (h, c) = self.lstm(torch.cat([words, context], dim=1).unsqueeze(1), (h, c))
-        return output.squeeze(1), (h, c, cells, keys)
+        covered = [covered[0] + weights.transpose(0, 1)] if covered else []  # coverage: add where it looked
+        return output.squeeze(1), (h, c, cells, keys, *covered)
 
     def look_for(self, words: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention decoder: where to look as (batch, embed) embedded words are read in that state: (batch, embed)
         context and (batch, cells) weights. The state alone has chosen only a distribution over the word it has just
         been given; with query_word, the word itself asks too: once "red" is read, the red object's cells are looked
         at for its shape (Anderson et al. 2018's attention LSTM reads the word before it attends)."""
-        h, _, cells, keys = state
+        h, _, cells, keys, *covered = state
         asker = torch.cat([h[-1], words], dim=1) if self.query_word else h[-1]
-        return self.attend(asker, cells.transpose(0, 1), keys.transpose(0, 1))
+        return self.attend(asker, cells.transpose(0, 1), keys.transpose(0, 1),
+                           covered[0].transpose(0, 1) if covered else None)
 
     def scores(self, hidden: torch.Tensor) -> torch.Tensor:
         """Word scores for LSTM outputs: (..., hidden) -> (..., vocab)."""

@@ -25,6 +25,13 @@ def test_a_value_out_of_range_is_refused_naming_the_setting(name, value):
         Config(**{name: value}).validate()
 
 
+@pytest.mark.parametrize("name", ["coverage", "object_features"])
+def test_settings_of_the_attention_are_refused_without_it(name):
+    with pytest.raises(ValueError, match=f"{name}.*attention true"):
+        Config(**{name: True, "attention": False}).validate()
+    Config(**{name: True, "attention": True}).validate()
+
+
 def test_the_recipes_and_the_defaults_are_valid():
     from config import make_config
     from conftest import ROOT

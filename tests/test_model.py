@@ -13,6 +13,14 @@ from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, weights_
 VOCAB = 20
 
 
+# The decoders: one pooled feature per image; attention over cells; and attention that sees its own history.
+DECODERS = pytest.mark.parametrize("kind", ["pooled", "attention", "coverage"])
+
+
+def make_decoder(kind: str, embed: int = 16, hidden: int = 32) -> DecoderRNN:
+    return DecoderRNN(embed, hidden, VOCAB, attention=kind != "pooled", coverage=kind == "coverage")
+
+
 def image_features(batch: int, embed: int, attention: bool) -> torch.Tensor:
     """Random projected image features: (batch, embed), or with attention (batch, 1 + 6 cells, embed)."""
     return torch.randn(batch, 1 + 6, embed) if attention else torch.randn(batch, embed)
@@ -212,12 +220,26 @@ def test_with_query_word_where_the_decoder_looks_depends_on_the_word_it_reads(qu
     assert weights.shape == (2, 6) and torch.allclose(weights[0], weights[1]) != query_word
 
 
-@pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])
-def test_padded_batch_gives_each_caption_its_own_hidden_states_and_gradients(attention):
+def test_with_coverage_where_the_decoder_looks_depends_on_where_it_has_looked():
+    torch.manual_seed(0)
+    decoder = DecoderRNN(16, 32, VOCAB, attention=True, coverage=True).eval()
+    _, state = decoder.look(image_features(1, 16, attention=True))
+    for word in (3, 4, 5):
+        _, state = decoder.attentive_step(decoder.embed(torch.tensor([word])), state)
+    covered = state[-1]  # (cells, batch): each step's attention weights, summed
+    assert covered.shape == (6, 1) and torch.isclose(covered.sum(), torch.tensor(3.0))
+    word = decoder.embed(torch.tensor([6]))
+    _, seen = decoder.look_for(word, state)
+    _, fresh = decoder.look_for(word, state[:-1] + (torch.zeros_like(covered),))
+    assert not torch.allclose(seen, fresh)
+
+
+@DECODERS
+def test_padded_batch_gives_each_caption_its_own_hidden_states_and_gradients(kind):
     """The LSTM runs over the padding of shorter captions: their real positions must not notice, nor the gradients."""
     torch.manual_seed(0)
-    decoder = DecoderRNN(16, 32, VOCAB, attention=attention)
-    features, captions = image_features(4, 16, attention), torch.randint(3, VOCAB, (4, 8))
+    decoder = make_decoder(kind)
+    features, captions = image_features(4, 16, kind != "pooled"), torch.randint(3, VOCAB, (4, 8))
     lengths = torch.tensor([5, 2, 8, 5])  # not longest first (the attention decoder sorts them and back)
     hidden = decoder.hidden_states(features, captions, lengths)
     assert (hidden[0, 5:] == 0).all() and (hidden[1, 2:] == 0).all() and (hidden[3, 5:] == 0).all()
@@ -232,11 +254,11 @@ def test_padded_batch_gives_each_caption_its_own_hidden_states_and_gradients(att
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(batch_gradients, alone_gradients))
 
 
-@pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])
-def test_forward_matches_step_by_step_decoding(attention):
+@DECODERS
+def test_forward_matches_step_by_step_decoding(kind):
     torch.manual_seed(0)
-    decoder = DecoderRNN(16, 32, VOCAB, attention=attention).eval()
-    features, captions = image_features(2, 16, attention), torch.randint(3, VOCAB, (2, 6))
+    decoder = make_decoder(kind).eval()
+    features, captions = image_features(2, 16, kind != "pooled"), torch.randint(3, VOCAB, (2, 6))
     captions[:, 0] = decoder.start_index
     teacher = torch.log_softmax(decoder(features, captions), dim=-1)
     log_probs, state = decoder.init_state(features)
@@ -245,28 +267,28 @@ def test_forward_matches_step_by_step_decoding(attention):
     assert torch.allclose(teacher[:, 2], log_probs, atol=1e-5)
 
 
-@pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])
-def test_greedy_sampling_stops_each_sequence_at_end(attention):
+@DECODERS
+def test_greedy_sampling_stops_each_sequence_at_end(kind):
     torch.manual_seed(0)
-    decoder = DecoderRNN(16, 32, VOCAB, attention=attention).eval()
+    decoder = make_decoder(kind).eval()
     with torch.no_grad():
         decoder.fc.bias[decoder.end_index] = 50.0  # <end> dominates: every caption is just <end>
-    out = decoder.greedy(image_features(3, 16, attention), max_len=10)
+    out = decoder.greedy(image_features(3, 16, kind != "pooled"), max_len=10)
     assert out.shape == (3, 1) and (out[:, 0] == decoder.end_index).all()
     torch.manual_seed(1)
-    decoder = DecoderRNN(16, 32, VOCAB, attention=attention).eval()
-    out = decoder.greedy(image_features(8, 16, attention), max_len=15)
+    decoder = make_decoder(kind).eval()
+    out = decoder.greedy(image_features(8, 16, kind != "pooled"), max_len=15)
     for row in out.tolist():
         if decoder.end_index in row:
             after = row[row.index(decoder.end_index) + 1:]
             assert all(word == decoder.pad_index for word in after)
 
 
-@pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])
-def test_batched_greedy_equals_one_at_a_time(attention):
+@DECODERS
+def test_batched_greedy_equals_one_at_a_time(kind):
     torch.manual_seed(2)
-    decoder = DecoderRNN(16, 32, VOCAB, attention=attention).eval()
-    features = image_features(5, 16, attention)
+    decoder = make_decoder(kind).eval()
+    features = image_features(5, 16, kind != "pooled")
     batched = decoder.greedy(features, max_len=12)
     for index in range(5):
         single = decoder.greedy(features[index:index + 1], max_len=12)[0]
@@ -284,13 +306,13 @@ def sequence_log_prob(decoder: DecoderRNN, features: torch.Tensor, words: list[i
     return total
 
 
-@pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])
-def test_beam_of_one_is_greedy_and_wider_beams_find_likelier_captions(attention):
+@DECODERS
+def test_beam_of_one_is_greedy_and_wider_beams_find_likelier_captions(kind):
     torch.manual_seed(3)
-    decoder = DecoderRNN(16, 32, VOCAB, attention=attention).eval()
+    decoder = make_decoder(kind).eval()
     with torch.no_grad():
         decoder.fc.bias[decoder.end_index] = 2.0  # captions end within the limit
-    features = image_features(6, 16, attention)
+    features = image_features(6, 16, kind != "pooled")
     greedy = decoder.greedy(features, max_len=10)
     assert torch.equal(decoder.beam_search(features, beam_size=1, max_len=10), greedy)
     beam = decoder.beam_search(features, beam_size=4, max_len=10)
@@ -303,25 +325,25 @@ def test_beam_of_one_is_greedy_and_wider_beams_find_likelier_captions(attention)
         assert decoder.end_index not in beam_words[:-1]  # nothing after <end> but padding
 
 
-@pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])
-def test_beam_search_sequences_end_at_end_token(attention):
+@DECODERS
+def test_beam_search_sequences_end_at_end_token(kind):
     torch.manual_seed(4)
-    decoder = DecoderRNN(16, 32, VOCAB, attention=attention).eval()
+    decoder = make_decoder(kind).eval()
     with torch.no_grad():
         decoder.fc.bias[decoder.end_index] = 3.0
-    out = decoder.beam_search(image_features(4, 16, attention), beam_size=3, max_len=20)
+    out = decoder.beam_search(image_features(4, 16, kind != "pooled"), beam_size=3, max_len=20)
     for row in out.tolist():
         words = [w for w in row if w != decoder.pad_index]
         assert words[-1] == decoder.end_index
 
 
-@pytest.mark.parametrize("attention", [False, True], ids=["pooled", "attention"])
-def test_sampled_captions_carry_their_log_probabilities(attention):
+@DECODERS
+def test_sampled_captions_carry_their_log_probabilities(kind):
     torch.manual_seed(0)
-    decoder = DecoderRNN(8, 16, VOCAB, attention=attention)
+    decoder = make_decoder(kind, 8, 16)
     with torch.no_grad():  # <end> likely enough that rows finish at different steps (finished rows are dropped)
         decoder.fc.bias[decoder.end_index] = 2.0
-    features = image_features(6, 8, attention)
+    features = image_features(6, 8, kind != "pooled")
     words, log_probs = decoder.sample_with_log_probs(features, max_len=7)
     assert words.shape == log_probs.shape and words.size(0) == 6
     lengths = {row.index(decoder.end_index) if decoder.end_index in row else 7 for row in words.tolist()}
