@@ -326,8 +326,8 @@ class Attention(nn.Module):
         keys, (batch, cells) attention so far (coverage) -> (batch, embed) gated context and (batch, cells) attention
         weights."""
         keys = keys + self.query(hidden).unsqueeze(1)
-        if self.cover is not None:
-            keys = keys + self.cover(covered.unsqueeze(-1))
+        if self.cover is not None:  # self.cover(covered), as a product: a Linear of one input is a slow matmul
+            keys = torch.addcmul(keys, covered.unsqueeze(-1), self.cover.weight.squeeze(-1))
         weights = self.score(torch.tanh(keys)).squeeze(-1).softmax(dim=-1)
         context = (weights.unsqueeze(-1) * cells).sum(dim=1) * torch.sigmoid(self.gate(hidden))
         return context, weights
