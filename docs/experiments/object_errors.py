@@ -6,7 +6,8 @@
 Each named pair beyond what the image has (objects.py reads the captions as evaluate.py does) is one of: a pair the
 image has, named more times than it has it; a colour and a shape that are both in the image, but not together; a
 shape that is not in the image; a colour that is not in the image. Then how many times the captions named the pairs
-that the image has once, twice and three times.
+that the image has once, twice and three times, and how many of its colour-shape groups a caption names, by the
+number of groups in the image.
 """
 import argparse
 import json
@@ -26,11 +27,12 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
     images = load_coco(annotation_path(args.data_dir, args.split)).imgs
-    kinds, named_by_size, matched_by_size, counts = Counter(), Counter(), Counter(), Counter()
+    kinds, named_by_size, matched_by_size, counts, groups = Counter(), Counter(), Counter(), Counter(), Counter()
     for result in json.loads(Path(args.results).read_text()):
         truth = objects.image_objects(images[result["image_id"]])
         colours, shapes = {colour for colour, _ in truth}, {shape for _, shape in truth}
         size = min(sum(truth.values()), 4)
+        groups[len(truth), len(objects.named_objects(result["caption"]))] += 1
         for (colour, shape), count in objects.named_objects(result["caption"]).items():
             present = truth.get((colour, shape), 0)
             named_by_size[size] += count
@@ -58,6 +60,9 @@ def main() -> None:
     for present in sorted({present for present, _ in counts}):
         named = [f"{count}: {number}" for (had, count), number in sorted(counts.items()) if had == present]
         print(f"pairs the image has {present} times, named (times: pairs) {', '.join(named)}")
+    for there in sorted({there for there, _ in groups}):
+        named = [f"{count}: {number}" for (had, count), number in sorted(groups.items()) if had == there]
+        print(f"images with {there} colour-shape groups, captions naming (groups: captions) {', '.join(named)}")
 
 
 if __name__ == "__main__":
