@@ -18,6 +18,8 @@ def tiny_config(data_dir: Path, out: Path, **overrides) -> Config:
                   embed_size=32, hidden_size=64, epochs=1, batch_size=8, vocab_threshold=1, precision="fp32",
                   log_every=1, scst_epochs=0, pretrain_epochs=0, object_features=False)
     values.update(overrides)
+    if not values.get("attention", True):  # the recipe's coverage is of its attention
+        values.setdefault("coverage", False)
     return make_config(ROOT / "configs" / "synthetic.json", **values)
 
 
