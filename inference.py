@@ -49,7 +49,7 @@ class Captioner:
     def decode_feature_maps(self, feature_maps: torch.Tensor, beam_size: int = 1, max_len: int | None = None
                             ) -> torch.Tensor:
         """(batch, C, h, w) feature maps -> (batch, <= max_len) word ids ending at <end>."""
-        features = self.encoder.project(self.encoder.pool(feature_maps))
+        features = self.encoder.project(self.encoder.pool(feature_maps, self.config.precision))
         return decode(self.decoder, features, beam_size, max_len or self.config.max_len)
 
     def caption_files(self, paths: Iterable[str | Path], beam_size: int = 1, batch_size: int = 32

@@ -263,7 +263,7 @@ class EncoderCNN(nn.Module):
 
     def pooled_features(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """(batch, 3, H, W) images -> (batch, features_width) image features: pooled, then (attention) the cells."""
-        return self.pool(self.feature_map(images, precision))
+        return self.pool(self.feature_map(images, precision), precision)
 
     def feature_map(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """(batch, 3, H, W) images -> (batch, C, h, w): the map the features are made of, the last convolutional
@@ -276,19 +276,21 @@ class EncoderCNN(nn.Module):
         with autocast(images.device, precision):
             return self.backbone[:-2 if self.attention else -1](images)
 
-    def pool(self, feature_map: torch.Tensor) -> torch.Tensor:
+    def pool(self, feature_map: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """(batch, C, h, w) feature map -> (batch, features_width): averaged over space; with attention, layer3's
-        map goes through layer4 first, and its cells follow the average."""
+        map goes through layer4 first, and its cells follow the average. Layer4 and the centre head run under the
+        autocast of feature_map(): in bf16 its map is bf16, which fp32 weights outside autocast refuse."""
         if not self.attention:
             return self.backbone[-1](feature_map).flatten(1)
-        pooled = self.backbone[-1](self.backbone[-2](feature_map)).flatten(1)
-        cells = feature_map.flatten(2).transpose(1, 2)  # (batch, cells, channels)
-        if self.objects is not None:
-            found = self.objects(feature_map).float().softmax(dim=1).flatten(2).transpose(1, 2)  # (batch, cells, K)
-            counts = found[..., 1:].sum(dim=1)  # (batch, pairs): class 0 is "no centre here"
-            own = (found[..., 1:] * counts.unsqueeze(1)).sum(dim=2, keepdim=True)  # each cell's pair's count
-            pooled = torch.cat([pooled, counts.to(pooled.dtype)], dim=1)
-            cells = torch.cat([cells, found.to(cells.dtype), count_features(own).to(cells.dtype)], dim=2)
+        with autocast(feature_map.device, precision):
+            pooled = self.backbone[-1](self.backbone[-2](feature_map)).flatten(1)
+            cells = feature_map.flatten(2).transpose(1, 2)  # (batch, cells, channels)
+            if self.objects is not None:
+                found = self.objects(feature_map).float().softmax(dim=1).flatten(2).transpose(1, 2)  # (batch, cells, K)
+                counts = found[..., 1:].sum(dim=1)  # (batch, pairs): class 0 is "no centre here"
+                own = (found[..., 1:] * counts.unsqueeze(1)).sum(dim=2, keepdim=True)  # each cell's pair's count
+                pooled = torch.cat([pooled, counts.to(pooled.dtype)], dim=1)
+                cells = torch.cat([cells, found.to(cells.dtype), count_features(own).to(cells.dtype)], dim=2)
         return torch.cat([pooled, cells.flatten(1)], dim=1)
 
     def forward(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:

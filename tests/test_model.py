@@ -79,6 +79,28 @@ def test_with_objects_each_cell_adds_its_centre_probabilities_and_the_pooled_vec
     assert encoder(images).shape == (2, 17, 24)
 
 
+@pytest.mark.parametrize("kind", ["pooled", "attention", "objects"])
+def test_in_bf16_the_encoder_gives_the_features_of_fp32(offline_hub, tmp_path, kind):
+    """precision "auto" is bf16 on CPUs with native bf16 (AVX512-BF16, AMX): the whole encoder, layer4 and the centre
+    head after layer3's bf16 map included, must run there (it runs emulated, slowly, on any other CPU)."""
+    options = {"attention": kind != "pooled"}
+    if kind == "objects":
+        path = tmp_path / "pretrained.pth"
+        head = torch.nn.Conv2d(256, 5, kernel_size=1)
+        torch.save({**torchvision.models.resnet18().state_dict(),
+                    **{f"centres.{key}": value for key, value in head.state_dict().items()}}, path)
+        options.update(pretrained="yes", weights=str(path), objects=5)
+    encoder = EncoderCNN(24, "resnet18", **{"pretrained": "no", **options}).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        full, half = encoder.pooled_features(images), encoder.pooled_features(images, precision="bf16")
+        maps = encoder.feature_map(images, precision="bf16")
+        assert maps.dtype is torch.bfloat16
+        assert torch.equal(encoder.pool(maps, precision="bf16"), half)
+    assert half.shape == full.shape == (2, encoder.features_width(64))
+    torch.testing.assert_close(half.float(), full, atol=0.1, rtol=0.05)  # bf16 keeps 8 bits of mantissa
+
+
 def test_count_features_say_how_close_a_count_is_to_one_two_and_three_or_more():
     counts = torch.tensor([[0.0], [1.0], [1.5], [2.0], [3.0], [4.0]])
     assert model.count_features(counts).tolist() == [[0, 0, 0, 0], [1, 1, 0, 0], [1.5, 0.5, 0.5, 0], [2, 0, 1, 0],
