@@ -70,6 +70,8 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
     return {"split": split, "images": len(captions), "skipped_images": len(skipped), "beam_size": beam_size,
             "skipped": skipped, "model": model_scores, "baseline": baseline,
             "cider_vs_baseline": model_scores["CIDEr"] / max(baseline["CIDEr"], 1e-9),
+            "bad_endings": {"model": metrics.bad_endings(captions.values()),
+                            "human": metrics.bad_endings(split_references[image_id][0] for image_id in captions)},
             "objects": objects.split_report(coco.imgs, split_references, captions),
             "chair": chair.split_report(Path(data_dir) / "annotations", split, coco.imgs, split_references, captions),
             "meteor": "computed" if "METEOR" in model_scores else "skipped: Java not found",
@@ -151,6 +153,10 @@ def format_table(report: dict[str, Any]) -> str:
              f"{'metric':<10}{'model':>10}{'baseline':>10}"]
     lines += [f"{key:<10}{report['model'][key]:>10.3f}{report['baseline'][key]:>10.3f}" for key in keys]
     lines.append(f"baseline caption: {report['baseline']['caption']!r}")
+    if "bad_endings" in report:
+        ends = report["bad_endings"]
+        lines.append(f"cut off: {ends['model']:.3f} of the captions end on a word like 'a', 'on', 'and' "
+                     f"(first reference: {ends['human']:.3f})")
     seen = format_object_scores(report)
     return "\n".join(lines + ([seen] if seen else []))
 

@@ -379,6 +379,23 @@ def best_constant_caption(train_references: Mapping[int, Sequence[str]], seed: i
     return finalists[int(np.argmax(final_scores))]
 
 
+# --- Captions cut off ------------------------------------------------------------------------------------------------
+
+# Words no caption ends on: articles, prepositions that need their object, conjunctions ("... riding a horse on a").
+DANGLING_WORDS = frozenset("a an the of on in at to with by from and or".split())
+
+
+def bad_endings(captions: Iterable[str]) -> float:
+    """The share of captions whose last word is one no caption ends on (DANGLING_WORDS), punctuation aside.
+
+    The fault self-critical training is known for when its reward does not score the end of a caption (Rennie et al.
+    2017, appendix E): CIDEr takes little from "... on a" for the background it leaves out. 0 for no captions.
+    """
+    last = [next((word for word in reversed(caption.lower().split()) if any(c.isalnum() for c in word)), "")
+            for caption in captions]
+    return sum(word.strip(".,;:!?") in DANGLING_WORDS for word in last) / max(len(last), 1)
+
+
 # --- CIDEr as a training reward ------------------------------------------------------------------------------------
 
 class CorpusCider:

@@ -251,3 +251,10 @@ except KeyboardInterrupt:
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "interrupted"
+
+
+def test_bad_endings_are_the_captions_that_stop_on_an_article_a_preposition_or_a_conjunction():
+    captions = ["there are two red circles on a", "a dog riding a horse on the.", "a cat and", "A man on a HORSE .",
+                "a red circle on grass", "two of them", ""]
+    assert metrics.bad_endings(captions) == pytest.approx(3 / 7)
+    assert metrics.bad_endings([]) == 0

@@ -78,3 +78,5 @@ def test_evaluate_reports_object_scores_beside_cider(trained_checkpoint, synthet
     assert scores["human"]["precision"] >= 0.95  # the ceiling: one true human caption per image
     assert scores["model"]["objects"] == scores["human"]["objects"] > 0
     assert "objects" in captured.err and "precision" in captured.err and "recall" in captured.err
+    assert report["bad_endings"]["human"] == 0 and 0 <= report["bad_endings"]["model"] <= 1  # every reference ends
+    assert "cut off" in captured.err
