@@ -167,6 +167,9 @@ def metrics_markdown(report: dict) -> str:
     lines += [f"| {key} | {report['model'][key]:.3f} | {report['baseline'][key]:.3f} |" for key in keys]
     lines.append(f"\n{report['images']} images of split `{report['split']}`, beam size {report['beam_size']}; "
                  f"baseline caption for every image: *{report['baseline']['caption']}*; METEOR {report['meteor']}.")
+    if "bad_endings" in report:
+        lines[-1] += (f" Captions cut off (ending on 'a', 'on', 'and'...): {report['bad_endings']['model']:.1%} "
+                      f"(first references: {report['bad_endings']['human']:.1%}).")
     return "\n".join(lines)
 
 

@@ -80,3 +80,5 @@ def test_evaluate_reports_object_scores_beside_cider(trained_checkpoint, synthet
     assert "objects" in captured.err and "precision" in captured.err and "recall" in captured.err
     assert report["bad_endings"]["human"] == 0 and 0 <= report["bad_endings"]["model"] <= 1  # every reference ends
     assert "cut off" in captured.err
+    import viz  # notebook 3's table says it too
+    assert "Captions cut off" in viz.metrics_markdown(report)
