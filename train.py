@@ -333,10 +333,17 @@ def in_scst(run: Run) -> bool:
 
 
 def reward_tokens(run: Run, ids: Iterable[int]) -> str:
-    """A caption as the reward scores it: word ids up to <end>, without special tokens and punctuation."""
+    """A caption as the reward scores it: word ids up to <end>, without special tokens and punctuation, then <end>
+    itself as a word when the caption has one.
+
+    <end> is scored as the self-critical paper does (Rennie et al. 2017, appendix E): without it, a caption cut off
+    after "on a" loses only the n-grams of its last words, and self-critical training learned to stop there; with
+    it, "a <end>" is an n-gram no reference has.
+    """
     skip, words = run.scst_skip, []
     for index in ids:
         if index == run.vocab.end_index:
+            words.append(str(index))
             break
         if index not in skip:
             words.append(str(index))
@@ -349,7 +356,7 @@ def start_scst(run: Run, loader) -> None:
     run.scst_skip = {vocab.pad_index, vocab.start_index, vocab.end_index} | {
         vocab(word) for word in vocab.to_dict()["words"] if is_punctuation(word)}
     dataset = loader.dataset
-    run.reward = metrics.CorpusCider([reward_tokens(run, [vocab(word) for word in words])
+    run.reward = metrics.CorpusCider([reward_tokens(run, [vocab(word) for word in words] + [vocab.end_index])
                                       for words in dataset.captions[image_id]] for image_id in dataset.image_ids)
 
 

@@ -287,6 +287,36 @@ def test_a_finished_run_goes_on_with_self_critical_epochs_at_the_rate_given(synt
     assert len(steps) == 2 and all("reward" in entry and entry["lr"] == 2e-4 for entry in steps)
 
 
+def test_the_reward_scores_the_end_of_a_caption_so_that_one_cut_off_after_on_a_pays_less(synthetic_dir):
+    """Rennie et al. 2017, appendix E: without <end> as a word, "... on a <end>" keeps every n-gram of the complete
+    caption but its last ones, and self-critical training learned to stop there (docs/EXPERIMENTS.md)."""
+    from types import SimpleNamespace
+    references = ["a red circle on a striped background", "a red circle and nothing else on a striped background",
+                  "one shape on a striped background", "a striped background with a red circle"]
+    vocab = Vocabulary()
+    for word in " ".join(references + ["."]).split():
+        vocab.add_word(word)
+    dataset = SimpleNamespace(image_ids=[1, 2], captions={1: [r.split() for r in references],
+                                                          2: [["a", "blue", "square", "on", "grass"]] * 4})
+    run = SimpleNamespace(vocab=vocab)
+    train.start_scst(run, SimpleNamespace(dataset=dataset))
+    ids = lambda text: [vocab(word) for word in text.split()] + [vocab.end_index, vocab.pad_index]
+    end = str(vocab.end_index)
+    expected = [str(vocab(word)) for word in "a red circle on a".split()] + [end]  # no ".", then <end>
+    assert train.reward_tokens(run, ids("a red circle . on a")).split() == expected
+    assert train.reward_tokens(run, ids("a red circle")[:-2]).split()[-1] != end  # never ended: no <end> to score
+    refs = [train.reward_tokens(run, ids(reference)) for reference in references]
+    whole, cut = (run.reward.score(train.reward_tokens(run, ids(text)), refs)
+                  for text in ("a red circle on a striped background", "a red circle on a"))
+    unscored = lambda text: " ".join(train.reward_tokens(run, ids(text)).split()[:-1])
+    without_end = [unscored(reference) for reference in references]
+    assert cut < whole
+    # What <end> changes: the cut-off caption loses more of the whole one's reward than when <end> is not scored.
+    ratio_without_end = (run.reward.score(unscored("a red circle on a"), without_end)
+                         / run.reward.score(unscored("a red circle on a striped background"), without_end))
+    assert cut / whole < ratio_without_end
+
+
 def test_scst_settings_are_checked():
     with pytest.raises(ValueError, match="scst_samples"):
         Config(scst_samples=1).validate()
