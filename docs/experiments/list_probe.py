@@ -8,7 +8,8 @@ Two figures, on the images with three colour-shape groups:
   ("a black dot, a green rhombus and two red dots ..."), teacher-forced on that reference, mean over the images
   (--images of them): "," goes on to a third group, "and" ends the list at two;
 - the CIDEr that self-critical training would pay (idf from the training captions, as train.py's reward) for such a
-  reference against the image's other references, and for the same sentence with its second group left out.
+  reference against the image's other references, for the same sentence in the decoder's wording ("A and B and C"),
+  and with its second group left out; then the same with <end> scored as a word, as train.py's reward now does.
 """
 import argparse
 import re
@@ -28,9 +29,10 @@ from inference import Captioner  # noqa: E402
 LIST = re.compile(r"^(?P<head>.*?), (?P<second>.*?) and (?P<rest>.*)$")  # "A, B and C ..."
 
 
-def reward_text(caption: str) -> str:
-    """A caption as the reward reads it: its words, without punctuation."""
-    return " ".join(token for token in vocabulary.tokenize(caption) if not vocabulary.is_punctuation(token))
+def reward_text(caption: str, end: bool = False) -> str:
+    """A caption as the reward reads it: its words, without punctuation (then "<end>" if end)."""
+    words = [token for token in vocabulary.tokenize(caption) if not vocabulary.is_punctuation(token)]
+    return " ".join(words + (["<end>"] if end else []))
 
 
 def main() -> None:
@@ -44,10 +46,10 @@ def main() -> None:
     vocab = captioner.vocab
     comma, and_ = vocab(","), vocab("and")
     train = load_coco(annotation_path(args.data_dir, "train"))
-    reward = metrics.CorpusCider([reward_text(a["caption"]) for a in train.imgToAnns[image_id]]
-                                 for image_id in train.imgs)
+    rewards = {end: metrics.CorpusCider([reward_text(a["caption"], end) for a in train.imgToAnns[image_id]]
+                                        for image_id in train.imgs) for end in (False, True)}
     coco = load_coco(annotation_path(args.data_dir, args.split))
-    p_comma, p_and, three, two = [], [], [], []
+    p_comma, p_and, paid = [], [], {(end, kind): [] for end in (False, True) for kind in ("three", "and", "two")}
     for image_id, image in coco.imgs.items():
         if len(objects.image_objects(image)) != 3:
             continue
@@ -57,10 +59,13 @@ def main() -> None:
         if not listing:
             continue
         reference = listing[0]
-        others = [reward_text(r) for r in references if r != reference]
         parts = LIST.match(reference.rstrip("."))
-        three.append(reward.score(reward_text(reference), others))
-        two.append(reward.score(reward_text(f"{parts['head']} and {parts['rest']}"), others))
+        for end, reward in rewards.items():
+            others = [reward_text(r, end) for r in references if r != reference]
+            for kind, text in (("three", reference), ("and", f"{parts['head']} and {parts['second']} and "
+                                                            f"{parts['rest']}"),
+                               ("two", f"{parts['head']} and {parts['rest']}")):
+                paid[end, kind].append(reward.score(reward_text(text, end), others))
         if len(p_comma) < args.images:
             ids = [vocab.start_index] + [vocab(token) for token in vocabulary.tokenize(reference)] + [vocab.end_index]
             pixels = captioner.transform(load_image(image_path(args.data_dir, args.split, image["file_name"])))
@@ -71,8 +76,11 @@ def main() -> None:
             p_and.append(probabilities[and_].item())
     print(f"{args.split}: after the first of three groups ({len(p_comma)} references): P(',') "
           f"{sum(p_comma) / len(p_comma):.3f}, P('and') {sum(p_and) / len(p_and):.3f}")
-    print(f"reward of a reference naming all three groups {sum(three) / len(three):.3f}, with its second left out "
-          f"{sum(two) / len(two):.3f} ({len(three)} images)")
+    mean = {key: sum(values) / len(values) for key, values in paid.items()}
+    for end in (False, True):
+        print(f"reward{' with <end> scored' if end else ''}: a reference naming all three groups "
+              f"{mean[end, 'three']:.3f}, in the decoder's wording {mean[end, 'and']:.3f}, with its second group "
+              f"left out {mean[end, 'two']:.3f} ({len(paid[end, 'two'])} images)")
 
 
 if __name__ == "__main__":
