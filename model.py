@@ -279,7 +279,7 @@ class EncoderCNN(nn.Module):
     def pool(self, feature_map: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """(batch, C, h, w) feature map -> (batch, features_width): averaged over space; with attention, layer3's
         map goes through layer4 first, and its cells follow the average. Layer4 and the centre head run under the
-        autocast of feature_map(): in bf16 its map is bf16, which fp32 weights outside autocast refuse."""
+        same autocast as feature_map(): in bf16 its map is bf16, which fp32 weights outside autocast refuse."""
         if not self.attention:
             return self.backbone[-1](feature_map).flatten(1)
         with autocast(feature_map.device, precision):
