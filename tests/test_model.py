@@ -83,14 +83,14 @@ def test_with_objects_each_cell_adds_its_centre_probabilities_and_the_pooled_vec
 def test_in_bf16_the_encoder_gives_the_features_of_fp32(offline_hub, tmp_path, kind):
     """precision "auto" is bf16 on CPUs with native bf16 (AVX512-BF16, AMX): the whole encoder, layer4 and the centre
     head after layer3's bf16 map included, must run there (it runs emulated, slowly, on any other CPU)."""
-    options = {"attention": kind != "pooled"}
+    options = {"pretrained": "no", "attention": kind != "pooled"}
     if kind == "objects":
         path = tmp_path / "pretrained.pth"
         head = torch.nn.Conv2d(256, 5, kernel_size=1)
         torch.save({**torchvision.models.resnet18().state_dict(),
                     **{f"centres.{key}": value for key, value in head.state_dict().items()}}, path)
         options.update(pretrained="yes", weights=str(path), objects=5)
-    encoder = EncoderCNN(24, "resnet18", **{"pretrained": "no", **options}).eval()
+    encoder = EncoderCNN(24, "resnet18", **options).eval()
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         full, half = encoder.pooled_features(images), encoder.pooled_features(images, precision="bf16")

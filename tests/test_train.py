@@ -287,7 +287,7 @@ def test_a_finished_run_goes_on_with_self_critical_epochs_at_the_rate_given(synt
     assert len(steps) == 2 and all("reward" in entry and entry["lr"] == 2e-4 for entry in steps)
 
 
-def test_the_reward_scores_the_end_of_a_caption_so_that_one_cut_off_after_on_a_pays_less(synthetic_dir):
+def test_the_reward_scores_the_end_of_a_caption_so_that_one_cut_off_after_on_a_pays_less():
     """Rennie et al. 2017, appendix E: without <end> as a word, "... on a <end>" keeps every n-gram of the complete
     caption but its last ones, and self-critical training learned to stop there (docs/EXPERIMENTS.md)."""
     from types import SimpleNamespace
