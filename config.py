@@ -33,7 +33,7 @@ RANGES = {
     "scst_epochs": (0, None), "scst_samples": (2, None),  # each sample's baseline is the others' mean reward
     "val_beam_size": (1, None), "val_max_images": (0, None), "num_workers": (0, None), "seed": (0, None),
     "log_every": (1, None), "max_steps_per_epoch": (0, None), "bow_loss_weight": (0, None),
-    "pretrain_epochs": (0, None), "pretrain_batch_size": (1, None), "pretrain_count_weight": (0, None),
+    "pretrain_epochs": (0, None), "pretrain_batch_size": (1, None),
 }
 VAL_METRICS = ("CIDEr", "Bleu_4", "Bleu_3", "Bleu_2", "Bleu_1", "loss")  # what validation computes
 
@@ -67,8 +67,6 @@ class Config:
     # weights
     pretrain_lr: float = 4e-3  # Adam for that pretraining, held, then down to 0 over the last fifth
     pretrain_batch_size: int = 16  # images per pretraining step
-    pretrain_count_weight: float = 0.0  # with object_features: the weight of the pretraining's count loss, which fits
-    # the centre head's probabilities, summed over the cells, to how many objects of each pair the image holds
     embed_size: int = 256  # word embedding and projected image feature size
     hidden_size: int = 512  # LSTM state size
     num_layers: int = 1  # LSTM layers

@@ -42,7 +42,6 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -152,36 +151,18 @@ def cell_targets(images: list[dict], labels: Labels, image_size: int, resize_siz
     return torch.stack(targets)
 
 
-def centres_in_crop(image: dict, labels: Labels, image_size: int, resize_size: int
-                    ) -> Iterator[tuple[int, float, float]]:
-    """(pair, x, y) of each object whose centre lies in the S x S crop the CNN sees, in the crop's pixels."""
-    scale, left, top = crop_geometry(image, image_size, resize_size or image_size)
-    for obj in image["objects"]:
-        x, y, w, h = obj["bbox"]
-        across, down = (x + w / 2) * scale - left, (y + h / 2) * scale - top
-        if 0 <= across < image_size and 0 <= down < image_size:
-            yield labels.pair(obj), across, down
-
-
 def centre_targets(images: list[dict], labels: Labels, image_size: int, resize_size: int, grid: int
                    ) -> torch.Tensor:
     """(N, grid, grid): which pair (Labels.pair) has an object's centre in each cell, 0 where none has; the targets
     of the centre head, which asks the CNN to tell objects of one pair apart, as counting needs."""
     targets = torch.zeros(len(images), grid, grid, dtype=torch.long)
     for row, image in enumerate(images):
-        for pair, across, down in centres_in_crop(image, labels, image_size, resize_size):
-            targets[row, int(down * grid / image_size), int(across * grid / image_size)] = pair
-    return targets
-
-
-def count_targets(images: list[dict], labels: Labels, image_size: int, resize_size: int) -> torch.Tensor:
-    """(N, pairs): how many objects of each pair (column Labels.pair - 1) have their centre in the crop: what the
-    centre head's probabilities, summed over the cells, should read (the count loss of train_step)."""
-    targets = torch.zeros(len(images), len(labels.colours) * len(labels.shapes))
-    for row, image in enumerate(images):
-        for pair, _, _ in centres_in_crop(image, labels, image_size, resize_size):
-            if pair:
-                targets[row, pair - 1] += 1
+        scale, left, top = crop_geometry(image, image_size, resize_size or image_size)
+        for obj in image["objects"]:
+            x, y, w, h = obj["bbox"]
+            across, down = (x + w / 2) * scale - left, (y + h / 2) * scale - top  # in the crop's pixels
+            if 0 <= across < image_size and 0 <= down < image_size:  # centres outside the crop name no cell
+                targets[row, int(down * grid / image_size), int(across * grid / image_size)] = labels.pair(obj)
     return targets
 
 
@@ -258,14 +239,11 @@ def learning_rate(lr: float, step: int, total: int, decay: float = DECAY_SHARE) 
 
 def train_step(model: Pretrainer, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                images: torch.Tensor, targets: torch.Tensor, cells: torch.Tensor, device: torch.device,
-               precision: str, centres: torch.Tensor | None = None, counts: torch.Tensor | None = None,
-               count_weight: float = 0.0) -> float:
+               precision: str, centres: torch.Tensor | None = None) -> float:
     """One optimisation step on a batch of images (batch, 3, S, S), their 0/1 label targets and their cell targets
     (cell_targets), and centre targets (centre_targets) for a model with a centre head; returns the loss: binary
-    cross-entropy of the labels plus cross-entropy of the cells (plus that of the centres). With count_weight and
-    counts (count_targets), plus count_weight times the squared error of the count the captioner reads, each pair's
-    centre probability summed over the cells, summed over the pairs (a density-map count: Lempitsky and Zisserman
-    2010). An update from a loss that is not finite is not applied: the caller stops."""
+    cross-entropy of the labels plus cross-entropy of the cells (plus that of the centres). An update from a loss
+    that is not finite is not applied: the caller stops."""
     with autocast(device, precision):
         logits, cell_logits, centre_logits = model.heads(images.to(device, non_blocking=True))
     loss = F.binary_cross_entropy_with_logits(logits.float(), targets.to(device))
@@ -273,9 +251,6 @@ def train_step(model: Pretrainer, optimizer: torch.optim.Optimizer, scaler: torc
     loss = loss - (cells * F.log_softmax(cell_logits.float(), dim=1)).sum(1).mean()
     if centre_logits is not None:
         loss = loss + F.cross_entropy(centre_logits.float(), centres.to(device))
-        if count_weight:
-            read = centre_logits.float().softmax(dim=1)[:, 1:].sum(dim=(2, 3))
-            loss = loss + count_weight * (read - counts.to(device)).square().sum(dim=1).mean()
     if not torch.isfinite(loss):
         return loss.item()
     optimizer.zero_grad(set_to_none=True)
@@ -287,12 +262,12 @@ def train_step(model: Pretrainer, optimizer: torch.optim.Optimizer, scaler: torc
 
 def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backbone: str = "resnet18",
              lr: float = 4e-3, batch_size: int = 16, resize_size: int = 0, max_images: int = 0, seed: int = 0,
-             device: str = "auto", precision: str = "auto", centres: bool = False, count_weight: float = 0.0,
+             device: str = "auto", precision: str = "auto", centres: bool = False,
              say=lambda line: print(line, flush=True)) -> tuple[Pretrainer, list[dict[str, float]]]:
     """Train a ResNet from scratch on the split's labels and object maps; returns it (net: the ResNet, with its label
     classifier as fc) and one report per epoch. precision as for training (runtime.py: bf16 autocast only on CPUs
     that compute bf16 natively). centres adds the centre head (centre_targets), which the captioner reads with
-    object_features, and count_weight (with centres) the count loss of train_step."""
+    object_features."""
     data_dir = Path(data_dir)
     device = resolve_device(device)
     generator = torch.Generator().manual_seed(seed)
@@ -306,7 +281,6 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
     grid = layer3_side(image_size)
     train_cells = cell_targets(train_images, labels, image_size, resize_size, grid)
     train_centres = centre_targets(train_images, labels, image_size, resize_size, grid) if centres else None
-    train_counts = count_targets(train_images, labels, image_size, resize_size) if centres and count_weight else None
     model, optimizer, scaler = build(backbone, len(labels.names), train_cells.size(1) - 1, lr, device, precision,
                                      centres)
     steps_per_epoch = len(train_x) // batch_size
@@ -321,8 +295,7 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
                 group["lr"] = learning_rate(lr, step, total)
             index = order[start:start + batch_size]
             loss = train_step(model, optimizer, scaler, train_x[index], train_y[index], train_cells[index], device,
-                              precision, None if train_centres is None else train_centres[index],
-                              None if train_counts is None else train_counts[index], count_weight)
+                              precision, None if train_centres is None else train_centres[index])
             if not math.isfinite(loss):
                 raise FloatingPointError(f"pretraining loss is {loss} at epoch {epoch + 1}: lower --lr")
             step += 1
@@ -360,9 +333,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--centres", action="store_true",
                         help="also learn in which layer3 cell each object's centre lies (a head saved with the "
                              "CNN, which the captioner reads with --object-features true)")
-    parser.add_argument("--count-weight", type=float, default=0.0,
-                        help="with --centres, also fit the centre head's summed probabilities to each pair's count, "
-                             "with this weight")
     parser.add_argument("--save", help="write the trained backbone here (refuses to replace an existing file)")
     args = parser.parse_args(argv)
     if args.save and Path(args.save).exists():
@@ -371,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, _ = pretrain(args.data_dir, args.image_size, args.epochs, args.backbone, args.lr, args.batch_size,
                             max_images=args.max_images, device=args.device, precision=args.precision,
-                            centres=args.centres, count_weight=args.count_weight)
+                            centres=args.centres)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

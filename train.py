@@ -723,8 +723,7 @@ def pretrain_stage(config: Config, overwrite: bool) -> Path:
                                          config.pretrain_lr, config.pretrain_batch_size,
                                          config.resize_size or default_resize(config), seed=config.seed,
                                          device=config.device, precision=config.precision,
-                                         centres=config.object_features,
-                                         count_weight=config.pretrain_count_weight)
+                                         centres=config.object_features)
     return pretrain_encoder.save_backbone(model, path)
 
 

@@ -94,35 +94,6 @@ def test_centre_targets_name_the_cell_of_each_objects_centre():
     assert torch.equal(targets, expected) and expected[0, 0, 0] != expected[0, 3, 3] > 0
 
 
-def test_count_targets_count_the_objects_of_each_pair_whose_centre_is_in_the_crop():
-    images = [{"width": 200, "height": 100, "objects": [  # resized to 128 x 64, a 64 x 64 crop from x = 32
-        {"colour": "red", "shape": "circle", "bbox": [50, 10, 20, 20]},  # in the crop
-        {"colour": "red", "shape": "circle", "bbox": [80, 40, 20, 20]},  # in the crop: a second red circle
-        {"colour": "blue", "shape": "star", "bbox": [110, 60, 30, 30]},  # in the crop
-        {"colour": "red", "shape": "circle", "bbox": [0, 0, 20, 20]}]}]  # left of the crop: not counted
-    labels = pretrain_encoder.Labels(images)
-    counts = pretrain_encoder.count_targets(images, labels, 64, 64)
-    assert counts.shape == (1, len(labels.colours) * len(labels.shapes))
-    red_circle, blue_star = (labels.pair(images[0]["objects"][k]) - 1 for k in (0, 2))
-    assert counts[0, red_circle] == 2 and counts[0, blue_star] == 1 and counts.sum() == 3
-
-
-def test_the_count_loss_is_the_squared_error_of_the_summed_centre_probabilities(one_thread):
-    torch.manual_seed(0)
-    images, cells = torch.randn(2, 3, 32, 32), torch.zeros(2, 5, 2, 2)
-    cells[:, 0] = 1
-    centres, counts = torch.zeros(2, 2, 2, dtype=torch.long), torch.tensor([[2.0, 0, 1, 0], [0, 0, 0, 3]])
-    model, _, scaler = pretrain_encoder.build("resnet18", 6, 4, 1e-3, torch.device("cpu"), "fp32", centres=True)
-    frozen = torch.optim.SGD(model.parameters(), lr=0.0)  # the steps below leave the weights as they are
-    losses = [pretrain_encoder.train_step(model, frozen, scaler, images, torch.zeros(2, 6), cells,
-                                          torch.device("cpu"), "fp32", centres, counts, weight)
-              for weight in (0.0, 2.0)]
-    model.train()
-    read = model.heads(images)[2].softmax(dim=1)[:, 1:].sum(dim=(2, 3))
-    expected = 2.0 * (read - counts).square().sum(dim=1).mean()
-    assert losses[1] - losses[0] == pytest.approx(expected.item(), rel=1e-4) and expected > 0
-
-
 def test_pretraining_with_the_centre_head_saves_it_beside_the_resnet(synthetic_dir, tmp_path, one_thread):
     model, reports = pretrain_encoder.pretrain(synthetic_dir, 32, epochs=1, batch_size=8, centres=True,
                                                say=lambda line: None)
