@@ -5,8 +5,12 @@
 The captioner's count features (model.EncoderCNN.pool) sum the head's per-cell probabilities of each pair (soft);
 counting the cells whose likeliest class is the pair (hard) is the other reading. For each true count (0 = pairs
 the image does not have), the mean reading and how often it rounds to the truth (3 or more as 3).
+
+With --results (evaluate.py --out on the same split), also the soft reading of the image's groups that the captions
+name and of those they leave out, by the image's number of groups: does the head see what the caption leaves out?
 """
 import argparse
+import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -14,6 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import objects  # noqa: E402
 import pretrain_encoder  # noqa: E402
 from inference import Captioner  # noqa: E402
 
@@ -23,6 +28,7 @@ def main() -> None:
     parser.add_argument("checkpoint", help="a checkpoint whose encoder reads the centre head (object_features)")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--split", default="val")
+    parser.add_argument("--results", help="captions of the split's images (evaluate.py --out)")
     args = parser.parse_args()
     captioner, data = Captioner(args.checkpoint, "cpu"), Path(args.data_dir)
     encoder = captioner.encoder
@@ -53,6 +59,20 @@ def main() -> None:
         right = (value.round().clamp(max=3) == count).float().mean()
         print(f"  {kind}  true {count}{'+' if count == 3 else ' '}  mean {value.mean():.2f}  rounds right "
               f"{right:.3f}  ({len(value)} pairs)")
+    if args.results:
+        captions = {result["image_id"]: result["caption"] for result in json.loads(Path(args.results).read_text())}
+        seen = defaultdict(list)
+        for row, image in enumerate(images):
+            named = objects.named_objects(captions[image["id"]])
+            truth = objects.image_objects(image)
+            for colour, shape in truth:
+                key = "named" if named[colour, shape] else "left out", len(truth)
+                seen[key].append(readings["soft"][row, names.index(f"{colour} {shape}")].item())
+        print("groups the captions name or leave out: the head's soft reading of them")
+        for (kind, groups), values in sorted(seen.items()):
+            value = torch.tensor(values)
+            print(f"  {kind:8}  images with {groups} groups: mean {value.mean():.2f}, at least 0.5 for "
+                  f"{(value >= 0.5).float().mean():.0%}  ({len(value)} groups)")
 
 
 if __name__ == "__main__":

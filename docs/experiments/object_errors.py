@@ -7,7 +7,9 @@ Each named pair beyond what the image has (objects.py reads the captions as eval
 image has, named more times than it has it; a colour and a shape that are both in the image, but not together; a
 shape that is not in the image; a colour that is not in the image. Then how many times the captions named the pairs
 that the image has once, twice and three times, and how many of its colour-shape groups a caption names, by the
-number of groups in the image.
+number of groups in the image. Last, the image's objects the captions leave out (what recall misses): in groups the
+caption does not name at all, by the group's size and the image's number of groups, or in groups it names with too
+small a count.
 """
 import argparse
 import json
@@ -28,11 +30,18 @@ def main() -> None:
     args = parser.parse_args()
     images = load_coco(annotation_path(args.data_dir, args.split)).imgs
     kinds, named_by_size, matched_by_size, counts, groups = Counter(), Counter(), Counter(), Counter(), Counter()
+    missed = Counter()
     for result in json.loads(Path(args.results).read_text()):
         truth = objects.image_objects(images[result["image_id"]])
         colours, shapes = {colour for colour, _ in truth}, {shape for _, shape in truth}
         size = min(sum(truth.values()), 4)
         groups[len(truth), len(objects.named_objects(result["caption"]))] += 1
+        for pair, present in truth.items():
+            named = objects.named_objects(result["caption"]).get(pair, 0)
+            if not named:
+                missed[f"in groups of {present} not named, in images with {len(truth)} groups"] += present
+            elif named < present:
+                missed[f"in groups of {present} named as {named}"] += present - named
         for (colour, shape), count in objects.named_objects(result["caption"]).items():
             present = truth.get((colour, shape), 0)
             named_by_size[size] += count
@@ -63,6 +72,9 @@ def main() -> None:
     for there in sorted({there for there, _ in groups}):
         named = [f"{count}: {number}" for (had, count), number in sorted(groups.items()) if had == there]
         print(f"images with {there} colour-shape groups, captions naming (groups: captions) {', '.join(named)}")
+    print(f"{sum(missed.values())} objects in the images left out:")
+    for kind, count in missed.most_common():
+        print(f"  {count:5d}  {kind}")
 
 
 if __name__ == "__main__":
