@@ -35,14 +35,14 @@ def main() -> None:
         truth = objects.image_objects(images[result["image_id"]])
         colours, shapes = {colour for colour, _ in truth}, {shape for _, shape in truth}
         size = min(sum(truth.values()), 4)
-        groups[len(truth), len(objects.named_objects(result["caption"]))] += 1
+        named = objects.named_objects(result["caption"])
+        groups[len(truth), len(named)] += 1
         for pair, present in truth.items():
-            named = objects.named_objects(result["caption"]).get(pair, 0)
-            if not named:
+            if not named[pair]:
                 missed[f"in groups of {present} not named, in images with {len(truth)} groups"] += present
-            elif named < present:
-                missed[f"in groups of {present} named as {named}"] += present - named
-        for (colour, shape), count in objects.named_objects(result["caption"]).items():
+            elif named[pair] < present:
+                missed[f"in groups of {present} named as {named[pair]}"] += present - named[pair]
+        for (colour, shape), count in named.items():
             present = truth.get((colour, shape), 0)
             named_by_size[size] += count
             matched_by_size[size] += min(count, present)
