@@ -1,13 +1,18 @@
-"""Annotation files: where a split's COCO captions file and its images are, and the one reader of those files.
+"""Annotation files: where a split's COCO files and its images are, and the one reader of those files.
 
 A dataset folder holds annotations/captions_<split>.json (COCO captions format: "images" with id and file_name,
 "annotations" with image_id and caption) and images/<split>/; the synthetic set, COCO and Karpathy's splits alike.
+Where a set annotates its objects it does so in COCO's own formats, beside the captions: instances_<split>.json
+(every object: category, box, segmentation as polygons or RLE, iscrowd) and COCO-Stuff's stuff_<split>.json (the
+same format, for backgrounds such as grass or sky). A split whose images sit in folders of another split
+(Karpathy's: "val2014/COCO_val2014_....jpg") reads the instances of those splits (instances_val2014.json).
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from pycocotools.coco import COCO
@@ -24,17 +29,57 @@ def image_path(data_dir: str | Path, split: str, file_name: str) -> Path:
     return root / file_name if "/" in file_name else root / split / file_name
 
 
-def load_coco(path: Path) -> COCO:
-    """pycocotools COCO for a captions file, with clear errors for a missing, empty or malformed file."""
+def object_files(data_dir: str | Path, kind: str, split: str, file_names: Iterable[str] = ()) -> list[Path]:
+    """The instances (kind "instances") or stuff ("stuff") files that cover a split's images: its own,
+    DIR/annotations/<kind>_<split>.json, or, for images named inside another split's folder, those splits' files.
+    FileNotFoundError names the first one missing."""
+    sources = sorted({name.split("/", 1)[0] for name in file_names if "/" in name}) or [split]
+    paths = [Path(data_dir) / "annotations" / f"{kind}_{source}.json" for source in sources]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{kind} annotation file not found: {path}")
+    return paths
+
+
+def _read_coco(path: Path, what: str) -> COCO:
+    """pycocotools COCO for one file, with one-line errors for a missing, non-JSON or malformed file."""
     if not path.is_file():
         raise FileNotFoundError(f"annotation file not found: {path}")
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress chatter
             coco = COCO(str(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"annotation file {path} is not valid JSON: {error}") from None
-    except (KeyError, TypeError, AssertionError) as error:
-        raise ValueError(f"annotation file {path} is not a COCO captions file ({error!r})") from None
+        raise ValueError(f"annotation file {path} is not valid JSON: {str(error)[:200]}") from None
+    except RecursionError:
+        raise ValueError(f"annotation file {path} is nested too deeply to be a COCO {what} file") from None
+    except (KeyError, TypeError, AssertionError, AttributeError) as error:
+        raise ValueError(f"annotation file {path} is not a COCO {what} file ({error!r})") from None
+    return coco
+
+
+def load_instances(path: Path) -> COCO:
+    """pycocotools COCO for an instances or stuff file: categories with id and name, annotations with image_id,
+    category_id and bbox (segmentations are checked when annToMask reads them)."""
+    coco = _read_coco(path, "instances")
+    categories = coco.dataset.get("categories")
+    if not isinstance(categories, list) or not all(isinstance(category, dict) and isinstance(category.get("name"), str)
+                                                   and "id" in category for category in categories):
+        raise ValueError(f"annotation file {path} is not a COCO instances file: 'categories' must list "
+                         "{\"id\", \"name\"} entries")
+    for index, annotation in enumerate(coco.dataset.get("annotations", [])):
+        if not isinstance(annotation, dict) or annotation.get("category_id") not in coco.cats \
+                or "image_id" not in annotation:
+            raise ValueError(f"annotation file {path}: annotations[{index}] has no image_id or a category_id that "
+                             "'categories' does not list")
+        box = annotation.get("bbox")
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+            raise ValueError(f"annotation file {path}: annotations[{index}] has bbox {box!r}, not [x, y, w, h]")
+    return coco
+
+
+def load_coco(path: Path) -> COCO:
+    """pycocotools COCO for a captions file, with clear errors for a missing, empty or malformed file."""
+    coco = _read_coco(path, "captions")
     if not coco.dataset.get("images"):
         raise ValueError(f"annotation file {path} lists no images")
     for index, image in enumerate(coco.dataset["images"]):

@@ -6,11 +6,12 @@ Prints one JSON line with BLEU-1..4, METEOR (when Java is present), ROUGE_L and 
 model and for an image-blind baseline: the single caption, chosen on the training split, that scores best when
 given to every image. A model that does not beat it is not using the image.
 
-On a synthetic split (its annotation file lists each image's objects) it also prints object precision and recall
-(objects.py) for the model and for one human reference per image, the ceiling: whether the captions name the
-colour-shape pairs that are really there, which CIDEr alone does not tell. On a COCO split whose instance
-annotations are in the annotations folder (instances_<split>.json, kept by `prepare_data.py coco`), it prints CHAIRi
-and CHAIRs (chair.py): how often the captions name an object that is not in the image.
+On a split with COCO instance annotations (annotations/instances_<split>.json: the built-in synthetic sets write
+them, `prepare_data.py coco` keeps COCO's) it also prints the object scores of objects.py for the model and for one
+human reference per image, the ceiling: object precision and recall (whether the captions name the objects that are
+really there, counts included, which CIDEr alone does not tell) and CHAIRi / CHAIRs (how often they name one that
+is not). The words naming each category come from --synonyms, the set's annotations/synonyms.txt, COCO's list or
+the category names (objects.py).
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
-import chair
 import metrics
 import objects
 from annotations import annotation_path, load_coco
@@ -41,13 +41,16 @@ def references(data_dir: str | Path, split: str, coco: COCO | None = None) -> di
 def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: str = "val", beam_size: int = 1,
              out: str | Path | None = None, batch_size: int = 64, max_images: int = 0, device: str = "auto",
              num_workers: int = 0, progress: bool = True, captioner: Captioner | None = None,
-             baseline: dict[str, Any] | None = None) -> dict[str, Any]:
+             baseline: dict[str, Any] | None = None, synonyms: str | Path | None = None) -> dict[str, Any]:
     """Caption a split with the checkpoint and score it next to the best constant caption; returns the report.
 
     baseline: the "baseline" of an earlier report on the same images, reused instead of chosen again.
+    synonyms: a synonym list for the object scores (objects.py), instead of the one the set has.
     """
     if out:  # found before captioning the split, not after
         check_results_path(Path(out))
+    if synonyms is not None:
+        objects.read_synonyms(synonyms)  # a wrong list is refused before the split is captioned
     captioner = captioner or Captioner(checkpoint, device)
     data_dir = Path(data_dir or captioner.config.data_dir)
     captions, skipped = captioner.caption_split(data_dir, split, beam_size, batch_size, num_workers, max_images,
@@ -72,8 +75,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
             "cider_vs_baseline": model_scores["CIDEr"] / max(baseline["CIDEr"], 1e-9),
             "bad_endings": {"model": metrics.bad_endings(captions.values()),
                             "human": metrics.bad_endings(split_references[image_id][0] for image_id in captions)},
-            "objects": objects.split_report(coco.imgs, split_references, captions),
-            "chair": chair.split_report(Path(data_dir) / "annotations", split, coco.imgs, split_references, captions),
+            "objects": objects.split_report(data_dir, split, split_references, captions, synonyms),
             "meteor": "computed" if "METEOR" in model_scores else "skipped: Java not found",
             "results_file": str(out) if out else None, "captions": captions}
 
@@ -118,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-images", type=int, default=0, help="score only the first N images (0 = all)")
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--synonyms", help="words naming each object category, in the format of coco_synonyms.txt "
+                        "(default: the set's annotations/synonyms.txt, COCO's list, or the category names)")
     args = parser.parse_args(argv)
     for flag, value, lowest in (("--beam-size", args.beam_size, 1), ("--batch-size", args.batch_size, 1),
                                 ("--max-images", args.max_images, 0), ("--num-workers", args.num_workers, 0)):
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{flag} must be at least {lowest}, got {value}")
     try:
         report = evaluate(args.checkpoint, args.data_dir, args.split, args.beam_size, args.out, args.batch_size,
-                          args.max_images, args.device, args.num_workers)
+                          args.max_images, args.device, args.num_workers, synonyms=args.synonyms)
     except (CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -162,30 +166,18 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def format_object_scores(report: dict[str, Any]) -> str:
-    """The object scores of a report beside the human ceiling (synthetic: precision, recall; COCO: CHAIR), or ""."""
-    lines = format_objects(report["objects"]) if report.get("objects") else []
-    lines += format_chair(report["chair"]) if report.get("chair") else []
+    """The object scores of a report beside the human ceiling (precision, recall, CHAIR), or "" without them."""
+    scores = report.get("objects")
+    if not scores:
+        return ""
+    lines = [f"{'objects':<10}{'model':>10}{'human':>10}   (objects named, from the instances; human: first reference)"]
+    for key in ("precision", "recall", "CHAIRi", "CHAIRs"):
+        lines.append(f"{key:<10}{_cell(scores['model'][key])}{_cell(scores['human'][key])}")
     return "\n".join(lines)
 
 
 def _cell(value: float | None) -> str:
     return f"{value:>10.3f}" if value is not None else f"{'-':>10}"
-
-
-def format_objects(scores: dict[str, dict[str, Any]]) -> list[str]:
-    """Object precision and recall of the model beside one human reference per image."""
-    lines = [f"{'objects':<10}{'model':>10}{'human':>10}   (colour-shape pairs named; human: first reference)"]
-    for key in ("precision", "recall"):
-        lines.append(f"{key:<10}{_cell(scores['model'][key])}{_cell(scores['human'][key])}")
-    return lines
-
-
-def format_chair(scores: dict[str, dict[str, Any]]) -> list[str]:
-    """CHAIRi and CHAIRs of the model beside the first human reference (scored against the other four)."""
-    lines = [f"{'CHAIR':<10}{'model':>10}{'human':>10}   (objects named but not in the image; lower is better)"]
-    for key in ("CHAIRi", "CHAIRs"):
-        lines.append(f"{key:<10}{_cell(scores['model'][key])}{_cell(scores['human'][key])}")
-    return lines
 
 
 if __name__ == "__main__":
