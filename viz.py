@@ -203,8 +203,9 @@ def show_word_maps(word_maps: Sequence[WordMaps], titles: Sequence[str] | None =
 
 
 def plot_pointing_game(result: dict) -> plt.Figure:
-    """Pointing-game hit rate of the word maps next to a random point's, over all shape words and per shape."""
-    groups = {"all": result, **{shape: rates for shape, rates in result["per_shape"].items() if rates["words"]}}
+    """Pointing-game hit rate of the word maps next to a random point's, over all object words and per
+    supercategory (on the synthetic sets, per shape)."""
+    groups = {"all": result, **{name: rates for name, rates in result["per_group"].items() if rates["words"]}}
     figure, axis = plt.subplots(figsize=(1.1 * len(groups) + 2, 3.4))
     positions = range(len(groups))
     axis.bar([p - 0.2 for p in positions], [rates["hit_rate"] for rates in groups.values()], 0.4,

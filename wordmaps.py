@@ -1,11 +1,12 @@
 """Word maps: where in the image each generated word comes from (Grad-CAM for captions), and the pointing game
-that checks them against the synthetic set's shape boxes.
+that checks them against the boxes of a set's instance annotations (instances_<split>.json).
 
 Grad-CAM (Selvaraju et al. 2017): the gradient of a word's log-probability with respect to the CNN's last
 convolutional feature map, averaged over space, weighs that map's channels; the ReLU of the weighted sum is the
 word's map. Our encoder pools the feature map globally, so each word needs a backward pass through the decoder and
-the pooling only, not through the CNN. The pointing game (Zhang et al. 2016): a map "points" at its maximum; a shape
-word scores a hit when that point lies inside a box of the shape it names.
+the pooling only, not through the CNN. The pointing game (Zhang et al. 2016): a map "points" at its maximum; the
+noun of a phrase that names an object category (objects.py: "red circle", "dog") scores a hit when that point lies
+inside a box of that category in the image.
 """
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from annotations import annotation_path, load_coco
+import objects
+from annotations import annotation_path, load_coco, load_instances, object_files
 from data_loader import get_loader
 from inference import Captioner
 from model import DecoderRNN, EncoderCNN
-from synthetic_data import SHAPES, shape_words
 
 
 @dataclass
@@ -29,7 +30,7 @@ class WordMaps:
     """One image's generated caption with a heat map per word."""
 
     image: torch.Tensor  # (3, H, W) the preprocessed image, as the CNN saw it (normalised)
-    words: list[str]  # the generated tokens up to <end>, punctuation included (only those asked for, if any)
+    words: list[str]  # the generated tokens up to <end>, punctuation included
     cells: torch.Tensor  # (words, h, w) Grad-CAM at the feature map's resolution, unscaled
     caption: str  # the clean sentence, as caption.py prints it
 
@@ -68,23 +69,27 @@ def grad_cam(encoder: EncoderCNN, decoder: DecoderRNN, feature_maps: torch.Tenso
 def word_maps(captioner: Captioner, images: torch.Tensor, beam_size: int = 1, max_len: int | None = None,
               only: Collection[str] | None = None) -> list[WordMaps]:
     """Caption a batch of preprocessed images (batch, 3, H, W) and return each caption's per-word maps (with only:
-    maps of these words alone, which is much cheaper)."""
+    maps of these words alone, which is much cheaper; the other words keep a map of zeros)."""
     feature_maps = captioner.feature_maps(images)  # one CNN pass for the caption and its maps
     ids = captioner.decode_feature_maps(feature_maps, beam_size, max_len)  # (batch, T), <end> then <pad>
     vocab = captioner.vocab
-    wanted = [[position for position in range(_length(row, vocab.end_index))
-               if row[position] not in (vocab.start_index, vocab.pad_index)
-               and (only is None or vocab.idx2word[row[position]] in only)] for row in ids.tolist()]
-    rows = torch.tensor([row for row, positions in enumerate(wanted) for _ in positions], dtype=torch.long)
-    positions = torch.tensor([position for positions in wanted for position in positions], dtype=torch.long)
+    kept = [[position for position in range(_length(row, vocab.end_index))
+             if row[position] not in (vocab.start_index, vocab.pad_index)] for row in ids.tolist()]
+    wanted = [[index for index, position in enumerate(positions)
+               if only is None or vocab.idx2word[row[position]] in only] for row, positions in zip(ids.tolist(), kept)]
+    rows = torch.tensor([row for row, chosen in enumerate(wanted) for _ in chosen], dtype=torch.long)
+    positions = torch.tensor([kept[row][index] for row, chosen in enumerate(wanted) for index in chosen],
+                             dtype=torch.long)
     cells = torch.zeros(0, *feature_maps.shape[-2:])
     if len(rows):
         cells = grad_cam(captioner.encoder, captioner.decoder, feature_maps, ids, rows.to(ids.device),
                          positions.to(ids.device)).cpu()  # (maps, h, w)
     results, start = [], 0
-    for image, row, chosen in zip(images.cpu(), ids.tolist(), wanted):
-        results.append(WordMaps(image, [vocab.idx2word[row[position]] for position in chosen],
-                                cells[start:start + len(chosen)], vocab.clean_sentence(row)))
+    for image, row, positions, chosen in zip(images.cpu(), ids.tolist(), kept, wanted):
+        maps = torch.zeros(len(positions), *feature_maps.shape[-2:])  # (words, h, w)
+        maps[chosen] = cells[start:start + len(chosen)]
+        results.append(WordMaps(image, [vocab.idx2word[row[position]] for position in positions], maps,
+                                vocab.clean_sentence(row)))
         start += len(chosen)
     return results
 
@@ -141,70 +146,101 @@ def union_area(boxes: list[tuple[float, float, float, float]], window: tuple[flo
     return area
 
 
-def point_word(maps: WordMaps, position: int, objects: list[dict], width: int, height: int, resize_size: int,
-               image_size: int) -> tuple[str, bool, float] | None:
-    """(shape, hit, random rate) for a word that names a shape in the image; None for any other word.
-
-    The random rate is the chance that a point drawn uniformly over what the CNN saw lands in a box of that shape.
-    """
-    shape = shape_words().get(maps.words[position])
-    boxes = [tuple(item["bbox"]) for item in objects if item["shape"] == shape]
-    if not boxes:
-        return None
+def point_at(cells: torch.Tensor, boxes: list[tuple[float, float, float, float]], width: int, height: int,
+             resize_size: int, image_size: int) -> tuple[bool, float]:
+    """(hit, random rate) of one word's (h, w) map against the (x, y, w, h) boxes of the category it names, in the
+    original image's pixels. The random rate is the chance that a point drawn uniformly over what the CNN saw
+    lands in one of the boxes."""
     left, top, scale = crop_window(width, height, resize_size, image_size)
     window = (left, top, left + image_size * scale, top + image_size * scale)
     random_rate = union_area(boxes, window) / (image_size * scale) ** 2
-    point = peak_point(maps.cells[position], image_size)
+    point = peak_point(cells, image_size)
     if point is None:
-        return shape, False, random_rate
+        return False, random_rate
     x, y = left + point[0] * scale, top + point[1] * scale
-    return shape, any(bx <= x <= bx + bw and by <= y <= by + bh for bx, by, bw, bh in boxes), random_rate
+    return any(bx <= x <= bx + bw and by <= y <= by + bh for bx, by, bw, bh in boxes), random_rate
 
 
-def has_shape_boxes(data_dir: str | Path, split: str) -> bool:
-    """Whether every image of the split lists its shapes' boxes, as the synthetic generator writes them."""
-    return all("objects" in image for image in load_coco(annotation_path(data_dir, split)).imgs.values())
+class InstanceBoxes:
+    """The boxes of a split's instance annotations by image and category name, the categories' supercategories,
+    and the vocabulary that names them (objects.py)."""
+
+    def __init__(self, data_dir: str | Path, split: str, synonyms: str | Path | None = None) -> None:
+        self.images = load_coco(annotation_path(data_dir, split)).imgs
+        paths = object_files(data_dir, "instances", split, (image["file_name"] for image in self.images.values()))
+        self.boxes: dict[int, dict[str, list[tuple[float, ...]]]] = {image_id: {} for image_id in self.images}
+        self.groups: dict[str, str] = {}
+        names: list[str] = []
+        for path in paths:
+            coco = load_instances(path)
+            for category in coco.dataset["categories"]:
+                self.groups.setdefault(category["name"], category.get("supercategory") or category["name"])
+                names += [category["name"]] if category["name"] not in names else []
+            for annotation in coco.dataset.get("annotations", []):
+                if annotation["image_id"] in self.boxes:
+                    self.boxes[annotation["image_id"]].setdefault(coco.cats[annotation["category_id"]]["name"], []) \
+                        .append(tuple(annotation["bbox"]))
+        self.vocabulary = objects.vocabulary_for(names, Path(data_dir) / "annotations", synonyms)
+
+    def trials(self, maps: WordMaps, image_id: int, resize_size: int, image_size: int
+               ) -> list[tuple[str, bool, float]]:
+        """(supercategory, hit, random rate) for each phrase of the caption naming a category the image has."""
+        image, found = self.images[image_id], []
+        for position, category in objects.pointed_mentions(maps.words, self.vocabulary):
+            boxes = self.boxes[image_id].get(category)
+            if boxes:
+                found.append((self.groups.get(category, category),
+                              *point_at(maps.cells[position], boxes, image["width"], image["height"], resize_size,
+                                        image_size)))
+        return found
+
+
+def has_instances(data_dir: str | Path, split: str) -> bool:
+    """Whether the split has the instance annotations the pointing game reads."""
+    try:
+        images = load_coco(annotation_path(data_dir, split)).imgs.values()
+        object_files(data_dir, "instances", split, (image["file_name"] for image in images))
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
 
 
 def pointing_game(captioner: Captioner, data_dir: str | Path | None = None, split: str = "test",
-                  beam_size: int = 1, batch_size: int = 64, max_images: int = 0, progress: bool = True
-                  ) -> dict:
-    """The pointing game on a synthetic split: how often a generated shape word's map peaks inside that shape's box,
-    next to the rate of a point drawn at random, overall and per shape. Needs the generator's `objects` boxes."""
+                  beam_size: int = 1, batch_size: int = 64, max_images: int = 0, progress: bool = True,
+                  synonyms: str | Path | None = None) -> dict:
+    """The pointing game on a split with instance annotations: how often the map of a generated phrase naming an
+    object peaks inside a box of that object's category, next to the rate of a point drawn at random, overall and
+    per supercategory."""
     data_dir = data_dir or captioner.config.data_dir
-    if not has_shape_boxes(data_dir, split):
-        raise ValueError(f"{annotation_path(data_dir, split)} has no shape boxes ('objects'): the pointing game "
-                         "needs a split made by synthetic_data.py")
-    images = load_coco(annotation_path(data_dir, split)).imgs
+    instances = InstanceBoxes(data_dir, split, synonyms)
     loader = get_loader(captioner.transform, mode="test", batch_size=batch_size, data_dir=data_dir, split=split)
-    config, names, trials, done = captioner.config, shape_words(), [], 0
+    config, names, trials, done = captioner.config, instances.vocabulary.head_words, [], 0
     for batch in tqdm(loader, desc=f"pointing game ({split})", disable=not progress):
         count = min(len(batch.image_ids), max_images - done) if max_images else len(batch.image_ids)
         for image_id, maps in zip(batch.image_ids, word_maps(captioner, batch.images[:count], beam_size, only=names)):
-            info = images[image_id]
-            trials += [trial for position in range(len(maps.words))
-                       if (trial := point_word(maps, position, info["objects"], info["width"], info["height"],
-                                               config.resize_size, config.image_size)) is not None]
+            trials += instances.trials(maps, image_id, config.resize_size, config.image_size)
         done += count
         if max_images and done >= max_images:
             break
-    return summarise(trials, split, beam_size, done)
+    return summarise(trials, split, beam_size, done, sorted(set(instances.groups.values())))
 
 
-def summarise(trials: list[tuple[str, bool, float]], split: str, beam_size: int, images: int) -> dict:
-    """Hit rate and random rate over all trials and per shape."""
+def summarise(trials: list[tuple[str, bool, float]], split: str, beam_size: int, images: int,
+              groups: list[str] | None = None) -> dict:
+    """Hit rate and random rate over all trials and per supercategory."""
     def rates(chosen: list[tuple[str, bool, float]]) -> dict:
         count = len(chosen)
         return {"words": count, "hits": sum(hit for _, hit, _ in chosen),
                 "hit_rate": sum(hit for _, hit, _ in chosen) / count if count else float("nan"),
                 "random_rate": sum(rate for _, _, rate in chosen) / count if count else float("nan")}
-    per_shape = {shape: rates([trial for trial in trials if trial[0] == shape]) for shape in SHAPES}
-    return {"split": split, "beam_size": beam_size, "images": images, **rates(trials), "per_shape": per_shape}
+    groups = groups if groups is not None else sorted({group for group, _, _ in trials})
+    per_group = {group: rates([trial for trial in trials if trial[0] == group]) for group in groups}
+    return {"split": split, "beam_size": beam_size, "images": images, **rates(trials), "per_group": per_group}
 
 
 def describe(result: dict) -> str:
     """One line on a pointing_game result."""
     if not result["words"]:
-        return f"no caption of the {result['images']} images names a shape that is in its image: nothing to point at"
-    return (f"hit rate {result['hit_rate']:.3f} over {result['words']} shape words in {result['images']} images, "
+        return f"no caption of the {result['images']} images names an object that is in its image: nothing to point at"
+    return (f"hit rate {result['hit_rate']:.3f} over {result['words']} object words in {result['images']} images, "
             f"against {result['random_rate']:.3f} for a random point")

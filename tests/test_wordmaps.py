@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 
 import matplotlib
@@ -14,10 +15,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 import caption
+import synthetic_data
 import viz
 import wordmaps
 from data_loader import Preprocess
 from inference import Captioner
+from object_sets import write_object_set
 from vocabulary import is_punctuation
 
 
@@ -65,8 +68,10 @@ def test_word_maps_give_one_map_per_generated_word(captioner, synthetic_dir):
         assert result.maps.shape == (len(result.words), *images.shape[-2:])
         assert result.maps.min() >= 0 and result.maps.max() <= 1
     only = wordmaps.word_maps(captioner, images, only={results[0].words[0]})
-    assert only[0].words == [word for word in results[0].words if word == results[0].words[0]]
-    torch.testing.assert_close(only[0].cells[0], results[0].cells[0])
+    assert only[0].words == results[0].words  # every word, with maps of the words asked for alone
+    for position, word in enumerate(results[0].words):
+        expected = results[0].cells[position] if word == results[0].words[0] else torch.zeros_like(only[0].cells[0])
+        torch.testing.assert_close(only[0].cells[position], expected)
 
 
 @pytest.mark.parametrize("width, height", [(200, 120), (90, 160), (64, 64)])
@@ -88,29 +93,41 @@ def test_union_area_counts_overlaps_once_and_clips_to_the_window():
     assert wordmaps.union_area([], (0, 0, 100, 100)) == 0
 
 
-def test_a_shape_word_hits_when_its_map_peaks_in_that_shapes_box():
-    cells = torch.zeros(3, 3, 3)
-    cells[0, 0, 2] = 1.0  # "square": strongest at the top right cell
-    cells[1, 2, 0] = 1.0  # "circles": bottom left
-    maps = wordmaps.WordMaps(torch.zeros(3, 96, 96), ["square", "circles", "red"], cells, "a red square")
-    objects = [{"shape": "square", "bbox": [70, 5, 20, 20]}, {"shape": "circle", "bbox": [40, 40, 16, 16]}]
-    assert wordmaps.point_word(maps, 0, objects, 96, 96, 96, 96) == ("square", True, pytest.approx(400 / 96 ** 2))
-    assert wordmaps.point_word(maps, 1, objects, 96, 96, 96, 96) == ("circle", False, pytest.approx(256 / 96 ** 2))
-    assert wordmaps.point_word(maps, 2, objects, 96, 96, 96, 96) is None  # not a shape word
+def test_a_map_hits_when_it_peaks_in_a_box_of_the_category_named():
+    cells = torch.zeros(2, 3, 3)
+    cells[0, 0, 2] = 1.0  # strongest at the top right cell
+    cells[1, 2, 0] = 1.0  # bottom left
+    square, circle = [(70, 5, 20, 20)], [(40, 40, 16, 16)]
+    assert wordmaps.point_at(cells[0], square, 96, 96, 96, 96) == (True, pytest.approx(400 / 96 ** 2))
+    assert wordmaps.point_at(cells[1], circle, 96, 96, 96, 96) == (False, pytest.approx(256 / 96 ** 2))
+    assert wordmaps.point_at(torch.zeros(3, 3), square, 96, 96, 96, 96)[0] is False  # a map of zeros points nowhere
     # A 192 px original seen at 96 px: the same cells point at twice the coordinates.
-    objects = [{"shape": "square", "bbox": [140, 10, 40, 40]}]
-    assert wordmaps.point_word(maps, 0, objects, 192, 192, 96, 96)[1]
-    assert wordmaps.point_word(maps, 1, objects, 192, 192, 96, 96) is None  # no circle in this image
+    assert wordmaps.point_at(cells[0], [(140, 10, 40, 40)], 192, 192, 96, 96)[0]
 
 
-def test_pointing_game_needs_the_synthetic_boxes(captioner, synthetic_dir, tmp_path):
+def test_the_pointing_game_reads_the_noun_of_each_phrase_against_that_categorys_boxes(tmp_path):
+    data = write_object_set(tmp_path)
+    instances = wordmaps.InstanceBoxes(data, "test")
+    cells = torch.zeros(6, 3, 3)
+    cells[1, 1, 1] = 1.0  # "dog": the middle, where image 2's dog is
+    cells[5, 0, 0] = 1.0  # "cars": top left, image 2's first car (12..28, 4..16 of 80 x 60; the crop from x = 10)
+    maps = wordmaps.WordMaps(torch.zeros(3, 48, 48), ["a", "dog", "and", "two", "red", "cars"], cells, "")
+    trials = instances.trials(maps, 2, 60, 60)  # 80 x 60 seen at 60 px: a 60 x 60 centre crop
+    assert [(group, hit) for group, hit, _ in trials] == [("animal", True), ("vehicle", True)]
+    assert trials[1][2] == pytest.approx(2 * 16 * 12 / 60 ** 2)  # both cars' boxes, inside the crop
+    assert instances.trials(maps, 1, 60, 60) == [("animal", True, pytest.approx(400 / 60 ** 2))]  # no car in 1
+    assert instances.trials(maps, 3, 60, 60) == []  # nothing in image 3
+
+
+def test_pointing_game_needs_instance_annotations(captioner, synthetic_dir, tmp_path):
     result = wordmaps.pointing_game(captioner, synthetic_dir, "test", progress=False)
     assert result["images"] == 6 and 0 <= result["hits"] <= result["words"]
-    assert result["words"] == sum(shape["words"] for shape in result["per_shape"].values())
+    assert result["words"] == sum(group["words"] for group in result["per_group"].values())
+    assert set(result["per_group"]) == set(synthetic_data.SHAPES)  # the synthetic set's supercategories
     (tmp_path / "annotations").mkdir()
-    text = (synthetic_dir / "annotations" / "captions_test.json").read_text().replace('"objects"', '"things"')
-    (tmp_path / "annotations" / "captions_test.json").write_text(text)
-    with pytest.raises(ValueError, match="no shape boxes"):
+    shutil.copy(synthetic_dir / "annotations" / "captions_test.json", tmp_path / "annotations")
+    assert wordmaps.has_instances(synthetic_dir, "test") and not wordmaps.has_instances(tmp_path, "test")
+    with pytest.raises(FileNotFoundError, match="instances_test.json"):
         wordmaps.pointing_game(captioner, tmp_path, "test", progress=False)
 
 
@@ -151,7 +168,7 @@ def test_uploads_are_captioned_and_unreadable_ones_named_as_uploaded(captioner, 
     assert viz.upload_widget(captioner) is None  # no one at a Jupyter front end here
 
 
-def test_word_maps_point_at_the_shapes_they_name(seeing_run):
+def test_word_maps_point_at_the_objects_they_name(seeing_run):
     # Not on the tiny model of `captioner`: its 32-pixel inputs leave a 1x1 feature map, which cannot point anywhere.
     data, checkpoint = seeing_run
     result = wordmaps.pointing_game(Captioner(checkpoint, "cpu"), data, "test", progress=False)
@@ -174,5 +191,5 @@ def test_describe_says_when_there_was_nothing_to_point_at():
     assert "nothing to point at" in wordmaps.describe(empty)
     result = wordmaps.summarise([("star", True, 0.1), ("star", False, 0.2)], "test", 1, 2)
     assert result["hit_rate"] == 0.5 and result["random_rate"] == pytest.approx(0.15)
-    assert "0.500 over 2 shape words" in wordmaps.describe(result)
+    assert "0.500 over 2 object words" in wordmaps.describe(result)
     viz.plot_pointing_game(empty)  # draws the empty case without failing
