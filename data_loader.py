@@ -127,6 +127,22 @@ class Preprocess:
             pixels = pixels.flip(-1)
         return pixels.to(torch.float32).sub_(self.mean).mul_(self.inv_std)  # (3, size, size)
 
+    def label_map(self, labels: torch.Tensor) -> torch.Tensor:
+        """An (H, W) map of class numbers over the original image, as the CNN sees the image: (image_size,
+        image_size), resized with the nearest class and cropped as __call__ crops at evaluation (centre)."""
+        resized = TF.resize(labels[None].float(), self.resize_size, interpolation=TF.InterpolationMode.NEAREST)
+        return TF.center_crop(resized, [self.image_size, self.image_size])[0].round().long()
+
+    def point(self, x: float, y: float, width: int, height: int) -> tuple[float, float]:
+        """Where the original image's point (x, y) lands in the (centre-cropped) input, in its pixels; outside
+        [0, image_size) when the crop leaves it out."""
+        short = min(width, height)
+        new_width, new_height = ((self.resize_size, int(self.resize_size * height / width)) if width == short
+                                 else (int(self.resize_size * width / height), self.resize_size))
+        left = int(round((new_width - self.image_size) / 2.0))
+        top = int(round((new_height - self.image_size) / 2.0))
+        return x * new_width / width - left, y * new_height / height - top
+
     def __repr__(self) -> str:
         crop = "random" if self.random_crop else "centre"
         return (f"Preprocess(resize shorter side to {self.resize_size}, {crop} crop {self.image_size}, "

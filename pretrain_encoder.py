@@ -39,20 +39,20 @@ Also a diagnostic: how fast does a CNN of a given size learn to see these shapes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from PIL import Image, ImageDraw
+from pycocotools import mask as mask_utils
 
-import synthetic_data
-import synthetic_hard
-from annotations import annotation_path, image_path, load_coco
+from annotations import annotation_path, image_path, load_coco, load_instances, object_files
 from data_loader import Preprocess, load_image
 from files import atomic_write
 from model import OBJECT_HEAD, layer3_side, zero_init_residual
@@ -61,22 +61,95 @@ from runtime import autocast, autocast_dtype, resolve_device
 DECAY_SHARE = 0.2  # the learning rate's last share of the steps, down to 0 (learning_rate)
 
 
-class Labels:
-    """The label set of a synthetic split: its backgrounds, its colours, its shapes, and every colour-shape pair."""
+@dataclass
+class ImageObjects:
+    """One image as the pretraining reads it: its entry (id, file_name, width, height), its instance annotations
+    (in file order: a later one covers an earlier one) and the names of its stuff categories."""
 
-    def __init__(self, images: list[dict]) -> None:
-        objects = [obj for image in images for obj in image["objects"]]
-        self.backgrounds = sorted({f"{image['background']} background" for image in images if "background" in image})
-        self.colours = sorted({obj["colour"] for obj in objects})
-        self.shapes = sorted({obj["shape"] for obj in objects})
-        self.names = (self.backgrounds + self.colours + self.shapes
-                      + [f"{c} {s}" for c in self.colours for s in self.shapes])
+    image: dict
+    instances: list[dict]
+    stuff: list[str]
+
+    @property
+    def count(self) -> int:
+        """Objects annotated one by one (a crowd annotation is not one object)."""
+        return sum(not annotation.get("iscrowd") for annotation in self.instances)
+
+
+class SplitObjects:
+    """A split's images with their objects, read through pycocotools from the set's COCO files: the captions file
+    for the images, instances_<split>.json for the objects and, when there, stuff_<split>.json for the backgrounds
+    (a set of another kind of split folder reads the files annotations.object_files names)."""
+
+    def __init__(self, data_dir: str | Path, split: str, max_images: int = 0) -> None:
+        images = load_coco(annotation_path(data_dir, split)).dataset["images"][:max_images or None]
+        names = [image["file_name"] for image in images]
+        try:
+            self.instances = [load_instances(path) for path in object_files(data_dir, "instances", split, names)]
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{error}: pretraining the CNN (pretrain_epochs) reads each image's objects from "
+                                    "COCO instance annotations; add instances files in COCO's format, or train "
+                                    "without pretraining (train.py --captions-only)") from None
+        with contextlib.suppress(FileNotFoundError):  # stuff is optional: COCO-Stuff is a separate download
+            self.stuff = [load_instances(path) for path in object_files(data_dir, "stuff", split, names)]
+        if not hasattr(self, "stuff"):
+            self.stuff = []
+        self.images = [ImageObjects(image, [annotation for coco in self.instances
+                                            for annotation in coco.imgToAnns.get(image["id"], [])],
+                                    [coco.cats[annotation["category_id"]]["name"] for coco in self.stuff
+                                     for annotation in coco.imgToAnns.get(image["id"], [])]) for image in images]
+
+    def category_name(self, annotation: dict) -> str:
+        """The name of an instance annotation's category."""
+        return next(coco.cats[annotation["category_id"]]["name"] for coco in self.instances
+                    if annotation["category_id"] in coco.cats)
+
+    @staticmethod
+    def mask(annotation: dict, height: int, width: int) -> np.ndarray:
+        """(height, width) 0/1 pixels of an instance annotation, as pycocotools' annToMask reads them: polygons,
+        RLE or uncompressed RLE; its box where it has no segmentation."""
+        segmentation = annotation.get("segmentation")
+        if not segmentation:
+            x, y, w, h = annotation["bbox"]
+            box = np.zeros((height, width), dtype=np.uint8)
+            box[max(int(y), 0):max(int(math.ceil(y + h)), 0), max(int(x), 0):max(int(math.ceil(x + w)), 0)] = 1
+            return box
+        try:
+            if isinstance(segmentation, list):  # polygons
+                rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+            elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+                rle = mask_utils.frPyObjects(segmentation, height, width)
+            else:
+                rle = segmentation
+            pixels = mask_utils.decode(rle)
+        except (TypeError, ValueError, AttributeError, KeyError) as error:
+            raise ValueError(f"annotation {annotation.get('id')!r} of image {annotation['image_id']!r} has a "
+                             f"segmentation pycocotools cannot read ({error!r})") from None
+        if pixels.shape != (height, width):
+            raise ValueError(f"annotation {annotation.get('id')!r} of image {annotation['image_id']!r}: its "
+                             f"segmentation is {pixels.shape[1]}x{pixels.shape[0]}, the image {width}x{height}")
+        return pixels
+
+
+class Labels:
+    """The label set of a split's files: its stuff categories (backgrounds), the words of its category names and
+    their supercategories ("red", "circle"; "traffic", "light", "vehicle"), and its categories ("red circle")."""
+
+    def __init__(self, split: SplitObjects) -> None:
+        categories = {category["id"]: category for coco in split.instances for category in coco.dataset["categories"]}
+        self.categories = [categories[key]["name"] for key in sorted(categories)]
+        self.backgrounds = sorted({category["name"] for coco in split.stuff for category in coco.dataset["categories"]})
+        words = {word for name in self.categories for word in name.split()}
+        words |= {category["supercategory"] for category in categories.values() if category.get("supercategory")}
+        self.words = sorted(words)
+        self.names = ([("background", name) for name in self.backgrounds] + [("word", word) for word in self.words]
+                      + [("category", name) for name in self.categories])
         self.index = {name: position for position, name in enumerate(self.names)}
+        self.supercategory = {category["name"]: category.get("supercategory") for category in categories.values()}
 
     def span(self, kind: str) -> slice:
-        """Where one kind of label sits: backgrounds, colours, shapes or pairs."""
-        sizes = {"backgrounds": len(self.backgrounds), "colours": len(self.colours), "shapes": len(self.shapes),
-                 "pairs": len(self.colours) * len(self.shapes)}
+        """Where one kind of label sits: backgrounds, words or categories."""
+        sizes = {"backgrounds": len(self.backgrounds), "words": len(self.words), "categories": len(self.categories)}
         start = 0
         for name, size in sizes.items():
             if name == kind:
@@ -84,85 +157,73 @@ class Labels:
             start += size
         raise KeyError(kind)
 
-    def pair(self, obj: dict) -> int:
-        """Which pair an object is, counted from 1 (0 if the train split has no such pair): its class in the maps."""
-        position = self.index.get(f"{obj['colour']} {obj['shape']}")
-        return 0 if position is None else position - self.span("pairs").start + 1
+    def category(self, name: str) -> int:
+        """Which category a name is, counted from 1 (0 if the train split's files do not list it): its class in
+        the maps."""
+        position = self.index.get(("category", name))
+        return 0 if position is None else position - self.span("categories").start + 1
 
-    def of(self, image: dict) -> torch.Tensor:
-        """(labels,) 0/1 targets of one image; a background, colour or shape the train split lacks adds nothing."""
+    def of(self, split: SplitObjects, image: ImageObjects) -> torch.Tensor:
+        """(labels,) 0/1 targets of one image; a name the train split's files lack adds nothing."""
         target = torch.zeros(len(self.names))
-        names = [f"{image['background']} background"] if "background" in image else []
-        for obj in image["objects"]:
-            names += [obj["colour"], obj["shape"], f"{obj['colour']} {obj['shape']}"]
+        names = [("background", name) for name in image.stuff]
+        for annotation in image.instances:
+            category = split.category_name(annotation)
+            names += [("category", category), *(("word", word) for word in category.split())]
+            if self.supercategory.get(category):
+                names.append(("word", self.supercategory[category]))
         for name in names:
             if name in self.index:
                 target[self.index[name]] = 1.0
         return target
 
 
-def split_images(data_dir: Path, split: str, max_images: int = 0) -> list[dict]:
-    """The image entries of a synthetic split, with their object lists (ValueError for data without them)."""
-    images = load_coco(annotation_path(data_dir, split)).dataset["images"][:max_images or None]
-    if not images or "objects" not in images[0]:
-        raise ValueError(f"{annotation_path(data_dir, split)} has no object lists: pretraining the CNN needs the "
-                         f"synthetic set (prepare_data.py synthetic)")
-    return images
-
-
-def load_split(data_dir: Path, split: str, images: list[dict], labels: Labels, image_size: int,
+def load_split(data_dir: Path, split: str, objects: SplitObjects, labels: Labels, image_size: int,
                resize_size: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Preprocessed images (N, 3, S, S) as the captioner will see them, their targets (N, labels) and object counts."""
     transform = Preprocess(image_size, resize_size or image_size)
-    pixels = [transform(load_image(image_path(data_dir, split, image["file_name"]), transform.resize_size))
-              for image in images]
-    targets = torch.stack([labels.of(image) for image in images])
-    counts = torch.tensor([len(image["objects"]) for image in images])
+    pixels = [transform(load_image(image_path(data_dir, split, item.image["file_name"]), transform.resize_size))
+              for item in objects.images]
+    targets = torch.stack([labels.of(objects, item) for item in objects.images])
+    counts = torch.tensor([item.count for item in objects.images])
     return torch.stack(pixels).contiguous(memory_format=torch.channels_last), targets, counts
 
 
-def crop_geometry(image: dict, image_size: int, resize_size: int) -> tuple[float, float, float]:
-    """How Preprocess maps the image's pixels to the CNN's: (scale, left, top), a point (x, y) landing at
-    (x * scale - left, y * scale - top) of the S x S centre crop."""
-    scale = resize_size / min(image["width"], image["height"])
-    left, top = ((side * scale - image_size) / 2 for side in (image["width"], image["height"]))
-    return scale, left, top
+def object_map(objects: SplitObjects, item: ImageObjects, labels: Labels, transform: Preprocess) -> torch.Tensor:
+    """(S, S) which category covers each pixel of the image as the CNN sees it (Preprocess.label_map), counted
+    from 1 (Labels.category), 0 where no object is: each annotation's segmentation, a later one over an earlier."""
+    image = item.image
+    canvas = np.zeros((image["height"], image["width"]), dtype=np.float32)
+    for annotation in item.instances:
+        canvas[objects.mask(annotation, image["height"], image["width"]) > 0] = \
+            labels.category(objects.category_name(annotation))
+    return transform.label_map(torch.from_numpy(canvas))
 
 
-def object_map(image: dict, labels: Labels, image_size: int, resize_size: int = 0) -> torch.Tensor:
-    """(S, S) which pair covers each pixel of the image as the CNN sees it (resized, centre crop of S), counted from 1
-    (Labels.pair), 0 where no object is: the objects redrawn from their boxes as the generator drew them."""
-    scale, left, top = crop_geometry(image, image_size, resize_size or image_size)
-    canvas = Image.new("I", (image_size, image_size), 0)
-    draw = ImageDraw.Draw(canvas)
-    for obj in image["objects"]:  # in the order drawn: a later object covers an earlier one
-        x, y, w, h = obj["bbox"]
-        box = (x * scale - left, y * scale - top, w * scale, h * scale)
-        synthetic_data.draw_shape(draw, obj["shape"], box, synthetic_hard.outline_of, fill=labels.pair(obj))
-    return torch.from_numpy(np.asarray(canvas, dtype=np.int64))
-
-
-def cell_targets(images: list[dict], labels: Labels, image_size: int, resize_size: int, grid: int) -> torch.Tensor:
-    """(N, pairs + 1, grid, grid): the share of each cell of a grid x grid partition of the image that each pair
-    covers (class 0: no object), the targets of the pretraining's map head."""
-    classes = len(labels.colours) * len(labels.shapes) + 1
-    targets = [F.adaptive_avg_pool2d(F.one_hot(object_map(image, labels, image_size, resize_size), classes)
-                                     .permute(2, 0, 1).float(), grid) for image in images]
+def cell_targets(objects: SplitObjects, labels: Labels, transform: Preprocess, grid: int) -> torch.Tensor:
+    """(N, categories + 1, grid, grid): the share of each cell of a grid x grid partition of the image that each
+    category covers (class 0: no object), the targets of the pretraining's map head."""
+    classes = len(labels.categories) + 1
+    targets = [F.adaptive_avg_pool2d(F.one_hot(object_map(objects, item, labels, transform), classes)
+                                     .permute(2, 0, 1).float(), grid) for item in objects.images]
     return torch.stack(targets)
 
 
-def centre_targets(images: list[dict], labels: Labels, image_size: int, resize_size: int, grid: int
-                   ) -> torch.Tensor:
-    """(N, grid, grid): which pair (Labels.pair) has an object's centre in each cell, 0 where none has; the targets
-    of the centre head, which asks the CNN to tell objects of one pair apart, as counting needs."""
-    targets = torch.zeros(len(images), grid, grid, dtype=torch.long)
-    for row, image in enumerate(images):
-        scale, left, top = crop_geometry(image, image_size, resize_size or image_size)
-        for obj in image["objects"]:
-            x, y, w, h = obj["bbox"]
-            across, down = (x + w / 2) * scale - left, (y + h / 2) * scale - top  # in the crop's pixels
-            if 0 <= across < image_size and 0 <= down < image_size:  # centres outside the crop name no cell
-                targets[row, int(down * grid / image_size), int(across * grid / image_size)] = labels.pair(obj)
+def centre_targets(objects: SplitObjects, labels: Labels, transform: Preprocess, grid: int) -> torch.Tensor:
+    """(N, grid, grid): which category (Labels.category) has an object's centre (its box's) in each cell, 0 where
+    none has; the targets of the centre head, which asks the CNN to tell objects of one category apart, as counting
+    needs. Crowd annotations have no centre."""
+    targets = torch.zeros(len(objects.images), grid, grid, dtype=torch.long)
+    size = transform.image_size
+    for row, item in enumerate(objects.images):
+        for annotation in item.instances:
+            if annotation.get("iscrowd"):
+                continue
+            x, y, w, h = annotation["bbox"]
+            across, down = transform.point(x + w / 2, y + h / 2, item.image["width"], item.image["height"])
+            if 0 <= across < size and 0 <= down < size:  # centres outside the crop name no cell
+                targets[row, int(down * grid / size), int(across * grid / size)] = \
+                    labels.category(objects.category_name(annotation))
     return targets
 
 
@@ -195,11 +256,11 @@ class Pretrainer(torch.nn.Module):
 def accuracy(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, counts: torch.Tensor,
              labels: Labels, device: torch.device = torch.device("cpu"), precision: str = "fp32"
              ) -> dict[str, float]:
-    """Top background right; top colour and top shape right on one-object images; pair precision at k."""
+    """Top background right (images with one); top category right on one-object images; object precision at k (of
+    an image's k top-scoring categories, k its number of distinct categories, the share that are in it)."""
     model.eval()
     with autocast(device, precision):
         logits = torch.cat([model(chunk.to(device)).float().cpu() for chunk in images.split(100)])
-    one = counts == 1
 
     def top_right(kind: str, rows: torch.Tensor) -> float:
         span = labels.span(kind)
@@ -207,12 +268,13 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor
             return float("nan")
         return (logits[rows, span].argmax(1) == targets[rows, span].argmax(1)).float().mean().item()
 
-    wanted = targets[:, labels.span("pairs")] > 0.5
+    wanted = targets[:, labels.span("categories")] > 0.5
     k = wanted.sum(1)
-    ranked = logits[:, labels.span("pairs")].argsort(1, descending=True)
+    ranked = logits[:, labels.span("categories")].argsort(1, descending=True)
     hits = sum(wanted[row, ranked[row, :k[row]]].sum().item() for row in range(len(targets)))
-    return {"background": top_right("backgrounds", torch.ones_like(one)), "colour": top_right("colours", one),
-            "shape": top_right("shapes", one), "pairs": hits / max(k.sum().item(), 1)}
+    with_background = targets[:, labels.span("backgrounds")].sum(1) > 0
+    return {"background": top_right("backgrounds", with_background), "category": top_right("categories", counts == 1),
+            "objects": hits / max(k.sum().item(), 1)}
 
 
 def build(backbone: str, labels: int, pairs: int, lr: float, device: torch.device, precision: str,
@@ -262,8 +324,9 @@ def train_step(model: Pretrainer, optimizer: torch.optim.Optimizer, scaler: torc
 
 def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backbone: str = "resnet18",
              lr: float = 4e-3, batch_size: int = 16, resize_size: int = 0, max_images: int = 0, seed: int = 0,
-             device: str = "auto", precision: str = "auto", centres: bool = False,
-             say=lambda line: print(line, flush=True)) -> tuple[Pretrainer, list[dict[str, float]]]:
+             device: str = "auto", precision: str = "auto", centres: bool = False, train_split: str = "train",
+             val_split: str = "val", say=lambda line: print(line, flush=True)
+             ) -> tuple[Pretrainer, list[dict[str, float]]]:
     """Train a ResNet from scratch on the split's labels and object maps; returns it (net: the ResNet, with its label
     classifier as fc) and one report per epoch. precision as for training (runtime.py: bf16 autocast only on CPUs
     that compute bf16 natively). centres adds the centre head (centre_targets), which the captioner reads with
@@ -272,15 +335,15 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
     device = resolve_device(device)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    train_images = split_images(data_dir, "train", max_images)
-    labels = Labels(train_images)
+    train_objects = SplitObjects(data_dir, train_split, max_images)
+    val_objects = SplitObjects(data_dir, val_split, max_images)
+    labels = Labels(train_objects)
     started = time.time()
-    train_x, train_y, _ = load_split(data_dir, "train", train_images, labels, image_size, resize_size)
-    val_x, val_y, val_counts = load_split(data_dir, "val", split_images(data_dir, "val", max_images), labels,
-                                          image_size, resize_size)
-    grid = layer3_side(image_size)
-    train_cells = cell_targets(train_images, labels, image_size, resize_size, grid)
-    train_centres = centre_targets(train_images, labels, image_size, resize_size, grid) if centres else None
+    train_x, train_y, _ = load_split(data_dir, train_split, train_objects, labels, image_size, resize_size)
+    val_x, val_y, val_counts = load_split(data_dir, val_split, val_objects, labels, image_size, resize_size)
+    grid, transform = layer3_side(image_size), Preprocess(image_size, resize_size or image_size)
+    train_cells = cell_targets(train_objects, labels, transform, grid)
+    train_centres = centre_targets(train_objects, labels, transform, grid) if centres else None
     model, optimizer, scaler = build(backbone, len(labels.names), train_cells.size(1) - 1, lr, device, precision,
                                      centres)
     steps_per_epoch = len(train_x) // batch_size
@@ -302,7 +365,7 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
         report = {"epoch": epoch + 1, **accuracy(model, val_x, val_y, val_counts, labels, device, precision),
                   "seconds": round(time.time() - started, 1)}
         say(f"pretraining the CNN, epoch {report['epoch']}/{epochs}: val background {report['background']:.2f}, "
-            f"colour {report['colour']:.2f}, shape {report['shape']:.2f}, pairs {report['pairs']:.2f} "
+            f"category of one-object images {report['category']:.2f}, objects {report['objects']:.2f} "
             f"({report['seconds']:.0f} s)")
         reports.append(report)
     return model, reports

@@ -710,7 +710,7 @@ def train(config: Config | None = None, resume: bool = False, progress: bool = T
 
 
 def pretrain_stage(config: Config, overwrite: bool) -> Path:
-    """Before a fresh run's first epoch: train its CNN on the synthetic objects (pretrain_encoder.py), on images
+    """Before a fresh run's first epoch: train its CNN on the set's object annotations (pretrain_encoder.py), on images
     preprocessed as the captioner will see them, and write it to the run folder, where build_run loads it. Only on a
     fresh run: a resumed one has the weights in its checkpoint."""
     path = Path(config.out) / PRETRAINED_NAME
@@ -723,7 +723,8 @@ def pretrain_stage(config: Config, overwrite: bool) -> Path:
                                          config.pretrain_lr, config.pretrain_batch_size,
                                          config.resize_size or default_resize(config), seed=config.seed,
                                          device=config.device, precision=config.precision,
-                                         centres=config.object_features)
+                                         centres=config.object_features, train_split=config.train_split,
+                                         val_split=config.val_split)
     return pretrain_encoder.save_backbone(model, path)
 
 

@@ -17,61 +17,99 @@ from data_loader import Preprocess, load_image
 from checkpoint import build_models, load_checkpoint
 from conftest import tiny_config
 from model import layer3_side, load_backbone
+from object_sets import write_object_set
 
 
-def test_labels_are_the_colours_shapes_and_pairs_of_each_image(synthetic_dir):
-    images = pretrain_encoder.split_images(synthetic_dir, "val")
-    labels = pretrain_encoder.Labels(pretrain_encoder.split_images(synthetic_dir, "train"))
-    pixels, targets, counts = pretrain_encoder.load_split(synthetic_dir, "val", images, labels, 32)
-    assert pixels.shape == (len(images), 3, 32, 32) and targets.shape == (len(images), len(labels.names))
-    assert len(labels.names) == (len(labels.backgrounds) + len(labels.colours)
-                                 + len(labels.shapes) * (1 + len(labels.colours)))
-    assert labels.backgrounds and labels.names[labels.span("pairs")][0] == f"{labels.colours[0]} {labels.shapes[0]}"
-    for row, image in enumerate(images):
+def test_labels_are_the_backgrounds_words_and_categories_of_each_image(synthetic_dir):
+    split = pretrain_encoder.SplitObjects(synthetic_dir, "val")
+    labels = pretrain_encoder.Labels(pretrain_encoder.SplitObjects(synthetic_dir, "train"))
+    pixels, targets, counts = pretrain_encoder.load_split(synthetic_dir, "val", split, labels, 32)
+    assert pixels.shape == (len(split.images), 3, 32, 32) and targets.shape == (len(split.images), len(labels.names))
+    assert len(labels.categories) == len(synthetic_data.COLOURS) * len(synthetic_data.SHAPES)  # every pair listed
+    assert set(labels.words) == set(synthetic_data.COLOURS) | set(synthetic_data.SHAPES)
+    assert set(labels.backgrounds) == set(synthetic_data.BACKGROUNDS)
+    for row, item in enumerate(split.images):
         named = {labels.names[index] for index in targets[row].nonzero().flatten().tolist()}
-        expected = {f"{image['background']} background"} | {
-            name for o in image["objects"] for name in (o["colour"], o["shape"], f"{o['colour']} {o['shape']}")}
-        assert named == expected & set(labels.names)
-        assert counts[row] == len(image["objects"])
+        categories = {split.category_name(annotation) for annotation in item.instances}
+        expected = {("background", name) for name in item.stuff} | {("category", name) for name in categories} | {
+            ("word", word) for name in categories for word in name.split()}
+        assert named == expected and len(item.stuff) == 1 and categories
+        assert counts[row] == len(item.instances)
+
+
+def test_the_readers_take_any_coco_format_set(tmp_path):
+    """Polygons, compressed and uncompressed RLE, a crowd, an image with no objects, a category no caption names,
+    categories that are not colour-shape pairs, a stuff file: the labels, maps and centres of each image."""
+    data = write_object_set(tmp_path)
+    split = pretrain_encoder.SplitObjects(data, "train")
+    labels = pretrain_encoder.Labels(split)
+    assert labels.categories == ["dog", "red car", "zebra"] and labels.backgrounds == ["grass", "sky"]
+    assert set(labels.words) == {"dog", "red", "car", "zebra", "animal", "vehicle"}
+    _, targets, counts = pretrain_encoder.load_split(data, "train", split, labels, 48, 48)
+    assert counts.tolist() == [1, 3, 0, 0]  # a crowd is no one object
+    named = [{labels.names[i] for i in row.nonzero().flatten().tolist()} for row in targets]
+    assert named[0] == {("background", "grass"), ("category", "dog"), ("word", "dog"), ("word", "animal")}
+    assert ("category", "red car") in named[1] and ("word", "vehicle") in named[1]
+    assert named[2] == {("background", "sky")}
+    assert ("category", "dog") in named[3]  # the crowd is dogs
+    transform = Preprocess(48, 48)  # 80 x 60 -> 64 x 48, the crop from x = 8
+    maps = [pretrain_encoder.object_map(split, item, labels, transform) for item in split.images]
+    dog, car = labels.category("dog"), labels.category("red car")
+    assert (maps[0] == dog).sum().item() == pytest.approx(400 * 0.8 ** 2, rel=0.15)  # the polygon's 20 x 20
+    assert maps[0][17:31, 17:31].eq(dog).all() and maps[0][:10].eq(0).all()
+    assert (maps[1] == car).sum().item() > 0 and maps[2].eq(0).all()
+    assert maps[3].eq(0).all()  # the crowd lies in the columns the crop leaves out
+    centres = pretrain_encoder.centre_targets(split, labels, transform, 3)
+    expected = torch.zeros(4, 3, 3, dtype=torch.long)
+    expected[0, 1, 1] = dog  # (40, 30) -> (24, 24): the middle cell
+    expected[1, 0, 0] = car  # (20, 10) -> (8, 8)
+    expected[1, 2, 2] = car  # (60, 46) -> (40, 36.8)
+    expected[1, 1, 1] = dog
+    assert torch.equal(centres, expected)  # the crowd has no centre
+
+
+def test_without_a_stuff_file_there_are_no_background_labels(tmp_path):
+    data = write_object_set(tmp_path, stuff=False)
+    labels = pretrain_encoder.Labels(pretrain_encoder.SplitObjects(data, "train"))
+    assert labels.backgrounds == [] and labels.categories == ["dog", "red car", "zebra"]
 
 
 def test_object_maps_show_each_object_where_the_cnn_sees_it(tmp_path):
-    """Redrawn from their boxes on images of varied size and aspect ratio (the hard set), resized and cropped as the
-    CNN sees them: inside each object of the map, the image shows that object's colour."""
+    """From the instances' segmentations on images of varied size and aspect ratio (the hard set), resized and
+    cropped as the CNN sees them: inside each object of the map, the image shows that object's colour."""
     synthetic_data.generate(tmp_path, n_train=12, n_val=1, n_test=0, seed=3, variety="hard")
-    images = pretrain_encoder.split_images(tmp_path, "train")
-    labels = pretrain_encoder.Labels(images)
-    pairs = labels.names[labels.span("pairs")]
+    split = pretrain_encoder.SplitObjects(tmp_path, "train")
+    labels = pretrain_encoder.Labels(split)
     transform = Preprocess(64, 72)
-    assert len({(image["width"], image["height"]) for image in images}) > 3
+    assert len({(item.image["width"], item.image["height"]) for item in split.images}) > 3
     checked = 0
-    for image in images:
-        maps = pretrain_encoder.object_map(image, labels, 64, 72)
+    for item in split.images:
+        maps = pretrain_encoder.object_map(split, item, labels, transform)
         assert maps.shape == (64, 64)
-        pixels = transform(load_image(image_path(tmp_path, "train", image["file_name"]))) / transform.inv_std \
+        pixels = transform(load_image(image_path(tmp_path, "train", item.image["file_name"]))) / transform.inv_std \
             + transform.mean  # (3, 64, 64) on the 0..255 scale
         grown = F.max_pool2d(maps[None, None].float(), 5, 1, 2)[0, 0]
         shrunk = -F.max_pool2d(-maps[None, None].float(), 5, 1, 2)[0, 0]
         inside = (grown == shrunk) & (maps > 0)  # 5 x 5 of one object: away from its darker outline
         for value in maps[inside].unique().tolist():
-            colour = pairs[value - 1].split()[0]
+            colour = labels.categories[value - 1].split()[0]
             seen = pixels[:, inside & (maps == value)].mean(1)
-            assert (seen - torch.tensor(synthetic_data.COLOURS[colour])).abs().max() < 30, (image, colour, seen)
+            assert (seen - torch.tensor(synthetic_data.COLOURS[colour])).abs().max() < 30, (item.image, colour, seen)
             checked += 1
     assert checked >= 10
 
 
-def test_cell_targets_are_the_share_of_each_cell_each_pair_covers(synthetic_dir):
-    images = pretrain_encoder.split_images(synthetic_dir, "val")
-    labels = pretrain_encoder.Labels(pretrain_encoder.split_images(synthetic_dir, "train"))
-    grid = layer3_side(64)
-    cells = pretrain_encoder.cell_targets(images, labels, 64, 64, grid)
-    assert grid == 4 and cells.shape == (len(images), len(labels.colours) * len(labels.shapes) + 1, 4, 4)
-    torch.testing.assert_close(cells.sum(1), torch.ones(len(images), 4, 4))
-    for row, image in enumerate(images):
-        maps = pretrain_encoder.object_map(image, labels, 64)
+def test_cell_targets_are_the_share_of_each_cell_each_category_covers(synthetic_dir):
+    split = pretrain_encoder.SplitObjects(synthetic_dir, "val")
+    labels = pretrain_encoder.Labels(pretrain_encoder.SplitObjects(synthetic_dir, "train"))
+    grid, transform = layer3_side(64), Preprocess(64, 64)
+    cells = pretrain_encoder.cell_targets(split, labels, transform, grid)
+    assert grid == 4 and cells.shape == (len(split.images), len(labels.categories) + 1, 4, 4)
+    torch.testing.assert_close(cells.sum(1), torch.ones(len(split.images), 4, 4))
+    for row, item in enumerate(split.images):
+        maps = pretrain_encoder.object_map(split, item, labels, transform)
         covered = {value: (maps == value).float().mean().item() for value in maps.unique().tolist() if value}
-        assert covered and set(covered) == {labels.pair(obj) for obj in image["objects"]} - {0}  # 0: not in train
+        assert covered and set(covered) == {labels.category(split.category_name(a)) for a in item.instances}
         for value, share in covered.items():
             assert cells[row, value].mean().item() == pytest.approx(share, abs=1e-5)
     model, _, _ = pretrain_encoder.build("resnet18", len(labels.names), cells.size(1) - 1, 1e-3,
@@ -79,19 +117,6 @@ def test_cell_targets_are_the_share_of_each_cell_each_pair_covers(synthetic_dir)
     logits, cell_logits, centre_logits = model.heads(torch.zeros(2, 3, 64, 64))
     assert logits.shape == (2, len(labels.names)) and cell_logits.shape == (2, cells.size(1), grid, grid)
     assert centre_logits is None  # the centre head is optional (test below)
-
-
-def test_centre_targets_name_the_cell_of_each_objects_centre():
-    images = [{"width": 200, "height": 100, "objects": [  # resized to 128 x 64, a 64 x 64 crop from x = 32
-        {"colour": "red", "shape": "circle", "bbox": [50, 10, 20, 20]},  # centre (60, 20): crop (6.4, 12.8)
-        {"colour": "blue", "shape": "star", "bbox": [110, 60, 30, 30]},  # centre (125, 75): crop (48, 48)
-        {"colour": "red", "shape": "circle", "bbox": [0, 0, 20, 20]}]}]  # centre (10, 10): left of the crop
-    labels = pretrain_encoder.Labels(images)
-    targets = pretrain_encoder.centre_targets(images, labels, 64, 64, 4)
-    expected = torch.zeros(1, 4, 4, dtype=torch.long)
-    expected[0, 0, 0] = labels.pair(images[0]["objects"][0])
-    expected[0, 3, 3] = labels.pair(images[0]["objects"][1])
-    assert torch.equal(targets, expected) and expected[0, 0, 0] != expected[0, 3, 3] > 0
 
 
 def test_pretraining_with_the_centre_head_saves_it_beside_the_resnet(synthetic_dir, tmp_path, one_thread):
@@ -109,7 +134,7 @@ def test_pretraining_reports_every_epoch_and_saves_weights_train_can_load(synthe
     model, reports = pretrain_encoder.pretrain(synthetic_dir, 32, epochs=2, batch_size=8, say=lambda line: None)
     assert [report["epoch"] for report in reports] == [1, 2]
     for report in reports:
-        assert all(0.0 <= report[key] <= 1.0 for key in ("background", "colour", "shape", "pairs"))
+        assert all(0.0 <= report[key] <= 1.0 for key in ("background", "category", "objects"))
     path = pretrain_encoder.save_backbone(model, tmp_path / "encoder.pth")
     assert not any(name.startswith("fc.") for name in torch.load(path, weights_only=True))
     loaded, pretrained = load_backbone("resnet18", "yes", str(path))
@@ -129,25 +154,22 @@ class _Oracle(torch.nn.Module):
 
 
 def test_accuracy_is_one_for_a_perfect_model_and_zero_for_a_perverse_one(synthetic_dir):
-    images = pretrain_encoder.split_images(synthetic_dir, "val")
-    labels = pretrain_encoder.Labels(pretrain_encoder.split_images(synthetic_dir, "train"))
-    _, targets, counts = pretrain_encoder.load_split(synthetic_dir, "val", images, labels, 32)
+    split = pretrain_encoder.SplitObjects(synthetic_dir, "val")
+    labels = pretrain_encoder.Labels(pretrain_encoder.SplitObjects(synthetic_dir, "train"))
+    _, targets, counts = pretrain_encoder.load_split(synthetic_dir, "val", split, labels, 32)
     pixels = torch.zeros(len(targets), 3, 4, 4)
     pixels[:, 0, 0, 0] = torch.arange(len(targets)).float()
     assert pretrain_encoder.accuracy(_Oracle(targets), pixels, targets, counts, labels) == \
-        {"background": 1.0, "colour": 1.0, "shape": 1.0, "pairs": 1.0}
+        {"background": 1.0, "category": 1.0, "objects": 1.0}
     wrong = pretrain_encoder.accuracy(_Oracle(targets, inverted=True), pixels, targets, counts, labels)
-    assert wrong["background"] == wrong["colour"] == wrong["shape"] == wrong["pairs"] == 0.0
+    assert wrong["background"] == wrong["category"] == wrong["objects"] == 0.0
 
 
-def test_pretraining_refuses_data_without_object_lists(synthetic_dir, tmp_path):
+def test_pretraining_refuses_a_set_without_instances_naming_the_file_and_the_ways_on(synthetic_dir, tmp_path):
     (tmp_path / "annotations").mkdir()
-    annotations = json.loads(annotation_path(synthetic_dir, "train").read_text())
-    for image in annotations["images"]:
-        del image["objects"]
-    annotation_path(tmp_path, "train").write_text(json.dumps(annotations))
-    with pytest.raises(ValueError, match="object lists"):
-        pretrain_encoder.split_images(tmp_path, "train")
+    shutil.copy(annotation_path(synthetic_dir, "train"), annotation_path(tmp_path, "train"))
+    with pytest.raises(FileNotFoundError, match="instances_train.json.*add instances files.*--captions-only"):
+        pretrain_encoder.SplitObjects(tmp_path, "train")
 
 
 def test_the_cli_refuses_to_replace_a_weights_file(synthetic_dir, tmp_path, capsys):
