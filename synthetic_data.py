@@ -8,6 +8,11 @@ image enough that a constant, image-blind caption scores badly.
 
     python prepare_data.py synthetic --out data/synthetic
 
+It writes what COCO has, in COCO's formats, under DIR/annotations/: per split, captions_<split>.json (the captions),
+instances_<split>.json (each object's category "<colour> <shape>", box and visible pixels as RLE) and
+stuff_<split>.json (the background's category and pixels, as COCO-Stuff does), and synonyms.txt (the words the
+captions name each category with, in coco_synonyms.txt's format); the images go to DIR/images/<split>/.
+
 `--variety hard` writes a harder set instead (textured backgrounds, counts, relations: synthetic_hard.py) with the
 same writer; the easy set stays the default and is unchanged.
 """
@@ -24,15 +29,16 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from annotations import annotation_path
-from files import write_json_atomic
+from files import atomic_write, write_json_atomic
 
 SPLITS = ("train", "val", "test")
 # Part of the parameters stored in each annotation file: bump it when drawing or captioning changes, so that
 # an output made by older code is regenerated instead of being reported as complete.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 # Each split draws from its own random streams, and its image ids start at a fixed base, so that changing the
 # size of one split changes nothing in the others.
 _SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
@@ -229,6 +235,16 @@ def draw_scene(rng: np.random.Generator, scene: Scene) -> Image.Image:
     noise = rng.standard_normal(size=(height, width, 3), dtype=np.float32) * 4.0
     pixels = np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels, "RGB")
+
+
+def label_scene(scene: Scene) -> np.ndarray:
+    """Which shape each pixel shows, as draw_scene draws it: (height, width) uint8, 0 for the background and k for
+    the k-th shape of scene.shapes; a later shape covers an earlier one."""
+    labels = Image.new("L", (scene.width, scene.height), 0)
+    draw = ImageDraw.Draw(labels)
+    for number, shape in enumerate(scene.shapes, start=1):
+        draw_shape(draw, shape.shape, shape.bbox, fill=number)
+    return np.asarray(labels)
 
 
 # ------------------------------------------------------------------------------------------------- captions
@@ -604,102 +620,205 @@ def distinct_captions(rng: np.random.Generator, captioner: object, templates: Se
 
 # ------------------------------------------------------------------------------------------------- writing
 
+_CONTRIBUTOR = "synthetic_data.py"
+# The first line of the synonyms file: it says who wrote the file, so that a rerun knows it may replace it.
+_SYNONYMS_HEADER = f"# Written by {_CONTRIBUTOR}: the words its captions name each object category with."
+_BACKGROUND_ID_BASE = 101  # stuff categories (backgrounds) start here, clear of the object categories
+
+
+@dataclass(frozen=True)
+class _Variety:
+    """What the writer needs from a variety of the set: its drawing and captioning, and its names."""
+
+    sample: Callable  # (rng, width, height) -> scene
+    draw: Callable  # (rng, scene) -> image
+    label: Callable  # scene -> (height, width) uint8: 0 for the background, k for the k-th object drawn
+    describe: Callable  # (rng, scene) -> captions
+    version: int
+    description: str
+    shapes: tuple[str, ...]
+    backgrounds: tuple[str, ...]
+    nouns: dict[str, list[str]]  # shape -> the singular nouns captions name it with
+
+
+def _variety(variety: str) -> _Variety:
+    """The drawing, captioning and names of a variety of the set."""
+    if variety == "easy":
+        return _Variety(sample_scene, draw_scene, label_scene, caption_scene, GENERATOR_VERSION,
+                        "Synthetic coloured shapes with five true captions per image", SHAPES, tuple(BACKGROUNDS),
+                        _SHAPE_NOUNS)
+    if variety != "hard":
+        raise ValueError(f"variety must be one of {', '.join(VARIETIES)}, got {variety!r}.")
+    import synthetic_hard  # it builds on this module
+
+    return _Variety(synthetic_hard.sample_scene, synthetic_hard.draw_scene, synthetic_hard.label_scene,
+                    synthetic_hard.caption_scene, synthetic_hard.GENERATOR_VERSION,
+                    "Synthetic coloured shapes on textured backgrounds, with counts and relations, five true captions "
+                    "per image", synthetic_hard.SHAPES, synthetic_hard.TEXTURES, synthetic_hard.SHAPE_NOUNS)
+
 
 def _file_name(split: str, index: int) -> str:
     return f"synthetic_{split}_{index:06d}.jpg"
 
 
 def _parameters(split: str, count: int, seed: int, width: int, height: int, variety: str = "easy") -> dict:
-    if variety == "easy":  # as before varieties existed, so that easy sets made then are still complete
+    if variety == "easy":  # as before varieties existed
         return {"split": split, "count": count, "seed": seed, "width": width, "height": height,
                 "generator_version": GENERATOR_VERSION, "jpeg_quality": JPEG_QUALITY}
-    import synthetic_hard
-
     return {"split": split, "count": count, "seed": seed, "width": width, "height": height, "variety": variety,
-            "generator_version": synthetic_hard.GENERATOR_VERSION, "jpeg_quality": JPEG_QUALITY}
+            "generator_version": _variety(variety).version, "jpeg_quality": JPEG_QUALITY}
 
 
-def _variety(variety: str) -> tuple[Callable, Callable, Callable, int, str]:
-    """(sample_scene, draw_scene, caption_scene, generator version, description) of a variety of the set."""
-    if variety == "easy":
-        return sample_scene, draw_scene, caption_scene, GENERATOR_VERSION, \
-            "Synthetic coloured shapes with five true captions per image"
-    if variety != "hard":
-        raise ValueError(f"variety must be one of {', '.join(VARIETIES)}, got {variety!r}.")
-    import synthetic_hard  # it builds on this module
-
-    return synthetic_hard.sample_scene, synthetic_hard.draw_scene, synthetic_hard.caption_scene, \
-        synthetic_hard.GENERATOR_VERSION, "Synthetic coloured shapes on textured backgrounds, with counts and " \
-        "relations, five true captions per image"
+def _split_files(out_dir: Path, split: str) -> dict[str, Path]:
+    """A split's annotation files, in the order they are written: the captions file last, as the mark of a
+    complete split."""
+    folder = annotation_path(out_dir, split).parent
+    return {"instances": folder / f"instances_{split}.json", "stuff": folder / f"stuff_{split}.json",
+            "captions": annotation_path(out_dir, split)}
 
 
-def _is_complete(annotation_file: Path, image_dir: Path, parameters: dict) -> bool:
-    """Whether a split was already written with these parameters and its images are all still there."""
-    try:
-        with open(annotation_file, encoding="utf-8") as handle:
-            existing = json.load(handle)
-    except (OSError, ValueError):
-        return False
-    if existing.get("info", {}).get("parameters") != parameters:
-        return False
-    return all((image_dir / image["file_name"]).is_file() for image in existing.get("images", []))
+def _synonyms_file(out_dir: Path) -> Path:
+    return annotation_path(out_dir, "train").parent / "synonyms.txt"
 
 
-def _written_by_us(annotation_file: Path) -> bool:
-    """Whether an annotation file may be replaced: it is missing, or this generator wrote it."""
-    if not annotation_file.exists():
+def _pair_ids(variety: _Variety) -> dict[tuple[str, str], int]:
+    """Category id of every colour-shape pair, colour-major from 1: ("red", "circle") -> 1, ("red", "square") -> 2."""
+    pairs = [(colour, shape) for colour in COLOURS for shape in variety.shapes]
+    return {pair: number for number, pair in enumerate(pairs, start=1)}
+
+
+def _object_categories(variety: _Variety) -> list[dict]:
+    """COCO categories of every colour-shape pair: {"id": 1, "name": "red circle", "supercategory": "circle"}, ..."""
+    return [{"id": number, "name": f"{colour} {shape}", "supercategory": shape}
+            for (colour, shape), number in _pair_ids(variety).items()]
+
+
+def _background_categories(variety: _Variety) -> list[dict]:
+    """COCO-Stuff categories of every background, from _BACKGROUND_ID_BASE: 101 "white", ..."""
+    return [{"id": number, "name": background, "supercategory": "background"}
+            for number, background in enumerate(variety.backgrounds, start=_BACKGROUND_ID_BASE)]
+
+
+def _synonyms_text(variety: _Variety) -> str:
+    """The synonyms file, in coco_synonyms.txt's format: one category a line, its name first, then the other names
+    its captions use (singular only: a reader singularises plurals)."""
+    lines = [_SYNONYMS_HEADER,
+             "# One object category a line: its name first, then every other name the captions give it."]
+    for colour in COLOURS:
+        for shape in variety.shapes:
+            nouns = dict.fromkeys([shape, *variety.nouns[shape]])  # deduplicated, in order
+            lines.append(", ".join(f"{colour} {noun}" for noun in nouns))
+    return "\n".join(lines) + "\n"
+
+
+def _segments(labels: np.ndarray, count: int) -> list[dict]:
+    """The visible pixels of the background (first) and of each of count objects, from label_scene's labels:
+    {"segmentation": compressed RLE with counts as str, "area": pixels}."""
+    masks = labels[:, :, None] == np.arange(count + 1, dtype=labels.dtype)  # (height, width, 1 + count)
+    encoded = mask_utils.encode(np.asfortranarray(masks.astype(np.uint8)))
+    areas = masks.sum(axis=(0, 1))
+    return [{"segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
+             "area": float(area)} for rle, area in zip(encoded, areas)]
+
+
+def _annotate(image_id: int, scene, labels: np.ndarray, pair_ids: dict, background_ids: dict) -> tuple[list, dict]:
+    """(instances annotations, stuff annotation) of one image: its objects in drawing order, then its background."""
+    background, *objects = _segments(labels, len(scene.shapes))
+    # Ids image_id * 10 + 1..6 for the objects and image_id * 10 for the background: unique across both files.
+    instances = [{"id": image_id * 10 + number, "image_id": image_id,
+                  "category_id": pair_ids[shape.colour, shape.shape], **segment,
+                  "bbox": [round(v, 1) for v in shape.bbox], "iscrowd": 0}
+                 for number, (shape, segment) in enumerate(zip(scene.shapes, objects), start=1)]
+    stuff = {"id": image_id * 10, "image_id": image_id, "category_id": background_ids[scene.background],
+             **background, "bbox": [0.0, 0.0, float(scene.width), float(scene.height)], "iscrowd": 0}
+    return instances, stuff
+
+
+def _is_complete(files: dict[str, Path], image_dir: Path, parameters: dict) -> bool:
+    """Whether a split was already written with these parameters, every file of it, and its images are all still
+    there."""
+    images = None
+    for path in files.values():
+        try:
+            with open(path, encoding="utf-8") as handle:
+                existing = json.load(handle)
+        except (OSError, ValueError):
+            return False
+        if not isinstance(existing, dict) or existing.get("info", {}).get("parameters") != parameters:
+            return False
+        images = existing.get("images", [])
+    return all((image_dir / image["file_name"]).is_file() for image in images)
+
+
+def _written_by_us(path: Path) -> bool:
+    """Whether an annotation or synonyms file may be replaced: it is missing, or this generator wrote it."""
+    if not path.exists():
         return True
     try:
-        with open(annotation_file, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8") as handle:
+            if path.suffix == ".txt":
+                return handle.readline().rstrip("\n") == _SYNONYMS_HEADER
             info = json.load(handle).get("info", {})
-    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not a JSON object
+    except (OSError, ValueError, AttributeError):  # unreadable, not text, not JSON, not a JSON object
         return False
-    return isinstance(info, dict) and info.get("contributor") == "synthetic_data.py"
+    return isinstance(info, dict) and info.get("contributor") == _CONTRIBUTOR
+
+
+def _write_synonyms(out_dir: Path, variety: _Variety) -> None:
+    """Write the synonyms file, unless it already says the same (a rerun leaves complete files untouched)."""
+    path = _synonyms_file(out_dir)
+    text = _synonyms_text(variety)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    with atomic_write(path, "w") as handle:
+        handle.write(text)
 
 
 def _generate_split(out_dir: Path, split: str, count: int, seed: int, width: int, height: int,
                     verbose: bool, variety: str = "easy") -> tuple[Path, bool]:
-    """Write one split's images, then its annotation file; returns (annotation path, whether it was written)."""
-    annotation_file = annotation_path(out_dir, split)
+    """Write one split's images, then its instances, stuff and captions files; returns (captions file, whether it
+    was written)."""
+    files = _split_files(out_dir, split)
     image_dir = out_dir / "images" / split
     parameters = _parameters(split, count, seed, width, height, variety)
-    sample, draw, describe, version, description = _variety(variety)
-    if _is_complete(annotation_file, image_dir, parameters):
-        return annotation_file, False
+    kind = _variety(variety)
+    if _is_complete(files, image_dir, parameters):
+        return files["captions"], False
     # Removed first: if this run is interrupted, no annotation file may vouch for a half-rewritten image folder.
-    annotation_file.unlink(missing_ok=True)
-    annotation_file.parent.mkdir(parents=True, exist_ok=True)
+    for path in reversed(files.values()):
+        path.unlink(missing_ok=True)
+    files["captions"].parent.mkdir(parents=True, exist_ok=True)
     image_dir.mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
+    object_categories, background_categories = _object_categories(kind), _background_categories(kind)
+    pair_ids = _pair_ids(kind)
+    background_ids = {category["name"]: category["id"] for category in background_categories}
+    images, instances, stuff, captions = [], [], [], []
     for index in tqdm(range(1, count + 1), desc=f"synthetic {split}", disable=not verbose, leave=False):
         # One stream per image: image i is the same whatever the split size, and splits never share a stream.
         rng = np.random.default_rng([seed, _SPLIT_STREAMS[split], index])
-        scene = sample(rng, width, height)
+        scene = kind.sample(rng, width, height)
         file_name = _file_name(split, index)
-        draw(rng, scene).save(image_dir / file_name, "JPEG", quality=JPEG_QUALITY)
+        kind.draw(rng, scene).save(image_dir / file_name, "JPEG", quality=JPEG_QUALITY)
         image_id = _ID_BASES[split] + index
-        images.append({
-            "id": image_id, "file_name": file_name, "width": scene.width, "height": scene.height,
-            "background": scene.background,
-            "objects": [{"colour": s.colour, "shape": s.shape, "size": s.size,
-                         "bbox": [round(v, 1) for v in s.bbox]} for s in scene.shapes],
-        })
-        for number, caption in enumerate(describe(rng, scene), start=1):
-            annotations.append({"id": image_id * 10 + number, "image_id": image_id, "caption": caption})
+        images.append({"id": image_id, "file_name": file_name, "width": scene.width, "height": scene.height})
+        objects, background = _annotate(image_id, scene, kind.label(scene), pair_ids, background_ids)
+        instances += objects
+        stuff.append(background)
+        for number, caption in enumerate(kind.describe(rng, scene), start=1):
+            captions.append({"id": image_id * 10 + number, "image_id": image_id, "caption": caption})
     # Images left from an earlier, larger run of this split would otherwise linger unlisted.
     wanted = {image["file_name"] for image in images}
     for stale in image_dir.glob(f"synthetic_{split}_*.jpg"):
         if stale.name not in wanted:
             stale.unlink()
-    data = {
-        "info": {"description": description, "version": str(version), "contributor": "synthetic_data.py",
-                 "parameters": parameters},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-    }
-    write_json_atomic(annotation_file, data)
-    return annotation_file, True
+    info = {"description": kind.description, "version": str(kind.version), "contributor": _CONTRIBUTOR,
+            "parameters": parameters}
+    write_json_atomic(files["instances"], {"info": info, "licenses": [], "images": images, "annotations": instances,
+                                           "categories": object_categories})
+    write_json_atomic(files["stuff"], {"info": info, "licenses": [], "images": images, "annotations": stuff,
+                                       "categories": background_categories})
+    write_json_atomic(files["captions"], {"info": info, "licenses": [], "images": images, "annotations": captions})
+    return files["captions"], True
 
 
 def _check(name: str, value: int, low: int, high: int) -> None:
@@ -719,11 +838,12 @@ def generate(out_dir: str | os.PathLike, n_train: int = 3000, n_val: int = 500, 
     _check("width", width, MIN_SIDE, MAX_SIDE)
     _check("height", height, MIN_SIDE, MAX_SIDE)
     out_dir = Path(out_dir)
-    for split in SPLITS:  # all checked before anything is written
-        theirs = annotation_path(out_dir, split)
+    ours = [path for split in SPLITS for path in _split_files(out_dir, split).values()] + [_synonyms_file(out_dir)]
+    for theirs in ours:  # all checked before anything is written
         if not _written_by_us(theirs):
             raise ValueError(f"{theirs} exists and was not written by the synthetic generator, so it is not "
                              f"replaced: give another output folder")
+    _write_synonyms(out_dir, _variety(variety))
     paths = {}
     for split, count in zip(SPLITS, (n_train, n_val, n_test)):
         start = time.perf_counter()

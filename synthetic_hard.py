@@ -30,7 +30,7 @@ from synthetic_data import COLOURS, Shape, plural_of
 
 # Stored in the annotation files of this variety instead of synthetic_data.GENERATOR_VERSION: bump it when the
 # drawing or captioning here changes.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SHAPES = synthetic_data.SHAPES + ("hexagon",)
 TEXTURES = ("grass", "sand", "sky", "stripes", "checkerboard", "noise")
 SHAPE_NOUNS = {"circle": ["circle", "circle", "disk", "disc", "dot"], "square": ["square", "square", "box", "block"],
@@ -247,14 +247,31 @@ def draw_scene(rng: np.random.Generator, scene: HardScene) -> Image.Image:
     texture = _TEXTURE_DRAWERS[scene.background](rng, scene)
     image = Image.fromarray(np.clip(texture, 0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(image)
-    line = max(1, round(scene.side / 70))
     for shape in scene.shapes:
         colour = np.clip(np.array(COLOURS[shape.colour]) + rng.integers(-12, 13, size=3), 0, 255)
         fill = tuple(int(v) for v in colour)
         outline = tuple(int(v) for v in colour * 0.45)  # darker: an object on its own colour keeps its edge
-        synthetic_data.draw_shape(draw, shape.shape, shape.bbox, outline_of, fill=fill, outline=outline, width=line)
+        _draw_object(draw, scene, shape, fill, outline)
     noise = rng.standard_normal(size=(scene.height, scene.width, 3), dtype=np.float32) * 4.0
     return Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8), "RGB")
+
+
+def _draw_object(draw: ImageDraw.ImageDraw, scene: HardScene, shape: Shape, fill, outline) -> None:
+    """One object, filled and outlined: the one drawing call of both draw_scene and label_scene."""
+    line = max(1, round(scene.side / 70))
+    synthetic_data.draw_shape(draw, shape.shape, shape.bbox, outline_of, fill=fill, outline=outline, width=line)
+
+
+def label_scene(scene: HardScene) -> np.ndarray:
+    """Which object each pixel shows, as draw_scene draws it, outline included: (height, width) uint8, 0 for the
+    background and k for the k-th object of scene.shapes; a later object covers an earlier one."""
+    labels = Image.new("L", (scene.width, scene.height), 0)
+    draw = ImageDraw.Draw(labels)
+    for number, shape in enumerate(scene.shapes, start=1):
+        # Fill and outline in two inks, as in the image: Pillow skips an outline of the fill's own ink, and a
+        # one-pixel outline reaches pixels that the fill does not.
+        _draw_object(draw, scene, shape, 2 * number - 1, 2 * number)
+    return (np.asarray(labels) + 1) // 2
 
 
 # --------------------------------------------------------------------------------------------------- captions
