@@ -8,93 +8,48 @@ image enough that a constant, image-blind caption scores badly.
 
     python prepare_data.py synthetic --out data/synthetic
 
+It writes what COCO has, in COCO's formats, under DIR/annotations/: per split, captions_<split>.json (the captions),
+instances_<split>.json (each object's category "<colour> <shape>", box and visible pixels as RLE) and
+stuff_<split>.json (the background's category and pixels, as COCO-Stuff does), and synonyms.txt (the words the
+captions name each category with, in coco_synonyms.txt's format); the images go to DIR/images/<split>/.
+
 `--variety hard` writes a harder set instead (textured backgrounds, counts, relations: synthetic_hard.py) with the
 same writer; the easy set stays the default and is unchanged.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
-from annotations import annotation_path
-from files import write_json_atomic
+import synthetic_hard
+# The palette, shapes and writer are shared with the hard variety; the names other modules read here (JPEG_QUALITY,
+# SPLITS, ...) can still be read here.
+from synthetic_common import (ALIGNED, BACKGROUNDS, CLEAR, COLOURS, JPEG_QUALITY, MAX_IMAGES_PER_SPLIT,  # noqa: F401
+                              MAX_SIDE, MIN_SIDE, SHAPES, SPLITS, RandomWording, Shape, Variety, boxes_apart,
+                              distinct_captions, draw_shape, plural_of, relation_families, unit_outline, with_article,
+                              write_set)
 
-SPLITS = ("train", "val", "test")
 # Part of the parameters stored in each annotation file: bump it when drawing or captioning changes, so that
 # an output made by older code is regenerated instead of being reported as complete.
-GENERATOR_VERSION = 1
-# Each split draws from its own random streams, and its image ids start at a fixed base, so that changing the
-# size of one split changes nothing in the others.
-_SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
-_ID_BASES = {"train": 0, "val": 1_000_000, "test": 2_000_000}
-MAX_IMAGES_PER_SPLIT = 999_999
+GENERATOR_VERSION = 2
 VARIETIES = ("easy", "hard")
-MIN_SIDE, MAX_SIDE = 32, 4096
-JPEG_QUALITY = 90
-
-# Clearly distinct under JPEG and at 64 pixels, and all far from the light backgrounds. Ten colours and six
-# shapes make sixty kinds of object, so that a constant caption rarely names the right one.
-COLOURS = {
-    "red": (215, 35, 35),
-    "green": (35, 160, 55),
-    "blue": (35, 75, 215),
-    "yellow": (240, 205, 20),
-    "orange": (245, 125, 15),
-    "purple": (135, 45, 170),
-    "pink": (240, 110, 175),
-    "teal": (0, 150, 150),
-    "brown": (120, 70, 30),
-    "black": (25, 25, 25),
-}
-BACKGROUNDS = {
-    "white": (246, 246, 244),
-    "gray": (190, 190, 190),
-    "beige": (232, 216, 182),
-    "light blue": (190, 214, 240),
-    "light green": (206, 234, 200),
-    "pink": (246, 212, 222),
-}
-SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
 # Nominal diameter as a fraction of the shorter image side; the ratio of ~1.7 keeps the sizes apart after jitter.
 SIZES = {"small": 0.20, "large": 0.34}
 _SIZE_JITTER = 0.06
 _POSITION_JITTER = 0.05  # fraction of the image side, around the centre of a 3x3 grid cell
 _GAP = 0.02  # the least space between two shapes' boxes and between a shape and the border, as a fraction
-# A relation is stated only when the centres are this far apart (fraction of the side); "next to" also needs the
-# centres aligned within _ALIGNED on the other axis. The grid layout keeps every pair clearly on one side or the other.
-_CLEAR = 0.20
-_ALIGNED = 0.12
 _SHAPE_COUNT_PROBABILITIES = (0.55, 0.35, 0.10)
 _PERIOD_PROBABILITY = 0.8
 
 
 # --------------------------------------------------------------------------------------------------- scenes
-
-
-@dataclass(frozen=True)
-class Shape:
-    """One drawn shape: its names and its box (x, y, width, height) in pixels."""
-
-    colour: str
-    shape: str
-    size: str
-    bbox: tuple[float, float, float, float]
-
-    @property
-    def centre(self) -> tuple[float, float]:
-        """Centre of the box, in pixels."""
-        x, y, w, h = self.bbox
-        return x + w / 2, y + h / 2
 
 
 @dataclass(frozen=True)
@@ -107,45 +62,11 @@ class Scene:
     height: int
 
 
-def _star_outline(points: int = 5, inner_ratio: float = 0.45) -> np.ndarray:
-    """Unit star polygon (outer radius 0.58), upright; a fat star stays recognisable at a dozen pixels."""
-    angles = -np.pi / 2 + np.arange(2 * points) * np.pi / points
-    radii = np.where(np.arange(2 * points) % 2 == 0, 0.58, 0.58 * inner_ratio)
-    return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
-
-
-# Polygons for a shape of nominal diameter 1, before centring on their box. Sizes are chosen so that the
-# shapes look about equally big; the circle is drawn as an ellipse in a 1 x 1 box.
-_OUTLINES = {
-    "square": np.array([[-0.43, -0.43], [0.43, -0.43], [0.43, 0.43], [-0.43, 0.43]]),
-    "triangle": np.array([[-0.56, 0.485], [0.56, 0.485], [0.0, -0.485]]),
-    "star": _star_outline(),
-    "diamond": np.array([[0.0, -0.56], [0.42, 0.0], [0.0, 0.56], [-0.42, 0.0]]),
-    "cross": np.array([[-0.16, -0.47], [0.16, -0.47], [0.16, -0.16], [0.47, -0.16], [0.47, 0.16], [0.16, 0.16],
-                       [0.16, 0.47], [-0.16, 0.47], [-0.16, 0.16], [-0.47, 0.16], [-0.47, -0.16], [-0.16, -0.16]]),
-}
-
-
-def _outline(shape: str) -> np.ndarray:
-    """Unit polygon of a shape, shifted so that its box is centred on the origin; (points, 2)."""
-    if shape == "circle":
-        return np.array([[-0.5, -0.5], [0.5, 0.5]])  # the box corners stand in for the ellipse
-    points = _OUTLINES[shape]
-    return points - (points.min(axis=0) + points.max(axis=0)) / 2
-
-
 def _box(shape: str, diameter: float, cx: float, cy: float) -> tuple[float, float, float, float]:
     """Box (x, y, w, h) of a shape of this diameter centred at (cx, cy)."""
-    points = _outline(shape) * diameter
+    points = unit_outline(shape) * diameter
     w, h = points.max(axis=0) - points.min(axis=0)
     return (cx - w / 2, cy - h / 2, float(w), float(h))
-
-
-def _boxes_apart(a: tuple[float, ...], b: tuple[float, ...], gap: float) -> bool:
-    """Whether two boxes are separated by at least gap pixels along x or along y."""
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    return ax + aw + gap <= bx or bx + bw + gap <= ax or ay + ah + gap <= by or by + bh + gap <= ay
 
 
 def _place(rng: np.random.Generator, kinds: Sequence[str], diameters: list[float], width: int,
@@ -163,7 +84,7 @@ def _place(rng: np.random.Generator, kinds: Sequence[str], diameters: list[float
             cx = float(np.clip((column + 0.5) / 3 * width + jx * width, w / 2 + gap, width - w / 2 - gap))
             cy = float(np.clip((row + 0.5) / 3 * height + jy * height, h / 2 + gap, height - h / 2 - gap))
             boxes.append(_box(kind, diameter, cx, cy))
-        if all(_boxes_apart(boxes[i], boxes[j], gap) for i in range(len(boxes)) for j in range(i)):
+        if all(boxes_apart(boxes[i], boxes[j], gap) for i in range(len(boxes)) for j in range(i)):
             return boxes
     return None
 
@@ -191,25 +112,6 @@ def sample_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
     return Scene(background, shapes, width, height)
 
 
-def fitted_outline(unit: np.ndarray, bbox: Sequence[float]) -> list[tuple[float, float]]:
-    """A unit polygon stretched to fill a box (x, y, width, height) exactly: the points a shape is drawn with."""
-    x, y, w, h = bbox
-    low, high = unit.min(axis=0), unit.max(axis=0)
-    points = (unit - low) / (high - low) * np.array([w, h]) + np.array([x, y])
-    return [tuple(p) for p in points.tolist()]
-
-
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, bbox: Sequence[float],
-               unit_of: Callable[[str], np.ndarray] = _outline, **style) -> None:
-    """Draw one shape filling its box (x, y, width, height): an ellipse for a circle, else the shape's unit polygon
-    (unit_of(shape)) stretched to the box. style goes to Pillow's ellipse and polygon (fill, outline, width)."""
-    x, y, w, h = bbox
-    if shape == "circle":
-        draw.ellipse([x, y, x + w, y + h], **style)
-    else:
-        draw.polygon(fitted_outline(unit_of(shape), bbox), **style)
-
-
 def draw_scene(rng: np.random.Generator, scene: Scene) -> Image.Image:
     """Render a scene: a background with a mild gradient, flat shapes, and light pixel noise over everything."""
     height, width = scene.height, scene.width
@@ -229,6 +131,16 @@ def draw_scene(rng: np.random.Generator, scene: Scene) -> Image.Image:
     noise = rng.standard_normal(size=(height, width, 3), dtype=np.float32) * 4.0
     pixels = np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels, "RGB")
+
+
+def label_scene(scene: Scene) -> np.ndarray:
+    """Which shape each pixel shows, as draw_scene draws it: (height, width) uint8, 0 for the background and k for
+    the k-th shape of scene.shapes; a later shape covers an earlier one."""
+    labels = Image.new("L", (scene.width, scene.height), 0)
+    draw = ImageDraw.Draw(labels)
+    for number, shape in enumerate(scene.shapes, start=1):
+        draw_shape(draw, shape.shape, shape.bbox, fill=number)
+    return np.asarray(labels)
 
 
 # ------------------------------------------------------------------------------------------------- captions
@@ -257,22 +169,6 @@ _WITH_IT = {"to the left of": "to its left", "to the right of": "to its right", 
             "next to": "next to it", "beside": "beside it"}
 
 
-class RandomWording:
-    """What a scene's caption writer draws its wording with: one random stream, shared by every choice."""
-
-    def __init__(self, rng: np.random.Generator, scene) -> None:
-        self.rng = rng
-        self.scene = scene
-
-    def pick(self, options: Sequence):
-        """One element, uniformly."""
-        return options[int(self.rng.integers(len(options)))]
-
-    def chance(self, probability: float) -> bool:
-        """True with this probability."""
-        return bool(self.rng.random() < probability)
-
-
 class _Writer(RandomWording):
     """Builds true captions for one scene, with random wording from one random stream."""
 
@@ -293,7 +189,7 @@ class _Writer(RandomWording):
 
     def np(self, shape: Shape, size_probability: float = 0.5) -> str:
         """Indefinite noun phrase: "a [size] colour noun"."""
-        return _with_article(self.bare(shape, size_probability))
+        return with_article(self.bare(shape, size_probability))
 
     def the(self, shape: Shape) -> str:
         return f"the {shape.colour} {self.noun(shape)}"
@@ -302,7 +198,7 @@ class _Writer(RandomWording):
         return f"{self.scene.background} {self.pick(['background', 'background', 'backdrop'])}"
 
     def on_background(self) -> str:
-        return f"{self.pick(['on', 'on', 'against'])} {_with_article(self.scene.background)} background"
+        return f"{self.pick(['on', 'on', 'against'])} {with_article(self.scene.background)} background"
 
     def place(self, shape: Shape) -> str | None:
         """Where a shape is in the image, or None when its centre is near a boundary between regions."""
@@ -311,14 +207,14 @@ class _Writer(RandomWording):
 
     def relation(self, a: Shape, b: Shape) -> str | None:
         """A phrase true for "a <phrase> b", or None when no relation is clear."""
-        families = _relation_families(self.scene, a, b)
+        families = relation_families(a, b, self.scene.width, self.scene.height)
         return self.pick(self.pick(families)) if families else None
 
     def ordered(self) -> list[Shape] | None:
         """Shapes from left to right, or None unless every pair is clearly apart horizontally."""
         shapes = sorted(self.scene.shapes, key=lambda s: s.centre[0])
         gaps = [(b.centre[0] - a.centre[0]) / self.scene.width for a, b in zip(shapes, shapes[1:])]
-        return shapes if all(g >= _CLEAR for g in gaps) else None
+        return shapes if all(g >= CLEAR for g in gaps) else None
 
     def shuffled(self) -> list[Shape]:
         return [self.scene.shapes[int(i)] for i in self.rng.permutation(len(self.scene.shapes))]
@@ -419,9 +315,9 @@ class _Writer(RandomWording):
         a, b = self.shuffled()
         dx = abs(a.centre[0] - b.centre[0]) / self.scene.width
         dy = abs(a.centre[1] - b.centre[1]) / self.scene.height
-        if dx >= _CLEAR and dy <= _ALIGNED:
+        if dx >= CLEAR and dy <= ALIGNED:
             return f"{self.np(a)} and {self.np(b)} side by side"
-        if dy >= _CLEAR and dx <= _ALIGNED:
+        if dy >= CLEAR and dx <= ALIGNED:
             return f"{self.np(a)} and {self.np(b)}, one above the other"
         return None
 
@@ -495,11 +391,6 @@ class _Writer(RandomWording):
         return None
 
 
-def plural_of(noun: str) -> str:
-    """The plural the captions use for a shape noun."""
-    return noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
-
-
 def shape_words() -> dict[str, str]:
     """Every word the captions use to name a shape, singular and plural, -> the shape it names ("disks" -> circle)."""
     return caption_vocabulary()["shapes"]
@@ -508,8 +399,6 @@ def shape_words() -> dict[str, str]:
 def caption_vocabulary() -> dict[str, dict[str, str]]:
     """The words captions of either variety name objects with: {"colours": word -> colour, "shapes": noun or plural
     -> shape, "sizes": word -> size}, so that a parser of captions reads them with the generator's own words."""
-    import synthetic_hard  # it builds on this module
-
     shapes = {}
     for table in (_SHAPE_NOUNS, synthetic_hard.SHAPE_NOUNS):
         for shape, nouns in table.items():
@@ -519,10 +408,6 @@ def caption_vocabulary() -> dict[str, dict[str, str]]:
     return {"colours": {colour: colour for colour in COLOURS}, "shapes": shapes, "sizes": sizes}
 
 
-def _with_article(phrase: str) -> str:
-    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
-
-
 def _grid_position(scene: Scene, shape: Shape) -> tuple[str | None, str | None]:
     """(row, column) region of a shape's centre; None on an axis where it is near a region boundary."""
     x = shape.centre[0] / scene.width
@@ -530,24 +415,6 @@ def _grid_position(scene: Scene, shape: Shape) -> tuple[str | None, str | None]:
     column = "left" if x < 0.3 else "right" if x > 0.7 else "centre" if 0.4 <= x <= 0.6 else None
     row = "top" if y < 0.3 else "bottom" if y > 0.7 else "middle" if 0.4 <= y <= 0.6 else None
     return row, column
-
-
-def _relation_families(scene: Scene, a: Shape, b: Shape) -> list[list[str]]:
-    """Groups of synonymous phrases, each true for "a <phrase> b" from the centres of their boxes."""
-    dx = (b.centre[0] - a.centre[0]) / scene.width
-    dy = (b.centre[1] - a.centre[1]) / scene.height  # image y grows downwards
-    families = []
-    if dx >= _CLEAR:
-        families.append(["to the left of"])
-    if dx <= -_CLEAR:
-        families.append(["to the right of"])
-    if dy >= _CLEAR:
-        families.append(["above", "above", "over"])
-    if dy <= -_CLEAR:
-        families.append(["below", "below", "under", "beneath"])
-    if abs(dx) >= _CLEAR and abs(dy) <= _ALIGNED:
-        families.append(["next to", "beside"])
-    return families
 
 
 # (template, weight, mentions every shape's colour and type); weights favour the informative templates.
@@ -573,138 +440,23 @@ def caption_scene(rng: np.random.Generator, scene: Scene, count: int = 5) -> lis
     return distinct_captions(rng, _Writer(rng, scene), _TEMPLATES[len(scene.shapes)], count, _PERIOD_PROBABILITY)
 
 
-def distinct_captions(rng: np.random.Generator, captioner: object, templates: Sequence[tuple[Callable, float, bool]],
-                      count: int,
-                      period_probability: float) -> list[str]:
-    """count distinct captions from weighted templates (each called with captioner), two of them complete ones."""
-    weights = np.array([w for _, w, _ in templates], dtype=np.float64)
-    captions: list[str] = []
-    complete = 0
-    for _ in range(1000):
-        if len(captions) == count:
-            break
-        # Reserve the last slots for captions that name every shape, so each image's set describes it fully.
-        need_complete = count - len(captions) <= 2 - complete
-        usable = np.array([full or not need_complete for _, _, full in templates]) * weights
-        index = int(rng.choice(len(templates), p=usable / usable.sum()))
-        build, _, full = templates[index]
-        # Tried templates fall back, so that an image's five captions tend to use five different wordings.
-        weights[index] *= 0.2
-        text = build(captioner)
-        if text is None:
-            continue
-        text = text[0].upper() + text[1:] + ("." if rng.random() < period_probability else "")
-        if text.rstrip(".") not in {c.rstrip(".") for c in captions}:
-            captions.append(text)
-            complete += full
-    if len(captions) < count:  # a programming error: the templates always offer enough distinct wordings
-        raise RuntimeError(f"only {len(captions)} distinct captions for scene {getattr(captioner, 'scene', None)}")
-    return captions
-
-
-# ------------------------------------------------------------------------------------------------- writing
-
-
-def _file_name(split: str, index: int) -> str:
-    return f"synthetic_{split}_{index:06d}.jpg"
-
-
-def _parameters(split: str, count: int, seed: int, width: int, height: int, variety: str = "easy") -> dict:
-    if variety == "easy":  # as before varieties existed, so that easy sets made then are still complete
-        return {"split": split, "count": count, "seed": seed, "width": width, "height": height,
-                "generator_version": GENERATOR_VERSION, "jpeg_quality": JPEG_QUALITY}
-    import synthetic_hard
-
-    return {"split": split, "count": count, "seed": seed, "width": width, "height": height, "variety": variety,
-            "generator_version": synthetic_hard.GENERATOR_VERSION, "jpeg_quality": JPEG_QUALITY}
-
-
-def _variety(variety: str) -> tuple[Callable, Callable, Callable, int, str]:
-    """(sample_scene, draw_scene, caption_scene, generator version, description) of a variety of the set."""
-    if variety == "easy":
-        return sample_scene, draw_scene, caption_scene, GENERATOR_VERSION, \
-            "Synthetic coloured shapes with five true captions per image"
-    if variety != "hard":
-        raise ValueError(f"variety must be one of {', '.join(VARIETIES)}, got {variety!r}.")
-    import synthetic_hard  # it builds on this module
-
-    return synthetic_hard.sample_scene, synthetic_hard.draw_scene, synthetic_hard.caption_scene, \
-        synthetic_hard.GENERATOR_VERSION, "Synthetic coloured shapes on textured backgrounds, with counts and " \
-        "relations, five true captions per image"
-
-
-def _is_complete(annotation_file: Path, image_dir: Path, parameters: dict) -> bool:
-    """Whether a split was already written with these parameters and its images are all still there."""
-    try:
-        with open(annotation_file, encoding="utf-8") as handle:
-            existing = json.load(handle)
-    except (OSError, ValueError):
-        return False
-    if existing.get("info", {}).get("parameters") != parameters:
-        return False
-    return all((image_dir / image["file_name"]).is_file() for image in existing.get("images", []))
-
-
-def _written_by_us(annotation_file: Path) -> bool:
-    """Whether an annotation file may be replaced: it is missing, or this generator wrote it."""
-    if not annotation_file.exists():
-        return True
-    try:
-        with open(annotation_file, encoding="utf-8") as handle:
-            info = json.load(handle).get("info", {})
-    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not a JSON object
-        return False
-    return isinstance(info, dict) and info.get("contributor") == "synthetic_data.py"
-
-
-def _generate_split(out_dir: Path, split: str, count: int, seed: int, width: int, height: int,
-                    verbose: bool, variety: str = "easy") -> tuple[Path, bool]:
-    """Write one split's images, then its annotation file; returns (annotation path, whether it was written)."""
-    annotation_file = annotation_path(out_dir, split)
-    image_dir = out_dir / "images" / split
-    parameters = _parameters(split, count, seed, width, height, variety)
-    sample, draw, describe, version, description = _variety(variety)
-    if _is_complete(annotation_file, image_dir, parameters):
-        return annotation_file, False
-    # Removed first: if this run is interrupted, no annotation file may vouch for a half-rewritten image folder.
-    annotation_file.unlink(missing_ok=True)
-    annotation_file.parent.mkdir(parents=True, exist_ok=True)
-    image_dir.mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
-    for index in tqdm(range(1, count + 1), desc=f"synthetic {split}", disable=not verbose, leave=False):
-        # One stream per image: image i is the same whatever the split size, and splits never share a stream.
-        rng = np.random.default_rng([seed, _SPLIT_STREAMS[split], index])
-        scene = sample(rng, width, height)
-        file_name = _file_name(split, index)
-        draw(rng, scene).save(image_dir / file_name, "JPEG", quality=JPEG_QUALITY)
-        image_id = _ID_BASES[split] + index
-        images.append({
-            "id": image_id, "file_name": file_name, "width": scene.width, "height": scene.height,
-            "background": scene.background,
-            "objects": [{"colour": s.colour, "shape": s.shape, "size": s.size,
-                         "bbox": [round(v, 1) for v in s.bbox]} for s in scene.shapes],
-        })
-        for number, caption in enumerate(describe(rng, scene), start=1):
-            annotations.append({"id": image_id * 10 + number, "image_id": image_id, "caption": caption})
-    # Images left from an earlier, larger run of this split would otherwise linger unlisted.
-    wanted = {image["file_name"] for image in images}
-    for stale in image_dir.glob(f"synthetic_{split}_*.jpg"):
-        if stale.name not in wanted:
-            stale.unlink()
-    data = {
-        "info": {"description": description, "version": str(version), "contributor": "synthetic_data.py",
-                 "parameters": parameters},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-    }
-    write_json_atomic(annotation_file, data)
-    return annotation_file, True
-
-
 def _check(name: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low} and {high}, got {value}.")
+
+
+def _variety(variety: str) -> Variety:
+    """The drawing, captioning and names of a variety of the set."""
+    if variety == "easy":
+        return Variety("easy", sample_scene, draw_scene, label_scene, caption_scene, GENERATOR_VERSION,
+                       "Synthetic coloured shapes with five true captions per image", SHAPES, tuple(BACKGROUNDS),
+                       _SHAPE_NOUNS)
+    if variety != "hard":
+        raise ValueError(f"variety must be one of {', '.join(VARIETIES)}, got {variety!r}.")
+    return Variety("hard", synthetic_hard.sample_scene, synthetic_hard.draw_scene, synthetic_hard.label_scene,
+                   synthetic_hard.caption_scene, synthetic_hard.GENERATOR_VERSION,
+                   "Synthetic coloured shapes on textured backgrounds, with counts and relations, five true captions "
+                   "per image", synthetic_hard.SHAPES, synthetic_hard.TEXTURES, synthetic_hard.SHAPE_NOUNS)
 
 
 def generate(out_dir: str | os.PathLike, n_train: int = 3000, n_val: int = 500, n_test: int = 500, seed: int = 0,
@@ -712,28 +464,13 @@ def generate(out_dir: str | os.PathLike, n_train: int = 3000, n_val: int = 500, 
     """Write the synthetic dataset under out_dir, skipping splits already complete; returns split -> annotation file.
 
     variety "easy" is the built-in set described above; "hard" adds textures, counts and more (synthetic_hard.py)."""
-    _variety(variety)  # checked before anything is written
+    _variety(variety)  # every argument checked before anything is written
     for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         _check(name, value, 0, MAX_IMAGES_PER_SPLIT)
     _check("seed", seed, 0, 2**63 - 1)
     _check("width", width, MIN_SIDE, MAX_SIDE)
     _check("height", height, MIN_SIDE, MAX_SIDE)
-    out_dir = Path(out_dir)
-    for split in SPLITS:  # all checked before anything is written
-        theirs = annotation_path(out_dir, split)
-        if not _written_by_us(theirs):
-            raise ValueError(f"{theirs} exists and was not written by the synthetic generator, so it is not "
-                             f"replaced: give another output folder")
-    paths = {}
-    for split, count in zip(SPLITS, (n_train, n_val, n_test)):
-        start = time.perf_counter()
-        paths[split], written = _generate_split(out_dir, split, count, seed, width, height, verbose, variety)
-        if verbose:
-            status = f"written in {time.perf_counter() - start:.1f} s" if written else \
-                "already complete with these parameters, nothing done"
-            sides = f"{width}x{height}" if variety == "easy" else f"about {width}x{height}, {variety}"
-            print(f"{split}: {count} images {sides}, {5 * count} captions -> {paths[split]} ({status})")
-    return paths
+    return write_set(Path(out_dir), (n_train, n_val, n_test), seed, width, height, verbose, _variety(variety))
 
 
 def _bounded_integer(low: int, high: int, unit: str = "") -> Callable[[str], int]:

@@ -13,7 +13,8 @@ describe well without learning much about shapes. This variety adds what COCO ha
 
 Objects are placed inside the image's central square, so that the centre crop of the training pipeline keeps them
 all, and captions state no absolute position (which the crop would make false), only relations between objects.
-Deterministic like the easy set; written by synthetic_data.py's writer with `variety="hard"`:
+Deterministic like the easy set and written by the same writer (synthetic_common.py), which synthetic_data.py's
+`generate(variety="hard")` and the command line hand this variety to:
 
     python prepare_data.py synthetic --variety hard --out data/synthetic_hard
 """
@@ -25,13 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-import synthetic_data
-from synthetic_data import COLOURS, Shape, plural_of
+from synthetic_common import SHAPES as _EASY_SHAPES
+from synthetic_common import (BACKGROUNDS, CLEAR, COLOURS, MAX_SIDE, MIN_SIDE, RandomWording, Shape, boxes_apart,
+                              distinct_captions, draw_shape, plural_of, relation_families, unit_outline, with_article)
 
 # Stored in the annotation files of this variety instead of synthetic_data.GENERATOR_VERSION: bump it when the
 # drawing or captioning here changes.
-GENERATOR_VERSION = 1
-SHAPES = synthetic_data.SHAPES + ("hexagon",)
+GENERATOR_VERSION = 2
+SHAPES = _EASY_SHAPES + ("hexagon",)
 TEXTURES = ("grass", "sand", "sky", "stripes", "checkerboard", "noise")
 SHAPE_NOUNS = {"circle": ["circle", "circle", "disk", "disc", "dot"], "square": ["square", "square", "box", "block"],
                "triangle": ["triangle"], "star": ["star"], "diamond": ["diamond", "diamond", "rhombus"],
@@ -88,7 +90,7 @@ class HardScene:
 
 def outline_of(shape: str) -> np.ndarray:
     """Unit polygon of a shape centred on its box (the easy set's, plus the hexagon)."""
-    return _HEXAGON if shape == "hexagon" else synthetic_data._outline(shape)
+    return _HEXAGON if shape == "hexagon" else unit_outline(shape)
 
 
 def _box(shape: str, diameter: float, cx: float, cy: float) -> tuple[float, float, float, float]:
@@ -124,7 +126,7 @@ def _place(rng: np.random.Generator, shapes: Sequence[str], diameters: Sequence[
             cx = offset[0] + rng.uniform(w / 2 + gap, side - w / 2 - gap)
             cy = offset[1] + rng.uniform(h / 2 + gap, side - h / 2 - gap)
             box = _box(shape, diameter, cx, cy)
-            if all(synthetic_data._boxes_apart(box, other, gap) for other in boxes):
+            if all(boxes_apart(box, other, gap) for other in boxes):
                 boxes.append(box)
                 break
         else:
@@ -138,8 +140,8 @@ def _size_name(diameter: float, side: int) -> str:
 
 def sample_scene(rng: np.random.Generator, width: int, height: int) -> HardScene:
     """Draw a random scene: an image size around width x height, a texture, and groups of objects."""
-    width, height = (int(np.clip(round(side * rng.uniform(*_SIDE_RANGE)), synthetic_data.MIN_SIDE,
-                                 synthetic_data.MAX_SIDE)) for side in (width, height))
+    width, height = (int(np.clip(round(side * rng.uniform(*_SIDE_RANGE)), MIN_SIDE,
+                                 MAX_SIDE)) for side in (width, height))
     background = TEXTURES[int(rng.integers(len(TEXTURES)))]
     texture_colours: tuple[str, ...] = ()
     if background in ("stripes", "checkerboard", "noise"):
@@ -205,7 +207,7 @@ def _sky(rng: np.random.Generator, scene: HardScene) -> np.ndarray:
 
 def _pattern_colours(rng: np.random.Generator, scene: HardScene) -> tuple[np.ndarray, np.ndarray]:
     """The two colours of stripes or a checkerboard: one from COLOURS (scene.texture_colours), one light tone."""
-    light = np.array(list(synthetic_data.BACKGROUNDS.values())[int(rng.integers(len(synthetic_data.BACKGROUNDS)))],
+    light = np.array(list(BACKGROUNDS.values())[int(rng.integers(len(BACKGROUNDS)))],
                      dtype=np.float32)
     strong = np.array(COLOURS[scene.texture_colours[0]], dtype=np.float32)
     return (strong, light) if rng.random() < 0.5 else (light, strong)
@@ -247,14 +249,31 @@ def draw_scene(rng: np.random.Generator, scene: HardScene) -> Image.Image:
     texture = _TEXTURE_DRAWERS[scene.background](rng, scene)
     image = Image.fromarray(np.clip(texture, 0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(image)
-    line = max(1, round(scene.side / 70))
     for shape in scene.shapes:
         colour = np.clip(np.array(COLOURS[shape.colour]) + rng.integers(-12, 13, size=3), 0, 255)
         fill = tuple(int(v) for v in colour)
         outline = tuple(int(v) for v in colour * 0.45)  # darker: an object on its own colour keeps its edge
-        synthetic_data.draw_shape(draw, shape.shape, shape.bbox, outline_of, fill=fill, outline=outline, width=line)
+        _draw_object(draw, scene, shape, fill, outline)
     noise = rng.standard_normal(size=(scene.height, scene.width, 3), dtype=np.float32) * 4.0
     return Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8), "RGB")
+
+
+def _draw_object(draw: ImageDraw.ImageDraw, scene: HardScene, shape: Shape, fill, outline) -> None:
+    """One object, filled and outlined: the one drawing call of both draw_scene and label_scene."""
+    line = max(1, round(scene.side / 70))
+    draw_shape(draw, shape.shape, shape.bbox, outline_of, fill=fill, outline=outline, width=line)
+
+
+def label_scene(scene: HardScene) -> np.ndarray:
+    """Which object each pixel shows, as draw_scene draws it, outline included: (height, width) uint8, 0 for the
+    background and k for the k-th object of scene.shapes; a later object covers an earlier one."""
+    labels = Image.new("L", (scene.width, scene.height), 0)
+    draw = ImageDraw.Draw(labels)
+    for number, shape in enumerate(scene.shapes, start=1):
+        # Fill and outline in two inks, as in the image: Pillow skips an outline of the fill's own ink, and a
+        # one-pixel outline reaches pixels that the fill does not.
+        _draw_object(draw, scene, shape, 2 * number - 1, 2 * number)
+    return (np.asarray(labels) + 1) // 2
 
 
 # --------------------------------------------------------------------------------------------------- captions
@@ -283,7 +302,7 @@ def _relation_families(scene: HardScene, a: Group, b: Group) -> list[list[str]]:
     families = None
     for first in a.members:
         for second in b.members:
-            pair = synthetic_data._relation_families(_Square(scene.side), first, second)
+            pair = relation_families(first, second, scene.side, scene.side)  # fractions of the central square
             keys = {family[0] for family in pair}
             families = keys if families is None else families & keys
     return [family for family in _RELATIONS if family[0] in (families or set())]
@@ -293,22 +312,7 @@ _RELATIONS = [["to the left of"], ["to the right of"], ["above", "above", "over"
               ["below", "below", "under", "beneath"], ["next to", "beside"]]
 
 
-@dataclass(frozen=True)
-class _Square:
-    """Stands in for a scene in the easy set's relation test: positions as fractions of the central square."""
-
-    side: int
-
-    @property
-    def width(self) -> int:
-        return self.side
-
-    @property
-    def height(self) -> int:
-        return self.side
-
-
-class _HardWriter(synthetic_data.RandomWording):
+class _HardWriter(RandomWording):
     """Builds true captions for one hard scene, with random wording from one random stream."""
 
     def group(self, group: Group) -> str:
@@ -320,7 +324,7 @@ class _HardWriter(synthetic_data.RandomWording):
             words = [group.colour, noun]
             if size in _SIZE_WORDS and self.chance(0.5):
                 words.insert(0, self.pick(_SIZE_WORDS[size]))
-            return synthetic_data._with_article(" ".join(words))
+            return with_article(" ".join(words))
         number = "a pair of" if count == 2 and self.chance(0.25) else _NUMBERS[count]
         return f"{number} {group.colour} {plural_of(noun)}"
 
@@ -370,7 +374,7 @@ class _HardWriter(synthetic_data.RandomWording):
         if len(shapes) < 2 or any(len(g.members) > 1 for g in self.scene.groups):
             return None
         gaps = [(b.centre[0] - a.centre[0]) / self.scene.side for a, b in zip(shapes, shapes[1:])]
-        if min(gaps) < synthetic_data._CLEAR:
+        if min(gaps) < CLEAR:
             return None
         groups = {group.members[0]: group for group in self.scene.groups}
         return f"from left to right{self.pick([':', ','])} {self.listing([groups[s] for s in shapes])}"
@@ -386,7 +390,7 @@ class _HardWriter(synthetic_data.RandomWording):
         phrases = []
         for shape, count in counts.items():
             noun = self.pick(SHAPE_NOUNS[shape])
-            phrases.append(synthetic_data._with_article(noun) if count == 1 else f"{_NUMBERS[count]} {plural_of(noun)}")
+            phrases.append(with_article(noun) if count == 1 else f"{_NUMBERS[count]} {plural_of(noun)}")
         listed = phrases[0] if len(phrases) == 1 else f"{', '.join(phrases[:-1])} and {phrases[-1]}"
         return f"{listed} {self.on_background()}"
 
@@ -401,4 +405,4 @@ _TEMPLATES: list[tuple[Callable[[_HardWriter], "str | None"], float, bool]] = [
 
 def caption_scene(rng: np.random.Generator, scene: HardScene, count: int = 5) -> list[str]:
     """Distinct true captions for a hard scene, at least two of which name every object."""
-    return synthetic_data.distinct_captions(rng, _HardWriter(rng, scene), _TEMPLATES, count, _PERIOD_PROBABILITY)
+    return distinct_captions(rng, _HardWriter(rng, scene), _TEMPLATES, count, _PERIOD_PROBABILITY)

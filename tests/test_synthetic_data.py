@@ -11,6 +11,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 import synthetic_data
+from synthetic_coco import check_files, erode, load_coco, read, scenes, synonym_lines
 
 # Written out here rather than read from the module, so that a renamed word in the module shows up as a failure.
 COLOURS = ["red", "green", "blue", "yellow", "orange", "purple", "pink", "teal", "brown", "black"]
@@ -41,6 +42,16 @@ def dataset(tmp_path_factory) -> Path:
 def load(out: Path, split: str) -> dict:
     with open(out / "annotations" / f"captions_{split}.json", encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def load_scenes(out: Path, split: str) -> dict:
+    """The captions file with each image's objects and background, read from the instances and stuff files; an
+    object's size is read off its box (small shapes span at most 0.24 of the side, large ones at least 0.27)."""
+    data = scenes(out, split)
+    for image in data["images"]:
+        for obj in image["objects"]:
+            obj["size"] = "large" if max(obj["bbox"][2:]) > 0.256 * min(image["width"], image["height"]) else "small"
+    return data
 
 
 def captions_by_image(data: dict) -> dict[int, list[str]]:
@@ -74,7 +85,7 @@ def test_same_arguments_give_byte_identical_files(tmp_path):
     synthetic_data.generate(tmp_path / "a", n_train=8, n_val=3, n_test=3, seed=5)
     synthetic_data.generate(tmp_path / "b", n_train=8, n_val=3, n_test=3, seed=5)
     first, second = all_files(tmp_path / "a"), all_files(tmp_path / "b")
-    assert len(first) == 3 + 8 + 3 + 3
+    assert len(first) == 3 * 3 + 1 + 8 + 3 + 3  # captions, instances and stuff per split, synonyms, images
     assert first == second
     synthetic_data.generate(tmp_path / "c", n_train=8, n_val=3, n_test=3, seed=6)
     assert all_files(tmp_path / "c") != first
@@ -109,10 +120,82 @@ def test_annotations_load_with_pycocotools(dataset):
     assert len(annotation_ids) == len(set(annotation_ids)) == 190 * 5
 
 
+def test_instances_and_stuff_files_are_coco_files_of_every_pair_and_background(dataset):
+    for split in synthetic_data.SPLITS:
+        check_files(dataset, split, list(NOUNS.values())[1:], ["white", "gray", "beige", "light blue", "light green",
+                                                               "pink"])
+
+
+def test_object_masks_cover_pixels_of_the_objects_colour(dataset):
+    """The mean colour inside each object's mask is its colour's, the background's outside every mask."""
+    instances, stuff = load_coco(dataset, "instances_train"), load_coco(dataset, "stuff_train")
+    for image_id in instances.getImgIds()[:40]:
+        image = instances.imgs[image_id]
+        pixels = np.asarray(Image.open(dataset / "images" / "train" / image["file_name"]), dtype=float)
+        for annotation in instances.loadAnns(instances.getAnnIds(imgIds=image_id)):
+            colour = instances.cats[annotation["category_id"]]["name"].split()[0]
+            inside = pixels[instances.annToMask(annotation) == 1].mean(axis=0)
+            # Colour jitter, noise and JPEG's blurred edges move it by at most about 27 per channel.
+            assert np.abs(inside - synthetic_data.COLOURS[colour]).max() < 35, (image["file_name"], colour, inside)
+        (background,) = stuff.loadAnns(stuff.getAnnIds(imgIds=image_id))
+        mask = erode(stuff.annToMask(background) == 1, 2)  # clear of the shapes' blurred edges
+        name = stuff.cats[background["category_id"]]["name"]
+        assert np.abs(pixels[mask].mean(axis=0) - synthetic_data.BACKGROUNDS[name]).max() < 20, image["file_name"]
+
+
+def test_synonyms_name_every_category_with_the_captions_words(dataset):
+    comments, categories = synonym_lines(dataset)
+    assert "synthetic_data.py" in comments[0]
+    names = [category["name"] for category in read(dataset, "instances_train")["categories"]]
+    assert [words[0] for words in categories] == names
+    nouns = {shape: [noun for noun, named in NOUNS.items() if named == shape] for shape in NOUNS.values()}
+    for words in categories:
+        colour, shape = words[0].split()
+        assert words == [f"{colour} {noun}" for noun in nouns[shape]], words
+
+
+def test_old_version_set_is_regenerated(tmp_path):
+    """A set written before the instances and stuff files existed (captions with objects, version 1) is rewritten."""
+    synthetic_data.generate(tmp_path, n_train=3, n_val=1, n_test=1, seed=2)
+    reference = all_files(tmp_path)
+    for split in synthetic_data.SPLITS:
+        data = load(tmp_path, split)
+        data["info"]["parameters"]["generator_version"] = data["info"]["version"] = 1
+        for image in data["images"]:
+            image["objects"], image["background"] = [], "white"
+        (tmp_path / "annotations" / f"captions_{split}.json").write_text(json.dumps(data))
+        for kind in ("instances", "stuff"):
+            (tmp_path / "annotations" / f"{kind}_{split}.json").unlink()
+    synthetic_data.generate(tmp_path, n_train=3, n_val=1, n_test=1, seed=2)
+    assert all_files(tmp_path) == reference
+
+
+def test_missing_instances_file_makes_the_split_incomplete(tmp_path):
+    synthetic_data.generate(tmp_path, n_train=3, n_val=1, n_test=1)
+    reference = all_files(tmp_path)
+    (tmp_path / "annotations" / "instances_val.json").unlink()
+    (tmp_path / "annotations" / "stuff_test.json").write_text('{"info": {"contributor": "synthetic_data.py"}}')
+    synthetic_data.generate(tmp_path, n_train=3, n_val=1, n_test=1)
+    assert all_files(tmp_path) == reference
+
+
+@pytest.mark.parametrize("name", ["captions_val.json", "instances_train.json", "stuff_test.json", "synonyms.txt"])
+def test_a_file_another_program_wrote_is_refused_and_left_alone(tmp_path, name):
+    synthetic_data.generate(tmp_path, n_train=2, n_val=1, n_test=1)
+    foreign = tmp_path / "annotations" / name
+    text = "# my own synonyms\nred circle, red ball\n" if name.endswith(".txt") else \
+        '{"info": {"contributor": "someone else"}, "images": [], "annotations": []}'
+    foreign.write_text(text)
+    before = all_files(tmp_path)
+    with pytest.raises(ValueError, match=f"{re.escape(str(foreign))} exists and was not written by the synthetic"):
+        synthetic_data.generate(tmp_path, n_train=3, n_val=2, n_test=2, seed=7)
+    assert all_files(tmp_path) == before
+
+
 def test_image_files_exist_with_their_recorded_size(tmp_path):
     synthetic_data.generate(tmp_path, n_train=4, n_val=2, n_test=2, width=96, height=64)
     for split in synthetic_data.SPLITS:
-        for image in load(tmp_path, split)["images"]:
+        for image in load_scenes(tmp_path, split)["images"]:
             assert re.fullmatch(rf"synthetic_{split}_\d{{6}}\.jpg", image["file_name"])
             with Image.open(tmp_path / "images" / split / image["file_name"]) as picture:
                 assert picture.format == "JPEG" and picture.mode == "RGB"
@@ -126,7 +209,7 @@ def test_metadata_matches_the_pixels(dataset):
     """The colour at each shape's centre is nearest to its recorded colour; large shapes are clearly bigger."""
     palette = {name: np.array(rgb, dtype=float) for name, rgb in synthetic_data.COLOURS.items()}
     widths = {}
-    for image in load(dataset, "train")["images"][:60]:
+    for image in load_scenes(dataset, "train")["images"][:60]:
         pixels = np.asarray(Image.open(dataset / "images" / "train" / image["file_name"]), dtype=float)
         for obj in image["objects"]:
             x, y = (int(round(v)) for v in centre(obj))
@@ -152,7 +235,7 @@ def test_captions_follow_coco_style(dataset):
 
 
 def test_captions_name_only_true_colours_shapes_sizes_and_counts(dataset):
-    data = load(dataset, "train")
+    data = load_scenes(dataset, "train")
     captions = captions_by_image(data)
     for image in data["images"]:
         colours = {o["colour"] for o in image["objects"]}
@@ -182,7 +265,7 @@ def test_captions_name_only_true_colours_shapes_sizes_and_counts(dataset):
 
 
 def test_spatial_words_agree_with_positions(dataset):
-    data = load(dataset, "train")
+    data = load_scenes(dataset, "train")
     width, height = 128, 128
     captions = captions_by_image(data)
     checked = {"relation": 0, "place": 0, "arrangement": 0, "order": 0}
@@ -270,7 +353,8 @@ def test_interrupted_run_leaves_no_annotation_file_and_rerun_completes(tmp_path,
     with pytest.raises(KeyboardInterrupt):
         synthetic_data.generate(tmp_path / "out", n_train=5, n_val=2, n_test=2, seed=4)
     # The old train annotations went first: nothing vouches for the half-rewritten train images.
-    assert not (tmp_path / "out" / "annotations" / "captions_train.json").exists()
+    for name in ("captions_train.json", "instances_train.json", "stuff_train.json"):
+        assert not (tmp_path / "out" / "annotations" / name).exists(), name
     monkeypatch.setattr(synthetic_data, "draw_scene", draw)
     synthetic_data.generate(tmp_path / "out", n_train=5, n_val=2, n_test=2, seed=4)
     assert all_files(tmp_path / "out") == all_files(tmp_path / "reference")

@@ -3,15 +3,20 @@ and the variety it promises (textures, counts, camouflage, sizes)."""
 import hashlib
 import json
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import objects
 import prepare_data
 import synthetic_data
 import synthetic_hard
+from synthetic_coco import check_files, erode, load_coco, scenes, synonym_lines
 
 NUMBERS = {"a": 1, "an": 1, "one": 1, "a single": 1, "only one": 1, "a pair of": 2, "two": 2, "three": 3,
            "four": 4, "five": 5, "six": 6}
@@ -43,7 +48,8 @@ def load(out: Path, split: str = "train") -> dict:
 
 
 def images_and_captions(out: Path, split: str = "train") -> list[tuple[dict, list[str]]]:
-    data = load(out, split)
+    """Each image, with its objects and background read from the instances and stuff files, and its captions."""
+    data = scenes(out, split)
     captions: dict[int, list[str]] = {}
     for annotation in data["annotations"]:
         captions.setdefault(annotation["image_id"], []).append(annotation["caption"])
@@ -66,6 +72,43 @@ def test_the_variety_and_its_own_generator_version_are_recorded(dataset):
     assert parameters["variety"] == "hard"
     assert parameters["generator_version"] == synthetic_hard.GENERATOR_VERSION
     assert load(dataset)["info"]["version"] == str(synthetic_hard.GENERATOR_VERSION)
+
+
+def test_instances_and_stuff_files_are_coco_files_of_every_pair_and_texture(dataset):
+    for split in ("train", "val", "test"):
+        check_files(dataset, split, ["circle", "square", "triangle", "star", "diamond", "cross", "hexagon"],
+                    ["grass", "sand", "sky", "stripes", "checkerboard", "noise"])
+
+
+def test_object_masks_cover_the_fill_and_the_darker_outline(dataset):
+    """Inside its outline, a mask holds its object's colour; its border ring is the darker outline, drawn with it."""
+    instances = load_coco(dataset, "instances_train")
+    checked = 0
+    for image_id in instances.getImgIds()[:40]:
+        image = instances.imgs[image_id]
+        pixels = np.asarray(Image.open(dataset / "images" / "train" / image["file_name"]), dtype=float)
+        line = max(1, round(min(image["width"], image["height"]) / 70))  # the outline's width
+        for annotation in instances.loadAnns(instances.getAnnIds(imgIds=image_id)):
+            mask = instances.annToMask(annotation) == 1
+            fill, ring = erode(mask, line + 1), mask & ~erode(mask, line)
+            if fill.sum() < 4:  # a tiny object is all outline
+                continue
+            colour = instances.cats[annotation["category_id"]]["name"].split()[0]
+            inside = pixels[fill].mean(axis=0)  # colour jitter, noise and JPEG move it by about 30 at most
+            assert np.abs(inside - synthetic_data.COLOURS[colour]).max() < 35, (image["file_name"], colour, inside)
+            assert pixels[ring].mean() < 0.85 * inside.mean(), (image["file_name"], colour)
+            checked += 1
+    assert checked > 60
+
+
+def test_synonyms_name_every_category_with_the_captions_words(dataset):
+    comments, categories = synonym_lines(dataset)
+    assert "synthetic_data.py" in comments[0]
+    assert len(categories) == 70 and len({words[0] for words in categories}) == 70
+    assert categories[0] == ["red circle", "red disk", "red disc", "red dot"]
+    for words in categories:
+        colour, shape = words[0].split()
+        assert words[1:] == [f"{colour} {noun}" for noun, named in NOUNS.items() if named == shape and noun != shape]
 
 
 def test_named_objects_are_in_the_image_with_their_counts(dataset):
@@ -183,3 +226,11 @@ def test_ensure_dataset_makes_the_variety_asked_for(tmp_path):
     assert prepare_data.ensure_dataset("synthetic", tmp_path, n_train=2, n_val=1, n_test=1, variety="hard") == [
         "train", "val", "test"]
     assert load(tmp_path)["info"]["parameters"]["variety"] == "hard"
+
+
+def test_the_hard_variety_builds_on_the_shared_module_alone():
+    """No import circle: synthetic_hard reads the shared pieces from synthetic_common, not from synthetic_data."""
+    check = "import sys, synthetic_hard; assert 'synthetic_data' not in sys.modules, 'synthetic_data imported'"
+    result = subprocess.run([sys.executable, "-c", check], cwd=Path(__file__).resolve().parents[1],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
