@@ -867,7 +867,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="start a new run in an --out folder that holds another run's checkpoints, replacing them")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    parser.add_argument("--captions-only", action="store_true",
+                        help="learn from the captions alone, for a set without instance annotations: no pretraining "
+                             "of the CNN on the objects (pretrain_epochs 0) and no object_features, which read it")
     args = parser.parse_args(argv)
+    if args.captions_only:
+        if args.pretrain_epochs or args.object_features:
+            parser.error("--captions-only turns off --pretrain-epochs and --object-features: give one or the other")
+        args.pretrain_epochs, args.object_features = 0, False
     # SIGTERM (e.g. a job scheduler) is treated like Ctrl-C: save and stop.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     given = [item.name for item in dataclasses.fields(Config) if getattr(args, item.name, None) is not None]
