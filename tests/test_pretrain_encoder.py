@@ -92,6 +92,8 @@ def test_object_maps_show_each_object_where_the_cnn_sees_it(tmp_path):
         shrunk = -F.max_pool2d(-maps[None, None].float(), 5, 1, 2)[0, 0]
         inside = (grown == shrunk) & (maps > 0)  # 5 x 5 of one object: away from its darker outline
         for value in maps[inside].unique().tolist():
+            if (inside & (maps == value)).sum() < 4:  # a small star: its darker outline is most of it
+                continue
             colour = labels.categories[value - 1].split()[0]
             seen = pixels[:, inside & (maps == value)].mean(1)
             assert (seen - torch.tensor(synthetic_data.COLOURS[colour])).abs().max() < 30, (item.image, colour, seen)
