@@ -44,7 +44,7 @@ import metrics
 import pretrain_encoder
 from annotations import annotation_path, image_path, load_coco
 from checkpoint import (RUN_COUNTERS, RUN_STATES, CheckpointError, check_sizes, load_checkpoint, load_weights,
-                        make_decoder, remove_partial_saves, save_checkpoint)
+                        make_decoder, object_classes_of, remove_partial_saves, save_checkpoint)
 from config import Config, add_config_arguments, config_from_args
 from data_loader import Batch, ImageLoadError, Preprocess, get_loader, load_image
 from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, decode, object_classes, weights_resize
@@ -136,8 +136,12 @@ class Run:
         return Path(self.config.out)
 
 
-def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
-    """Vocabulary (built or loaded unless given), models, optimizer and schedule for a fresh run."""
+def build_run(config: Config, vocab: Vocabulary | None = None, objects: int | None = None) -> Run:
+    """Vocabulary (built or loaded unless given), models, optimizer and schedule for a fresh run.
+
+    objects: the classes of the centre head when its weights come from a checkpoint (prepare); None reads them from
+    the weights file.
+    """
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     if not config.resize_size:  # resolved once, so that checkpoints and the feature cache hold the number
@@ -145,7 +149,8 @@ def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
     # The CNN this run pretrained on the synthetic objects (pretrain_stage) is used as ImageNet weights are: frozen
     # unless train_backbone says yes. A centre head the weights lack is found before anything is written.
     weights = str(Path(config.out) / PRETRAINED_NAME) if config.pretrain_epochs else config.weights
-    objects = object_classes(weights) if config.object_features else 0
+    if objects is None:
+        objects = object_classes(weights) if config.object_features else 0
     # Validation first runs after a whole epoch: a val split that is missing, empty or unreadable must not take that
     # long to show.
     val = load_coco(annotation_path(config.data_dir, config.val_split))
@@ -645,14 +650,15 @@ def prepare(config: Config, resume: bool, given: Iterable[str] | None = None) ->
     saved = Config.from_dict(state["config"])
     given = set(RESUMABLE) if given is None else set(given)
     check_resume_settings(config, saved, given - set(RESUMABLE) - {"out"}, last)
-    # The weights come from the checkpoint, so the backbone is built without ImageNet weights; whether it trains
-    # follows what the original run decided.
+    # The weights come from the checkpoint, the centre head's included, so the backbone is built without ImageNet
+    # or pretrained weights; whether it trains follows what the original run decided.
     trainable = {"yes": True, "no": False, "auto": not state["encoder_pretrained"]}[saved.train_backbone]
     chosen = {name: getattr(config, name) for name in RESUMABLE if name in given}
     vocab = Vocabulary.from_dict(state["vocab"])
     check_sizes(state, saved, vocab)
     run = build_run(saved.replace(**chosen, out=config.out, pretrained="no", pretrain_epochs=0,
-                                  train_backbone="yes" if trainable else "no").validate(), vocab=vocab)
+                                  train_backbone="yes" if trainable else "no").validate(),
+                    vocab=vocab, objects=object_classes_of(state, saved))
     restore(run, state)
     run.config = run.config.replace(pretrained=saved.pretrained, train_backbone=saved.train_backbone,
                                     pretrain_epochs=saved.pretrain_epochs)
@@ -668,6 +674,8 @@ def check_resume_settings(config: Config, saved: Config, names: Iterable[str], l
         ours, theirs = getattr(config, name), getattr(saved, name)
         if name == "vocab_file" and ours and theirs:
             return Path(ours).resolve() == Path(theirs).resolve()
+        if name == "weights" and saved.pretrain_epochs and ours != theirs:  # naming the CNN the run pretrained
+            return Path(ours).resolve() == (last.parent / PRETRAINED_NAME).resolve()
         return ours == theirs
     differ = [f"{name} {getattr(config, name)!r} (the checkpoint has {getattr(saved, name)!r})"
               for name in sorted(names) if not same(name)]
