@@ -31,6 +31,11 @@ def recipe_flags(data: Path, out: Path, **changes) -> list[str]:
     return ["--config", str(RECIPE), *flags, "--no-progress"]
 
 
+def diverging(run, batch):
+    """A first step whose loss is no longer a number, as train_step reports it."""
+    raise train.TrainingFailed("the caption loss became nan at epoch 1, step 0")
+
+
 @pytest.fixture
 def data(synthetic_dir, tmp_path) -> Path:
     """A data folder of the test's own (the feature cache the run writes there starts empty)."""
@@ -73,3 +78,33 @@ def test_the_recipe_is_interrupted_resumes_goes_on_and_captions(data, tmp_path, 
     image = sorted((data / "images" / "test").iterdir())[0]
     assert caption.main(["--checkpoint", str(out / "best.pt"), "--device", "cpu", str(image)]) == 0
     assert capsys.readouterr().out.startswith(f"{image}\t")
+
+
+@pytest.mark.parametrize("again", [[], ["--resume"]], ids=["rerun", "resume"])
+def test_a_run_whose_first_epoch_failed_after_pretraining_starts_again_from_its_cnn(data, tmp_path, monkeypatch,
+                                                                                    capsys, one_thread, again):
+    out = tmp_path / "run"
+    flags = recipe_flags(data, out, scst_epochs=0)
+    real_step = train.train_step
+    monkeypatch.setattr(train, "train_step", diverging)
+    assert train.main(flags) == 1
+    assert (out / train.PRETRAINED_NAME).is_file() and not (out / "last.pt").exists()
+    written = (out / train.PRETRAINED_NAME).read_bytes()
+    monkeypatch.setattr(train, "train_step", real_step)
+    monkeypatch.setattr(pretrain_encoder, "pretrain", lambda *args, **kwargs: pytest.fail("pretrained again"))
+    capsys.readouterr()
+    assert train.main([*flags, *again]) == 0, capsys.readouterr().err
+    assert str(out / train.PRETRAINED_NAME) in capsys.readouterr().out
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    assert (out / train.PRETRAINED_NAME).read_bytes() == written
+
+
+def test_a_cnn_pretrained_with_other_settings_is_not_reused(data, tmp_path, monkeypatch, capsys, one_thread):
+    out = tmp_path / "run"
+    monkeypatch.setattr(train, "train_step", diverging)
+    assert train.main(recipe_flags(data, out, scst_epochs=0)) == 1
+    capsys.readouterr()
+    assert train.main(recipe_flags(data, out, scst_epochs=0, pretrain_lr=0.001)) == 2
+    error = capsys.readouterr().err
+    assert "pretrain_lr" in error and "--overwrite" in error and error.count("\n") == 1
+
