@@ -747,10 +747,15 @@ def pretrain_stage(config: Config, overwrite: bool) -> Path:
     print(f"pretraining the CNN for {config.pretrain_epochs} epochs on the objects of {config.data_dir} "
           f"(pretrain_epochs), then captioning with it", flush=True)
     resize = config.resize_size or default_resize(config)
-    model, _ = pretrain_encoder.pretrain(config.data_dir, config.image_size, config.pretrain_epochs, config.backbone,
-                                         config.pretrain_lr, config.pretrain_batch_size, resize, seed=config.seed,
-                                         device=config.device, precision=config.precision,
-                                         centres=config.object_features)
+    try:
+        model, _ = pretrain_encoder.pretrain(config.data_dir, config.image_size, config.pretrain_epochs,
+                                             config.backbone, config.pretrain_lr, config.pretrain_batch_size, resize,
+                                             seed=config.seed, device=config.device, precision=config.precision,
+                                             centres=config.object_features)
+    except KeyboardInterrupt:
+        print(f"interrupted while pretraining the CNN (pretrain_epochs): nothing was saved in {config.out}; run the "
+              f"same command again (without --resume) to start over", file=sys.stderr)
+        raise
     write_json_atomic(Path(config.out) / PRETRAINED_CONFIG, config.replace(resize_size=resize).to_dict())
     return pretrain_encoder.save_backbone(model, path)
 

@@ -108,3 +108,13 @@ def test_a_cnn_pretrained_with_other_settings_is_not_reused(data, tmp_path, monk
     error = capsys.readouterr().err
     assert "pretrain_lr" in error and "--overwrite" in error and error.count("\n") == 1
 
+
+def test_ctrl_c_while_pretraining_says_so_in_one_line(data, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pretrain_encoder, "pretrain", interrupted)
+    out = tmp_path / "run"
+    assert train.main(recipe_flags(data, out)) == 130
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "pretraining" in error and "nothing was saved" in error
+    assert not (out / train.PRETRAINED_NAME).exists() and not (out / "last.pt").exists()
