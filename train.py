@@ -49,19 +49,19 @@ from config import Config, add_config_arguments, config_from_args
 from data_loader import Batch, ImageLoadError, Preprocess, get_loader, load_image
 from files import write_json_atomic
 from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, decode, object_classes, weights_resize
-from runtime import autocast, autocast_dtype, describe_precision, resolve_device
+from runtime import autocast, autocast_dtype, check_precision, describe_precision, resolve_device
 from vocabulary import Vocabulary, get_vocabulary, is_punctuation
 
 LOG_NAME = "train_log.jsonl"
 LOCK_NAME = ".train.lock"  # held (flock) by the run writing to the folder
-# What a resumed run takes from the caller (more epochs, another machine, data that moved); the rest from last.pt.
-# The self-critical settings too, so that a finished run can go on with self-critical epochs at a rate of one's
-# choosing (--scst-epochs 1 --scst-lr 1e-5).
 PRETRAINED_NAME = "encoder_pretrained.pth"  # the CNN pretrained by a run with pretrain_epochs, in its folder
 PRETRAINED_CONFIG = "encoder_pretrained.json"  # the config of the run that pretrained it, written just before it
 # What the pretraining depends on: a CNN pretrained by an earlier start of a run is reused only if they agree.
 PRETRAINING = ("data_dir", "backbone", "image_size", "resize_size", "pretrain_epochs", "pretrain_lr",
                "pretrain_batch_size", "object_features", "seed")
+# What a resumed run takes from the caller (more epochs, another machine, data that moved); the rest from last.pt.
+# The self-critical settings too, so that a finished run can go on with self-critical epochs at a rate of one's
+# choosing (--scst-epochs 1 --scst-lr 1e-5).
 RESUMABLE = ("epochs", "device", "num_workers", "data_dir", "scst_epochs", "scst_lr", "scst_samples")
 
 
@@ -149,6 +149,7 @@ def build_run(config: Config, vocab: Vocabulary | None = None, objects: int | No
     """
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
+    check_precision(device, config.precision)
     if not config.resize_size:  # resolved once, so that checkpoints and the feature cache hold the number
         config = config.replace(resize_size=default_resize(config))
     # The CNN this run pretrained on the synthetic objects (pretrain_stage) is used as ImageNet weights are: frozen
@@ -722,6 +723,7 @@ def train(config: Config | None = None, resume: bool = False, progress: bool = T
     config = (config or Config()).replace(**overrides)
     if not resume:  # a resumed run checks its settings once merged with the checkpoint's (prepare)
         config.validate()
+        check_precision(resolve_device(config.device), config.precision)  # before pretraining, and the run folder
     given = None if given is None else set(given) | set(overrides)
     # Under torchrun, rank 0 holds the folder for the job.
     with distributed.main_only(claim_run_folder(Path(config.out), resume, overwrite)):
