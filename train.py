@@ -59,10 +59,10 @@ PRETRAINED_CONFIG = "encoder_pretrained.json"  # the config of the run that pret
 # What the pretraining depends on: a CNN pretrained by an earlier start of a run is reused only if they agree.
 PRETRAINING = ("data_dir", "backbone", "image_size", "resize_size", "pretrain_epochs", "pretrain_lr",
                "pretrain_batch_size", "object_features", "seed")
-# What a resumed run takes from the caller (more epochs, another machine, data that moved); the rest from last.pt.
-# The self-critical settings too, so that a finished run can go on with self-critical epochs at a rate of one's
-# choosing (--scst-epochs 1 --scst-lr 1e-5).
-RESUMABLE = ("epochs", "device", "num_workers", "data_dir", "scst_epochs", "scst_lr", "scst_samples")
+# What a resumed run takes from the caller (more epochs, another machine and the precision it runs, data that
+# moved); the rest from last.pt. The self-critical settings too, so that a finished run can go on with self-critical
+# epochs at a rate of one's choosing (--scst-epochs 1 --scst-lr 1e-5).
+RESUMABLE = ("epochs", "device", "precision", "num_workers", "data_dir", "scst_epochs", "scst_lr", "scst_samples")
 
 
 class TrainingFailed(RuntimeError):
@@ -228,7 +228,8 @@ def restore(run: Run, state: dict[str, Any]) -> None:
         start_fine_tuning(run)
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
-    run.scaler.load_state_dict(state["scaler"])
+    if state["scaler"]:  # empty when the run did not scale gradients (fp32, bf16); resumed in fp16, it starts now
+        run.scaler.load_state_dict(state["scaler"])
     for name in RUN_COUNTERS:
         setattr(run, name, state[name])
     torch.set_rng_state(state["torch_rng"])

@@ -217,6 +217,28 @@ def test_a_precision_the_cpu_cannot_run_is_refused_in_one_line_before_anything_i
     assert "auto or fp32" in error and not out.exists()
 
 
+def test_a_run_resumed_on_a_cpu_that_cannot_run_its_precision_takes_the_one_given(trained_checkpoint, tmp_path,
+                                                                                  monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "cpu_runs", lambda asked: asked == "fp32")
+    out = tmp_path / "run"
+    shutil.copytree(trained_checkpoint.parent, out)
+    assert train.main(["--out", str(out), "--resume", "--epochs", "3", "--precision", "bf16"]) == 2
+    assert "precision bf16 cannot run" in capsys.readouterr().err
+    assert train.main(["--out", str(out), "--resume", "--epochs", "3", "--precision", "auto", "--no-progress"]) == 0
+    assert load_checkpoint(out / "last.pt")["config"]["precision"] == "auto"
+
+
+def test_a_run_saved_without_a_gradient_scaler_resumes_in_fp16_with_one(trained_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_runs", lambda asked: True)  # fp16 is scaled on a GPU; the CPU stands in here
+    state = load_checkpoint(trained_checkpoint.parent / "last.pt")
+    assert state["scaler"] == {}  # an fp32 run's
+    config = Config.from_dict(state["config"]).replace(precision="fp16", out=str(tmp_path), device="cpu")
+    run = train.build_run(config, vocab=Vocabulary.from_dict(state["vocab"]))
+    assert run.scaler.is_enabled()
+    train.restore(run, state)
+    assert run.epoch == state["epoch"] and run.scaler.get_scale() == 2.0 ** 16  # a fresh scaler's
+
+
 def test_cosine_schedule_decays_every_group_to_zero_over_the_run(synthetic_dir, tmp_path):
     run = train.build_run(tiny_config(synthetic_dir, tmp_path, lr_schedule="cosine", lr=1e-3, backbone_lr=1e-4))
     schedule = run.scheduler
