@@ -95,9 +95,8 @@ def build_models(state: dict[str, Any], device: str | torch.device = "cpu"
         raise CheckpointError(f"the checkpoint's settings or vocabulary are not usable: {error}") from None
     check_sizes(state, config, vocab)
     # The weights come from the checkpoint, so never fetch ImageNet weights here.
-    objects = state["encoder"]["objects.weight"].shape[0] if config.object_features else 0
     encoder = EncoderCNN(config.embed_size, config.backbone, pretrained="no", train_backbone="no",
-                         attention=config.attention, objects=objects)
+                         attention=config.attention, objects=object_classes_of(state, config))
     decoder = make_decoder(config, vocab)
     load_weights(encoder, state["encoder"], "encoder")
     load_weights(decoder, state["decoder"], "decoder")
@@ -126,6 +125,12 @@ def check_sizes(state: dict[str, Any], config: Config, vocab: Vocabulary) -> Non
             raise CheckpointError(f"the checkpoint's {part} weights do not fit its settings and vocabulary ({name} "
                                   f"is {'missing' if found is None else tuple(found.shape)}, they describe {shape}): "
                                   f"a damaged or crafted checkpoint, or weights from another run")
+
+
+def object_classes_of(state: dict[str, Any], config: Config) -> int:
+    """The classes of the centre head that a checkpoint's encoder reads (0 without object_features): the checkpoint
+    holds the head's weights, so no weights file is needed to rebuild it (check_sizes first)."""
+    return state["encoder"]["objects.weight"].shape[0] if config.object_features else 0
 
 
 def make_decoder(config: Config, vocab: Vocabulary) -> DecoderRNN:

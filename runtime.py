@@ -90,6 +90,40 @@ def choose_precision(device: torch.device, precision: str) -> tuple[str, str]:
     return "fp32", f"no autocast on {device.type}"
 
 
+# What oneDNN, which computes PyTorch's LSTM on a CPU, needs to run it in each precision under autocast.
+ONEDNN_NEEDS = {"bf16": "AVX-512 (and AVX512-BF16 or AMX to be fast)", "fp16": "AVX512-FP16 or AMX-FP16"}
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_runs(precision: str) -> bool:
+    """Whether this CPU runs an LSTM under autocast in that precision (fp32: always). Tried on a tiny LSTM: without
+    what ONEDNN_NEEDS names, oneDNN has no such kernel, and training would fail at its first step."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if dtype is None:
+        return True
+    with torch.random.fork_rng(devices=[]):  # the probe's random weights leave the caller's random stream alone
+        lstm = torch.nn.LSTM(4, 4, batch_first=True)
+    try:
+        with torch.enable_grad(), torch.autocast("cpu", dtype=dtype):
+            output = lstm(torch.zeros(1, 2, 4))[0]
+        output.float().sum().backward()
+    except RuntimeError:
+        return False
+    return True
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """Refuse, before any work starts, a precision this CPU cannot run (ValueError, one line); auto never is."""
+    if device.type != "cpu" or precision == "auto" or cpu_runs(precision):
+        return
+    features = cpu_features()
+    native = [name for name, present in (("AVX512-BF16", features.avx512_bf16), ("AMX", features.amx_bf16))
+              if present]
+    raise ValueError(f"precision {precision} cannot run on this CPU ({torch.backends.cpu.get_cpu_capability()}"
+                     f"{', ' + ', '.join(native) if native else ''}): PyTorch computes the LSTM in {precision} with "
+                     f"oneDNN, which needs {ONEDNN_NEEDS[precision]}; use precision auto or fp32")
+
+
 def describe_precision(device: torch.device, precision: str) -> str:
     """One line for the user: which precision a run uses on this device, and why."""
     chosen, reason = choose_precision(device, precision)

@@ -44,20 +44,25 @@ import metrics
 import pretrain_encoder
 from annotations import annotation_path, image_path, load_coco
 from checkpoint import (RUN_COUNTERS, RUN_STATES, CheckpointError, check_sizes, load_checkpoint, load_weights,
-                        make_decoder, remove_partial_saves, save_checkpoint)
+                        make_decoder, object_classes_of, remove_partial_saves, save_checkpoint)
 from config import Config, add_config_arguments, config_from_args
 from data_loader import Batch, ImageLoadError, Preprocess, get_loader, load_image
+from files import write_json_atomic
 from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, decode, object_classes, weights_resize
-from runtime import autocast, autocast_dtype, describe_precision, resolve_device
+from runtime import autocast, autocast_dtype, check_precision, describe_precision, resolve_device
 from vocabulary import Vocabulary, get_vocabulary, is_punctuation
 
 LOG_NAME = "train_log.jsonl"
 LOCK_NAME = ".train.lock"  # held (flock) by the run writing to the folder
-# What a resumed run takes from the caller (more epochs, another machine, data that moved); the rest from last.pt.
-# The self-critical settings too, so that a finished run can go on with self-critical epochs at a rate of one's
-# choosing (--scst-epochs 1 --scst-lr 1e-5).
 PRETRAINED_NAME = "encoder_pretrained.pth"  # the CNN pretrained by a run with pretrain_epochs, in its folder
-RESUMABLE = ("epochs", "device", "num_workers", "data_dir", "scst_epochs", "scst_lr", "scst_samples")
+PRETRAINED_CONFIG = "encoder_pretrained.json"  # the config of the run that pretrained it, written just before it
+# What the pretraining depends on: a CNN pretrained by an earlier start of a run is reused only if they agree.
+PRETRAINING = ("data_dir", "backbone", "image_size", "resize_size", "pretrain_epochs", "pretrain_lr",
+               "pretrain_batch_size", "object_features", "seed", "train_split", "val_split")
+# What a resumed run takes from the caller (more epochs, another machine and the precision it runs, data that
+# moved); the rest from last.pt. The self-critical settings too, so that a finished run can go on with self-critical
+# epochs at a rate of one's choosing (--scst-epochs 1 --scst-lr 1e-5).
+RESUMABLE = ("epochs", "device", "precision", "num_workers", "data_dir", "scst_epochs", "scst_lr", "scst_samples")
 
 
 class TrainingFailed(RuntimeError):
@@ -136,16 +141,22 @@ class Run:
         return Path(self.config.out)
 
 
-def build_run(config: Config, vocab: Vocabulary | None = None) -> Run:
-    """Vocabulary (built or loaded unless given), models, optimizer and schedule for a fresh run."""
+def build_run(config: Config, vocab: Vocabulary | None = None, objects: int | None = None) -> Run:
+    """Vocabulary (built or loaded unless given), models, optimizer and schedule for a fresh run.
+
+    objects: the classes of the centre head when its weights come from a checkpoint (prepare); None reads them from
+    the weights file.
+    """
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
+    check_precision(device, config.precision)
     if not config.resize_size:  # resolved once, so that checkpoints and the feature cache hold the number
         config = config.replace(resize_size=default_resize(config))
     # The CNN this run pretrained on the synthetic objects (pretrain_stage) is used as ImageNet weights are: frozen
     # unless train_backbone says yes. A centre head the weights lack is found before anything is written.
     weights = str(Path(config.out) / PRETRAINED_NAME) if config.pretrain_epochs else config.weights
-    objects = object_classes(weights) if config.object_features else 0
+    if objects is None:
+        objects = object_classes(weights) if config.object_features else 0
     # Validation first runs after a whole epoch: a val split that is missing, empty or unreadable must not take that
     # long to show.
     val = load_coco(annotation_path(config.data_dir, config.val_split))
@@ -217,7 +228,8 @@ def restore(run: Run, state: dict[str, Any]) -> None:
         start_fine_tuning(run)
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
-    run.scaler.load_state_dict(state["scaler"])
+    if state["scaler"]:  # empty when the run did not scale gradients (fp32, bf16); resumed in fp16, it starts now
+        run.scaler.load_state_dict(state["scaler"])
     for name in RUN_COUNTERS:
         setattr(run, name, state[name])
     torch.set_rng_state(state["torch_rng"])
@@ -643,16 +655,15 @@ def prepare(config: Config, resume: bool, given: Iterable[str] | None = None) ->
         raise CheckpointError(f"cannot resume from {last}: it lacks {', '.join(missing)}; start a new run in "
                               f"another --out folder")
     saved = Config.from_dict(state["config"])
-    given = set(RESUMABLE) if given is None else set(given)
-    check_resume_settings(config, saved, given - set(RESUMABLE) - {"out"}, last)
-    # The weights come from the checkpoint, so the backbone is built without ImageNet weights; whether it trains
-    # follows what the original run decided.
+    merged = resumed_settings(config, saved, given, last)
+    # The weights come from the checkpoint, the centre head's included, so the backbone is built without ImageNet
+    # or pretrained weights; whether it trains follows what the original run decided.
     trainable = {"yes": True, "no": False, "auto": not state["encoder_pretrained"]}[saved.train_backbone]
-    chosen = {name: getattr(config, name) for name in RESUMABLE if name in given}
     vocab = Vocabulary.from_dict(state["vocab"])
     check_sizes(state, saved, vocab)
-    run = build_run(saved.replace(**chosen, out=config.out, pretrained="no", pretrain_epochs=0,
-                                  train_backbone="yes" if trainable else "no").validate(), vocab=vocab)
+    run = build_run(merged.replace(pretrained="no", pretrain_epochs=0,
+                                   train_backbone="yes" if trainable else "no").validate(),
+                    vocab=vocab, objects=object_classes_of(state, saved))
     restore(run, state)
     run.config = run.config.replace(pretrained=saved.pretrained, train_backbone=saved.train_backbone,
                                     pretrain_epochs=saved.pretrain_epochs)
@@ -662,18 +673,30 @@ def prepare(config: Config, resume: bool, given: Iterable[str] | None = None) ->
     return run
 
 
+def resumed_settings(config: Config, saved: Config, given: Iterable[str] | None, last: Path) -> Config:
+    """The settings a resumed run goes on with: saved's, but for the RESUMABLE ones that the caller gave (given: the
+    names; None = all of config's) and the run folder. Any other setting given must agree with saved."""
+    given = set(RESUMABLE) if given is None else set(given)
+    check_resume_settings(config, saved, given - set(RESUMABLE) - {"out"}, last)
+    chosen = {name: getattr(config, name) for name in RESUMABLE if name in given}
+    return saved.replace(**chosen, out=config.out)
+
+
 def check_resume_settings(config: Config, saved: Config, names: Iterable[str], last: Path) -> None:
     """Refuse settings given for a resumed run that differ from the ones it was trained with."""
     def same(name: str) -> bool:
         ours, theirs = getattr(config, name), getattr(saved, name)
         if name == "vocab_file" and ours and theirs:
             return Path(ours).resolve() == Path(theirs).resolve()
+        if name == "weights" and saved.pretrain_epochs and ours != theirs:  # naming the CNN the run pretrained
+            return Path(ours).resolve() == (last.parent / PRETRAINED_NAME).resolve()
         return ours == theirs
-    differ = [f"{name} {getattr(config, name)!r} (the checkpoint has {getattr(saved, name)!r})"
+    differ = [f"{name} {getattr(config, name)!r} ({last.name} has {getattr(saved, name)!r})"
               for name in sorted(names) if not same(name)]
     if differ:
-        raise CheckpointError(f"--resume continues {last} with the settings it was trained with, but you gave "
-                              f"{'; '.join(differ)}: drop those flags, or start a new run in another --out folder")
+        raise CheckpointError(f"--resume continues the run in {last.parent} with the settings in its {last.name}, "
+                              f"but you gave {'; '.join(differ)}: drop those flags, or start a new run in another "
+                              f"--out folder")
 
 
 def repair_best(run: Run, state: dict[str, Any], last: Path) -> None:
@@ -701,31 +724,90 @@ def train(config: Config | None = None, resume: bool = False, progress: bool = T
     config = (config or Config()).replace(**overrides)
     if not resume:  # a resumed run checks its settings once merged with the checkpoint's (prepare)
         config.validate()
+        check_precision(resolve_device(config.device), config.precision)  # before pretraining, and the run folder
+    given = None if given is None else set(given) | set(overrides)
     # Under torchrun, rank 0 holds the folder for the job.
     with distributed.main_only(claim_run_folder(Path(config.out), resume, overwrite)):
+        if resume and stopped_after_pretraining(Path(config.out)):
+            config, resume = restart_after_pretraining(config, given), False
         if config.pretrain_epochs and not resume:
             distributed.from_main(lambda: pretrain_stage(config, overwrite))
-        run = prepare(config, resume, None if given is None else set(given) | set(overrides))
+        run = prepare(config, resume, given)
         return run_training(run, resume, progress, on_epoch)
 
 
 def pretrain_stage(config: Config, overwrite: bool) -> Path:
     """Before a fresh run's first epoch: train its CNN on the set's object annotations (pretrain_encoder.py), on images
     preprocessed as the captioner will see them, and write it to the run folder, where build_run loads it. Only on a
-    fresh run: a resumed one has the weights in its checkpoint."""
+    fresh run: a resumed one has the weights in its checkpoint. A CNN that an earlier start of the run pretrained
+    with the same settings (one that stopped before it saved an epoch) is used again."""
     path = Path(config.out) / PRETRAINED_NAME
     if path.exists() and not overwrite:
-        raise CheckpointError(f"{path} exists, from an earlier start of a run in {config.out}: give another --out, "
-                              f"or add --overwrite to pretrain again")
+        check_pretrained(path, config)
+        print(f"using {path}, the CNN pretrained by an earlier start of this run (--overwrite pretrains it again)",
+              flush=True)
+        return path
     print(f"pretraining the CNN for {config.pretrain_epochs} epochs on the objects of {config.data_dir} "
           f"(pretrain_epochs), then captioning with it", flush=True)
-    model, _ = pretrain_encoder.pretrain(config.data_dir, config.image_size, config.pretrain_epochs, config.backbone,
-                                         config.pretrain_lr, config.pretrain_batch_size,
-                                         config.resize_size or default_resize(config), seed=config.seed,
-                                         device=config.device, precision=config.precision,
-                                         centres=config.object_features, train_split=config.train_split,
-                                         val_split=config.val_split)
+    resize = config.resize_size or default_resize(config)
+    try:
+        model, _ = pretrain_encoder.pretrain(config.data_dir, config.image_size, config.pretrain_epochs,
+                                             config.backbone, config.pretrain_lr, config.pretrain_batch_size, resize,
+                                             seed=config.seed, device=config.device, precision=config.precision,
+                                             centres=config.object_features, train_split=config.train_split,
+                                             val_split=config.val_split)
+    except KeyboardInterrupt:
+        print(f"interrupted while pretraining the CNN (pretrain_epochs): nothing was saved in {config.out}; run the "
+              f"same command again (without --resume) to start over", file=sys.stderr)
+        raise
+    write_json_atomic(Path(config.out) / PRETRAINED_CONFIG, config.replace(resize_size=resize).to_dict())
     return pretrain_encoder.save_backbone(model, path)
+
+
+def pretrained_config(out: Path) -> Config | None:
+    """The config of the run that pretrained out's CNN, as pretrain_stage recorded it; None without a readable
+    record (a folder from before the record was kept)."""
+    try:
+        return Config.from_dict(json.loads((out / PRETRAINED_CONFIG).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def pretraining_settings(config: Config) -> dict[str, Any]:
+    """The settings that the CNN's pretraining depends on, as comparable values."""
+    values = {name: getattr(config, name) for name in PRETRAINING}
+    values["data_dir"] = str(Path(config.data_dir).resolve())
+    values["resize_size"] = config.resize_size or default_resize(config)
+    return values
+
+
+def check_pretrained(path: Path, config: Config) -> None:
+    """Refuse a CNN that an earlier start of the run pretrained unless its record says it was pretrained as config
+    says."""
+    earlier = pretrained_config(path.parent)
+    ours, theirs = pretraining_settings(config), pretraining_settings(earlier) if earlier else {}
+    differ = [f"{name} {theirs[name]!r} (this run: {ours[name]!r})"
+              for name in PRETRAINING if theirs and theirs[name] != ours[name]]
+    if earlier is None or differ:
+        why = f"it was pretrained with {', '.join(differ)}" if differ else "how it was pretrained is not recorded"
+        raise CheckpointError(f"{path} exists, from an earlier start of a run in {config.out}, but {why}: add "
+                              f"--overwrite to pretrain again, or give another --out")
+
+
+def stopped_after_pretraining(out: Path) -> bool:
+    """Whether a run in out pretrained its CNN and stopped before it saved an epoch."""
+    return not (out / "last.pt").exists() and (out / PRETRAINED_NAME).is_file() and pretrained_config(out) is not None
+
+
+def restart_after_pretraining(config: Config, given: Iterable[str] | None) -> Config:
+    """--resume of a run that stopped after pretraining its CNN, before it saved an epoch: the config its epochs
+    start again with, the one the run started with (the caller's RESUMABLE settings, as for a resume)."""
+    out = Path(config.out)
+    config = resumed_settings(config, pretrained_config(out), given, out / PRETRAINED_CONFIG).validate()
+    if distributed.is_main():
+        print(f"--resume: {out} holds no last.pt, but the CNN its run pretrained: its epochs start again from it",
+              flush=True)
+    return config
 
 
 @contextlib.contextmanager

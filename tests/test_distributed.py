@@ -21,6 +21,7 @@ from checkpoint import build_models, load_checkpoint
 from conftest import ROOT, tiny_config
 from data_loader import ImageBatchSampler
 from model import decode
+from test_resume_recipe import RECIPE, recipe_flags
 
 TIMEOUT = 240  # seconds for one torchrun job: it never hangs the suite
 
@@ -32,11 +33,11 @@ FLAGS = ["--config", "configs/synthetic.json", "--backbone", "resnet18", "--imag
          "--pretrain-epochs", "0", "--object-features", "false", "--no-progress"]
 
 
-def torchrun(args: list[str], **popen) -> subprocess.Popen:
+def torchrun(args: list[str], flags: list[str] = FLAGS, **popen) -> subprocess.Popen:
     """train.py under torchrun on two gloo processes of one thread each, in a session of its own."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "train.py", *FLAGS, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             "train.py", *flags, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True, **popen)
 
 
@@ -194,3 +195,15 @@ def test_sigterm_saves_once_and_every_rank_exits_then_the_run_resumes(synthetic_
     assert finished["global_step"] == (epoch + 2) * per_epoch
     assert "train_reward" in finished["history"][-1] and finished["world_size"] == 2 and finished["fine_tuning"]
     assert len(list((out / "cache").glob("features_train_*.npy"))) == 1
+
+
+def test_the_synthetic_recipe_resumes_under_torchrun(synthetic_dir, tmp_path, one_thread):
+    data, out = copy_data(synthetic_dir, tmp_path / "data"), tmp_path / "run"
+    # One process pretrains the CNN and its centre head and trains an epoch of the recipe (tiny); two go on.
+    assert train.main(recipe_flags(data, out, scst_epochs=0)) == 0
+    job = torchrun(["--config", str(RECIPE), "--out", str(out), "--resume", "--epochs", "2", "--scst-epochs", "1",
+                    "--no-progress"], flags=[])
+    output = finish(job)
+    assert job.returncode == 0, output[-3000:]
+    state = load_checkpoint(out / "last.pt")
+    assert state["epoch"] == 3 and state["world_size"] == 2 and "train_reward" in state["history"][-1]

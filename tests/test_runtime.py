@@ -1,10 +1,16 @@
 """Precision auto: bf16 only on CPUs that compute it natively, fp32 on the rest, AMP on CUDA; said in one line."""
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 
 import runtime
+from conftest import ROOT
 from runtime import CpuFeatures
 
 CPU = torch.device("cpu")
@@ -88,3 +94,25 @@ def test_this_machines_choice_matches_its_flags():
     native = bool({"avx512_bf16", "amx_bf16"} & flags)
     assert runtime.cpu_features().native_bf16 == native
     assert runtime.autocast_dtype(CPU, "auto") is (torch.bfloat16 if native else None)
+
+
+def test_an_explicit_precision_the_cpu_cannot_run_is_refused_and_auto_never_is(cpu_is, monkeypatch):
+    cpu_is(LAPTOP_AVX2)
+    monkeypatch.setattr(runtime, "cpu_runs", lambda precision: precision == "fp32")
+    for precision in ("bf16", "fp16"):
+        with pytest.raises(ValueError, match=f"precision {precision} cannot run on this CPU.*auto or fp32"):
+            runtime.check_precision(CPU, precision)
+    for precision in ("auto", "fp32"):
+        runtime.check_precision(CPU, precision)
+    runtime.check_precision(torch.device("cuda"), "fp16")  # a GPU's precision is its own
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="emulates an x86 CPU")
+def test_the_probe_finds_that_an_avx2_cpu_cannot_run_the_lstm_in_bf16_or_fp16():
+    # oneDNN and ATen limited to AVX2, as on a CPU without AVX-512: the first training step would fail there.
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+           "MKL_ENABLE_INSTRUCTIONS": "AVX2", "OMP_NUM_THREADS": "1"}
+    probe = "import runtime; print([runtime.cpu_runs(p) for p in ('fp32', 'bf16', 'fp16')])"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.strip() == "[True, False, False]", result.stderr[-2000:]

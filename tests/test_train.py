@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+import runtime
 import train
 from checkpoint import CheckpointError, build_models, load_checkpoint
 from config import Config, make_config
@@ -192,6 +193,8 @@ def test_scheduled_sampling_feeds_predictions_but_keeps_targets(synthetic_dir, t
     assert loss.item() > 0 and words == (~padding[:, 1:]).sum()
 
 
+@pytest.mark.skipif(not runtime.cpu_runs("bf16"), reason="this CPU cannot run the LSTM in bf16 (oneDNN needs "
+                                                           "AVX-512 for it)")
 def test_a_bf16_training_step_keeps_fp32_weights_and_learns(synthetic_dir, tmp_path):
     run = train.build_run(tiny_config(synthetic_dir, tmp_path, precision="bf16", bow_loss_weight=1.0))
     batch = next(iter(train.make_loader(run, "train", "train"))).to(run.device)
@@ -200,6 +203,40 @@ def test_a_bf16_training_step_keeps_fp32_weights_and_learns(synthetic_dir, tmp_p
     assert all(parameter.dtype == torch.float32 for parameter in parameters)
     assert all(parameter.grad is None or parameter.grad.dtype == torch.float32 for parameter in parameters)
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]  # the same batch: its loss falls
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_a_precision_the_cpu_cannot_run_is_refused_in_one_line_before_anything_is_written(
+        synthetic_dir, tmp_path, monkeypatch, capsys, precision):
+    monkeypatch.setattr(runtime, "cpu_runs", lambda asked: asked == "fp32")  # an AVX2-only CPU, say
+    out = tmp_path / "run"
+    assert train.main(["--config", "configs/synthetic.json", "--data-dir", str(synthetic_dir), "--out", str(out),
+                       "--precision", precision, "--device", "cpu", "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"precision {precision} cannot run on this CPU" in error
+    assert "auto or fp32" in error and not out.exists()
+
+
+def test_a_run_resumed_on_a_cpu_that_cannot_run_its_precision_takes_the_one_given(trained_checkpoint, tmp_path,
+                                                                                  monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "cpu_runs", lambda asked: asked == "fp32")
+    out = tmp_path / "run"
+    shutil.copytree(trained_checkpoint.parent, out)
+    assert train.main(["--out", str(out), "--resume", "--epochs", "3", "--precision", "bf16"]) == 2
+    assert "precision bf16 cannot run" in capsys.readouterr().err
+    assert train.main(["--out", str(out), "--resume", "--epochs", "3", "--precision", "auto", "--no-progress"]) == 0
+    assert load_checkpoint(out / "last.pt")["config"]["precision"] == "auto"
+
+
+def test_a_run_saved_without_a_gradient_scaler_resumes_in_fp16_with_one(trained_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_runs", lambda asked: True)  # fp16 is scaled on a GPU; the CPU stands in here
+    state = load_checkpoint(trained_checkpoint.parent / "last.pt")
+    assert state["scaler"] == {}  # an fp32 run's
+    config = Config.from_dict(state["config"]).replace(precision="fp16", out=str(tmp_path), device="cpu")
+    run = train.build_run(config, vocab=Vocabulary.from_dict(state["vocab"]))
+    assert run.scaler.is_enabled()
+    train.restore(run, state)
+    assert run.epoch == state["epoch"] and run.scaler.get_scale() == 2.0 ** 16  # a fresh scaler's
 
 
 def test_cosine_schedule_decays_every_group_to_zero_over_the_run(synthetic_dir, tmp_path):
