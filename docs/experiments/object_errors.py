@@ -19,7 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import objects  # noqa: E402
-from annotations import annotation_path, load_coco  # noqa: E402
+
+
+def pairs(counts: Counter) -> Counter:
+    """The categories of a synthetic set ("<colour> <shape>", instances_<split>.json) as (colour, shape) pairs."""
+    return Counter({tuple(name.rsplit(" ", 1)): count for name, count in counts.items()})
 
 
 def main() -> None:
@@ -28,14 +32,14 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
-    images = load_coco(annotation_path(args.data_dir, args.split)).imgs
+    found, vocabulary = objects.split_objects(args.data_dir, args.split)
     kinds, named_by_size, matched_by_size, counts, groups = Counter(), Counter(), Counter(), Counter(), Counter()
     missed = Counter()
     for result in json.loads(Path(args.results).read_text()):
-        truth = objects.image_objects(images[result["image_id"]])
+        truth = pairs(found[result["image_id"]].counts)
         colours, shapes = {colour for colour, _ in truth}, {shape for _, shape in truth}
         size = min(sum(truth.values()), 4)
-        named = objects.named_objects(result["caption"])
+        named = pairs(objects.named_objects(result["caption"], vocabulary))
         groups[len(truth), len(named)] += 1
         for pair, present in truth.items():
             if not named[pair]:
