@@ -20,6 +20,7 @@ CHOICES = {
     "feature_cache": ("auto", "off"),
     "device": ("auto", "cpu", "cuda"),
     "lr_schedule": ("plateau", "cosine"),
+    "image_fit": ("crop", "squash", "pad"),
 }
 
 # Numeric settings: (lowest, highest) allowed, inclusive; None = no upper bound. Checked before any work starts.
@@ -52,6 +53,9 @@ class Config:
     image_size: int = 224  # side of the square crop fed to the CNN
     resize_size: int = 0  # shorter image side before cropping; 0 = as the ImageNet weights were evaluated (232 for
     # a 224 crop with ResNet-50's V2 weights, 256 with V1), or 8/7 of image_size without them
+    image_fit: str = "crop"  # how a non-square image becomes the CNN's square input: crop (the shorter side to
+    # resize_size, then the crop below: a wide image loses its sides), squash (to a square, nothing lost) or pad
+    # (the longer side, padded to a square) (data_loader.Preprocess)
     random_crop: bool = True  # random crop while training, centre crop otherwise
     hflip: bool = True  # random horizontal flips while training (turn off when captions say left/right)
     max_caption_length: int = 50  # longer training captions are truncated (COCO: a handful are longer)

@@ -92,30 +92,77 @@ def _to_eight_bits(image: Image.Image) -> Image.Image:
     return Image.fromarray(eight_bits, mode="L")
 
 
-class Preprocess:
-    """The one preprocessing used by training, evaluation, caption.py and the feature cache.
+FITS = ("crop", "squash", "pad")  # how a non-square image becomes the CNN's square input (Preprocess)
 
-    Resize the shorter side to resize_size, crop image_size (random while training if random_crop, else centre),
-    optional random flips while training, then ImageNet normalisation: an RGB PIL image or a (3, H, W) uint8 tensor
-    in, a (3, image_size, image_size) float tensor out. The work is done on uint8 tensors (torch's vectorised
-    antialiased resize, about 6x faster than Pillow's), and only the crop is converted to float.
+
+class Preprocess:
+    """The one preprocessing used by training, evaluation, caption.py, the feature cache and the pretraining's maps.
+
+    fit "crop": resize the shorter side to resize_size and crop image_size (random while training if random_crop,
+    else centre): a wide image loses its sides. "squash": resize to resize_size x resize_size, the aspect ratio
+    changed, nothing lost. "pad": resize the longer side to resize_size and pad the shorter one to a square with the
+    ImageNet mean (zero after normalisation), nothing lost. Then the crop of image_size (which "squash" and "pad"
+    need only when resize_size is larger), optional random flips while training, and ImageNet normalisation: an RGB
+    PIL image or a (3, H, W) uint8 tensor in, a (3, image_size, image_size) float tensor out. The work is done on
+    uint8 tensors (torch's vectorised antialiased resize, about 6x faster than Pillow's).
     """
 
     def __init__(self, image_size: int, resize_size: int | None = None, train: bool = False,
-                 random_crop: bool = True, hflip: bool = False) -> None:
+                 random_crop: bool = True, hflip: bool = False, fit: str = "crop") -> None:
         self.image_size, self.resize_size = image_size, resize_size or image_size
         if self.resize_size < image_size:
             raise ValueError(f"resize_size {self.resize_size} is smaller than the crop image_size {image_size}")
+        if fit not in FITS:
+            raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+        self.fit = fit
         self.random_crop, self.hflip = train and random_crop, train and hflip
         self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255  # (3, 1, 1), on the uint8 scale
         self.inv_std = 1 / (torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255)
+
+    @classmethod
+    def of(cls, config, train: bool = False) -> "Preprocess":
+        """The preprocessing a config asks for (its image_size, resize_size, image_fit; augmentation if train)."""
+        return cls(config.image_size, config.resize_size, train=train, random_crop=config.random_crop,
+                   hflip=config.hflip, fit=getattr(config, "image_fit", "crop"))
+
+    def resized(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(new width, new height, left pad, top pad) of an image of this size before the crop: the padded square
+        with "pad", the resized image otherwise (no pad)."""
+        if self.fit == "squash":
+            return self.resize_size, self.resize_size, 0, 0
+        if self.fit == "pad":
+            long = max(width, height)
+            new_width, new_height = (int(self.resize_size * width / long), int(self.resize_size * height / long))
+            return new_width, new_height, (self.resize_size - new_width) // 2, (self.resize_size - new_height) // 2
+        short = min(width, height)  # as torchvision resizes the shorter side
+        if width == short:
+            return self.resize_size, int(self.resize_size * height / width), 0, 0
+        return int(self.resize_size * width / height), self.resize_size, 0, 0
+
+    def _fitted(self, pixels: torch.Tensor, interpolation=TF.InterpolationMode.BILINEAR, fill: float = 0.0
+                ) -> torch.Tensor:
+        """(C, H, W) resized (and padded) as the fit says, before the crop."""
+        new_width, new_height, left, top = self.resized(pixels.shape[-1], pixels.shape[-2])
+        antialias = interpolation != TF.InterpolationMode.NEAREST
+        pixels = TF.resize(pixels, [new_height, new_width], interpolation=interpolation, antialias=antialias)
+        if self.fit == "pad":
+            right, bottom = self.resize_size - new_width - left, self.resize_size - new_height - top
+            pixels = TF.pad(pixels, [left, top, right, bottom], fill=fill)
+        return pixels
 
     def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
         pixels = TF.pil_to_tensor(image) if isinstance(image, Image.Image) else image  # (3, H, W) uint8
         if pixels.dtype != torch.uint8 or pixels.dim() != 3 or pixels.size(0) != 3:
             raise ValueError(f"expected an RGB image or a (3, H, W) uint8 tensor, got {pixels.dtype} "
                              f"{tuple(pixels.shape)}")
-        pixels = TF.resize(pixels, self.resize_size, antialias=True)  # shorter side = resize_size
+        if self.fit == "pad":  # on a square of the mean colour, which normalises to zero
+            new_width, new_height, left, top = self.resized(pixels.shape[-1], pixels.shape[-2])
+            canvas = self.mean.round().to(torch.uint8).expand(3, self.resize_size, self.resize_size).clone()
+            canvas[:, top:top + new_height, left:left + new_width] = TF.resize(pixels, [new_height, new_width],
+                                                                               antialias=True)
+            pixels = canvas
+        else:
+            pixels = self._fitted(pixels)
         size, (height, width) = self.image_size, pixels.shape[-2:]
         if self.random_crop:
             top = int(torch.randint(0, height - size + 1, ()))
@@ -129,23 +176,40 @@ class Preprocess:
 
     def label_map(self, labels: torch.Tensor) -> torch.Tensor:
         """An (H, W) map of class numbers over the original image, as the CNN sees the image: (image_size,
-        image_size), resized with the nearest class and cropped as __call__ crops at evaluation (centre)."""
-        resized = TF.resize(labels[None].float(), self.resize_size, interpolation=TF.InterpolationMode.NEAREST)
+        image_size), resized with the nearest class (padding: 0) and cropped as __call__ crops at evaluation."""
+        resized = self._fitted(labels[None].float(), TF.InterpolationMode.NEAREST)
         return TF.center_crop(resized, [self.image_size, self.image_size])[0].round().long()
+
+    def _offsets(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """(x scale, y scale, x offset, y offset): the original's point (x, y) lands at (x * sx - ox, y * sy - oy)
+        of the input (centre crop)."""
+        new_width, new_height, pad_left, pad_top = self.resized(width, height)
+        full_width, full_height = (self.resize_size, self.resize_size) if self.fit == "pad" else (new_width,
+                                                                                                  new_height)
+        left = int(round((full_width - self.image_size) / 2.0)) - pad_left
+        top = int(round((full_height - self.image_size) / 2.0)) - pad_top
+        return new_width / width, new_height / height, left, top
 
     def point(self, x: float, y: float, width: int, height: int) -> tuple[float, float]:
         """Where the original image's point (x, y) lands in the (centre-cropped) input, in its pixels; outside
         [0, image_size) when the crop leaves it out."""
-        short = min(width, height)
-        new_width, new_height = ((self.resize_size, int(self.resize_size * height / width)) if width == short
-                                 else (int(self.resize_size * width / height), self.resize_size))
-        left = int(round((new_width - self.image_size) / 2.0))
-        top = int(round((new_height - self.image_size) / 2.0))
-        return x * new_width / width - left, y * new_height / height - top
+        scale_x, scale_y, left, top = self._offsets(width, height)
+        return x * scale_x - left, y * scale_y - top
+
+    def source(self, x: float, y: float, width: int, height: int) -> tuple[float, float]:
+        """The inverse of point: the original image's point that the input's pixel (x, y) shows."""
+        scale_x, scale_y, left, top = self._offsets(width, height)
+        return (x + left) / scale_x, (y + top) / scale_y
+
+    def window(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """(x0, y0, x1, y1): the part of the original image the input shows (beyond its sides where padded)."""
+        return (*self.source(0, 0, width, height), *self.source(self.image_size, self.image_size, width, height))
 
     def __repr__(self) -> str:
         crop = "random" if self.random_crop else "centre"
-        return (f"Preprocess(resize shorter side to {self.resize_size}, {crop} crop {self.image_size}, "
+        resize = {"crop": "resize shorter side to", "squash": "resize to a square of",
+                  "pad": "resize longer side and pad to"}[self.fit]
+        return (f"Preprocess({resize} {self.resize_size}, {crop} crop {self.image_size}, "
                 f"hflip={self.hflip}, ImageNet normalisation)")
 
 

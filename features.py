@@ -78,7 +78,7 @@ def cache_key(encoder: EncoderCNN, config: Config, split: str, device: torch.dev
     stat = annotations.stat()
     return {"version": CACHE_VERSION, "backbone": config.backbone, "weights": backbone_fingerprint(encoder),
             "image_size": config.image_size, "resize_size": config.resize_size,
-            "transform": repr(Preprocess(config.image_size, config.resize_size)),
+            "transform": repr(Preprocess.of(config)),
             "decode": f"jpeg draft >= {DRAFT_TOLERANCE} x resize_size",
             "precision": str(autocast_dtype(device, config.precision)), "annotations": annotations.name,
             "annotations_size": stat.st_size, "annotations_mtime_ns": stat.st_mtime_ns,
@@ -155,7 +155,7 @@ def extract_features(encoder: EncoderCNN, config: Config, split: str, device: to
     Under torchrun each rank computes its share of every batch and writes those rows into one file that rank 0
     creates, under a temporary name until every rank is done."""
     ranks = distributed.world_size()
-    transform = Preprocess(config.image_size, config.resize_size, train=False)
+    transform = Preprocess.of(config)
     loader = get_loader(transform, mode="test", batch_size=EXTRACT_BATCH * ranks, num_workers=config.num_workers,
                         data_dir=config.data_dir, split=split, pin_memory=device.type == "cuda",
                         rank=distributed.rank(), world_size=ranks)

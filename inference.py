@@ -27,7 +27,7 @@ class Captioner:
         self.state = load_checkpoint(checkpoint, map_location=self.device)
         self.encoder, self.decoder, self.vocab, self.config = build_models(self.state, self.device)
         self.encoder.to(memory_format=torch.channels_last)
-        self.transform = Preprocess(self.config.image_size, self.config.resize_size, train=False)
+        self.transform = Preprocess.of(self.config)
 
     @torch.no_grad()
     def caption_tensors(self, images: torch.Tensor, beam_size: int = 1, max_len: int | None = None) -> list[str]:

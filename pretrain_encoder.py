@@ -179,9 +179,9 @@ class Labels:
 
 
 def load_split(data_dir: Path, split: str, objects: SplitObjects, labels: Labels, image_size: int,
-               resize_size: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               resize_size: int = 0, fit: str = "crop") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Preprocessed images (N, 3, S, S) as the captioner will see them, their targets (N, labels) and object counts."""
-    transform = Preprocess(image_size, resize_size or image_size)
+    transform = Preprocess(image_size, resize_size or image_size, fit=fit)
     pixels = [transform(load_image(image_path(data_dir, split, item.image["file_name"]), transform.resize_size))
               for item in objects.images]
     targets = torch.stack([labels.of(objects, item) for item in objects.images])
@@ -325,7 +325,7 @@ def train_step(model: Pretrainer, optimizer: torch.optim.Optimizer, scaler: torc
 def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backbone: str = "resnet18",
              lr: float = 4e-3, batch_size: int = 16, resize_size: int = 0, max_images: int = 0, seed: int = 0,
              device: str = "auto", precision: str = "auto", centres: bool = False, train_split: str = "train",
-             val_split: str = "val", say=lambda line: print(line, flush=True)
+             val_split: str = "val", fit: str = "crop", say=lambda line: print(line, flush=True)
              ) -> tuple[Pretrainer, list[dict[str, float]]]:
     """Train a ResNet from scratch on the split's labels and object maps; returns it (net: the ResNet, with its label
     classifier as fc) and one report per epoch. precision as for training (runtime.py: bf16 autocast only on CPUs
@@ -339,9 +339,9 @@ def pretrain(data_dir: str | Path, image_size: int = 96, epochs: int = 10, backb
     val_objects = SplitObjects(data_dir, val_split, max_images)
     labels = Labels(train_objects)
     started = time.time()
-    train_x, train_y, _ = load_split(data_dir, train_split, train_objects, labels, image_size, resize_size)
-    val_x, val_y, val_counts = load_split(data_dir, val_split, val_objects, labels, image_size, resize_size)
-    grid, transform = layer3_side(image_size), Preprocess(image_size, resize_size or image_size)
+    train_x, train_y, _ = load_split(data_dir, train_split, train_objects, labels, image_size, resize_size, fit)
+    val_x, val_y, val_counts = load_split(data_dir, val_split, val_objects, labels, image_size, resize_size, fit)
+    grid, transform = layer3_side(image_size), Preprocess(image_size, resize_size or image_size, fit=fit)
     train_cells = cell_targets(train_objects, labels, transform, grid)
     train_centres = centre_targets(train_objects, labels, transform, grid) if centres else None
     model, optimizer, scaler = build(backbone, len(labels.names), train_cells.size(1) - 1, lr, device, precision,

@@ -58,7 +58,7 @@ PRETRAINED_NAME = "encoder_pretrained.pth"  # the CNN pretrained by a run with p
 PRETRAINED_CONFIG = "encoder_pretrained.json"  # the config of the run that pretrained it, written just before it
 # What the pretraining depends on: a CNN pretrained by an earlier start of a run is reused only if they agree.
 PRETRAINING = ("data_dir", "backbone", "image_size", "resize_size", "pretrain_epochs", "pretrain_lr",
-               "pretrain_batch_size", "object_features", "seed", "train_split", "val_split")
+               "pretrain_batch_size", "object_features", "seed", "train_split", "val_split", "image_fit")
 # What a resumed run takes from the caller (more epochs, another machine and the precision it runs, data that
 # moved); the rest from last.pt. The self-critical settings too, so that a finished run can go on with self-critical
 # epochs at a rate of one's choosing (--scst-epochs 1 --scst-lr 1e-5).
@@ -262,8 +262,7 @@ def begin_fine_tuning(run: Run, log) -> None:
 def make_loader(run: Run, mode: str, split: str):
     """A loader over images for one split (training transform in train mode)."""
     config = run.config
-    transform = Preprocess(config.image_size, config.resize_size, train=mode == "train",
-                                random_crop=config.random_crop, hflip=config.hflip)
+    transform = Preprocess.of(config, train=mode == "train")
     features = None
     if use_feature_cache(run):
         from features import feature_store  # only needed with a frozen backbone
@@ -755,7 +754,7 @@ def pretrain_stage(config: Config, overwrite: bool) -> Path:
                                              config.backbone, config.pretrain_lr, config.pretrain_batch_size, resize,
                                              seed=config.seed, device=config.device, precision=config.precision,
                                              centres=config.object_features, train_split=config.train_split,
-                                             val_split=config.val_split)
+                                             val_split=config.val_split, fit=config.image_fit)
     except KeyboardInterrupt:
         print(f"interrupted while pretraining the CNN (pretrain_epochs): nothing was saved in {config.out}; run the "
               f"same command again (without --resume) to start over", file=sys.stderr)

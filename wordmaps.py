@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 import objects
 from annotations import annotation_path, load_coco, load_instances, object_files
-from data_loader import get_loader
+from data_loader import Preprocess, get_loader
 from inference import Captioner
 from model import DecoderRNN, EncoderCNN
 
@@ -117,18 +117,6 @@ def peak_point(cells: torch.Tensor, image_size: int) -> tuple[float, float] | No
     return (column + 0.5) * image_size / width, (row + 0.5) * image_size / height
 
 
-def crop_window(width: int, height: int, resize_size: int, image_size: int) -> tuple[float, float, float]:
-    """(left, top, scale) of the preprocessing's centre crop in the original image's pixels: crop pixel (x, y) is
-    original pixel (left + x * scale, top + y * scale). Mirrors data_loader.Preprocess (torchvision's resize of the
-    shorter side, then its centre crop)."""
-    short, long = sorted((width, height))
-    new_long = int(resize_size * long / short)
-    new_width, new_height = (resize_size, new_long) if width <= height else (new_long, resize_size)
-    left, top = int(round((new_width - image_size) / 2.0)), int(round((new_height - image_size) / 2.0))
-    scale_x, scale_y = width / new_width, height / new_height
-    return left * scale_x, top * scale_y, (scale_x + scale_y) / 2
-
-
 def union_area(boxes: list[tuple[float, float, float, float]], window: tuple[float, float, float, float]) -> float:
     """Area of the union of (x, y, w, h) boxes inside the window (x0, y0, x1, y1), exactly, by cutting the plane
     along every box edge."""
@@ -147,17 +135,16 @@ def union_area(boxes: list[tuple[float, float, float, float]], window: tuple[flo
 
 
 def point_at(cells: torch.Tensor, boxes: list[tuple[float, float, float, float]], width: int, height: int,
-             resize_size: int, image_size: int) -> tuple[bool, float]:
+             transform: Preprocess) -> tuple[bool, float]:
     """(hit, random rate) of one word's (h, w) map against the (x, y, w, h) boxes of the category it names, in the
-    original image's pixels. The random rate is the chance that a point drawn uniformly over what the CNN saw
-    lands in one of the boxes."""
-    left, top, scale = crop_window(width, height, resize_size, image_size)
-    window = (left, top, left + image_size * scale, top + image_size * scale)
-    random_rate = union_area(boxes, window) / (image_size * scale) ** 2
-    point = peak_point(cells, image_size)
+    original image's pixels, the map mapped back through the preprocessing (transform). The random rate is the
+    chance that a point drawn uniformly over what the CNN saw lands in one of the boxes."""
+    window = transform.window(width, height)
+    random_rate = union_area(boxes, window) / ((window[2] - window[0]) * (window[3] - window[1]))
+    point = peak_point(cells, transform.image_size)
     if point is None:
         return False, random_rate
-    x, y = left + point[0] * scale, top + point[1] * scale
+    x, y = transform.source(*point, width, height)
     return any(bx <= x <= bx + bw and by <= y <= by + bh for bx, by, bw, bh in boxes), random_rate
 
 
@@ -182,16 +169,14 @@ class InstanceBoxes:
                         .append(tuple(annotation["bbox"]))
         self.vocabulary = objects.vocabulary_for(names, Path(data_dir) / "annotations", synonyms)
 
-    def trials(self, maps: WordMaps, image_id: int, resize_size: int, image_size: int
-               ) -> list[tuple[str, bool, float]]:
+    def trials(self, maps: WordMaps, image_id: int, transform: Preprocess) -> list[tuple[str, bool, float]]:
         """(supercategory, hit, random rate) for each phrase of the caption naming a category the image has."""
         image, found = self.images[image_id], []
         for position, category in objects.pointed_mentions(maps.words, self.vocabulary):
             boxes = self.boxes[image_id].get(category)
             if boxes:
                 found.append((self.groups.get(category, category),
-                              *point_at(maps.cells[position], boxes, image["width"], image["height"], resize_size,
-                                        image_size)))
+                              *point_at(maps.cells[position], boxes, image["width"], image["height"], transform)))
         return found
 
 
@@ -214,11 +199,11 @@ def pointing_game(captioner: Captioner, data_dir: str | Path | None = None, spli
     data_dir = data_dir or captioner.config.data_dir
     instances = InstanceBoxes(data_dir, split, synonyms)
     loader = get_loader(captioner.transform, mode="test", batch_size=batch_size, data_dir=data_dir, split=split)
-    config, names, trials, done = captioner.config, instances.vocabulary.head_words, [], 0
+    names, trials, done = instances.vocabulary.head_words, [], 0
     for batch in tqdm(loader, desc=f"pointing game ({split})", disable=not progress):
         count = min(len(batch.image_ids), max_images - done) if max_images else len(batch.image_ids)
         for image_id, maps in zip(batch.image_ids, word_maps(captioner, batch.images[:count], beam_size, only=names)):
-            trials += instances.trials(maps, image_id, config.resize_size, config.image_size)
+            trials += instances.trials(maps, image_id, captioner.transform)
         done += count
         if max_images and done >= max_images:
             break

@@ -74,17 +74,23 @@ def test_word_maps_give_one_map_per_generated_word(captioner, synthetic_dir):
         torch.testing.assert_close(only[0].cells[position], expected)
 
 
+@pytest.mark.parametrize("fit", ["crop", "squash", "pad"])
 @pytest.mark.parametrize("width, height", [(200, 120), (90, 160), (64, 64)])
-def test_crop_window_maps_crop_pixels_back_to_the_original_image(width, height):
-    transform = Preprocess(48, 64)
+def test_the_input_maps_back_to_the_original_image(width, height, fit):
+    transform = Preprocess(48, 64 if fit == "crop" else 48, fit=fit)
     for x, y in [(0.3, 0.4), (0.5, 0.5), (0.62, 0.7)]:
-        image = Image.new("RGB", (width, height), (0, 0, 0))
+        image = Image.new("RGB", (width, height), (124, 116, 104))  # the padding's colour, so only the square stands out
         cx, cy = int(x * width), int(y * height)
         image.paste((255, 255, 255), (cx - 3, cy - 3, cx + 3, cy + 3))
         crop = transform(image)[0]  # (48, 48) red channel, normalised
         row, column = divmod(int(crop.argmax()), crop.size(1))
-        left, top, scale = wordmaps.crop_window(width, height, 64, 48)
-        assert abs(left + (column + 0.5) * scale - cx) <= 3 * scale and abs(top + (row + 0.5) * scale - cy) <= 3 * scale
+        sx, sy = transform.source(column + 0.5, row + 0.5, width, height)
+        scale = max(width, height) / 48
+        assert abs(sx - cx) <= 3 * scale and abs(sy - cy) <= 3 * scale
+        assert transform.point(*transform.source(10, 20, width, height), width, height) == pytest.approx((10, 20))
+    if fit != "crop":  # nothing lost: the whole image is in the window
+        x0, y0, x1, y1 = transform.window(width, height)
+        assert x0 <= 0 and y0 <= 0 and x1 >= width and y1 >= height
 
 
 def test_union_area_counts_overlaps_once_and_clips_to_the_window():
@@ -98,11 +104,14 @@ def test_a_map_hits_when_it_peaks_in_a_box_of_the_category_named():
     cells[0, 0, 2] = 1.0  # strongest at the top right cell
     cells[1, 2, 0] = 1.0  # bottom left
     square, circle = [(70, 5, 20, 20)], [(40, 40, 16, 16)]
-    assert wordmaps.point_at(cells[0], square, 96, 96, 96, 96) == (True, pytest.approx(400 / 96 ** 2))
-    assert wordmaps.point_at(cells[1], circle, 96, 96, 96, 96) == (False, pytest.approx(256 / 96 ** 2))
-    assert wordmaps.point_at(torch.zeros(3, 3), square, 96, 96, 96, 96)[0] is False  # a map of zeros points nowhere
+    view = Preprocess(96, 96)
+    assert wordmaps.point_at(cells[0], square, 96, 96, view) == (True, pytest.approx(400 / 96 ** 2))
+    assert wordmaps.point_at(cells[1], circle, 96, 96, view) == (False, pytest.approx(256 / 96 ** 2))
+    assert wordmaps.point_at(torch.zeros(3, 3), square, 96, 96, view)[0] is False  # a map of zeros points nowhere
     # A 192 px original seen at 96 px: the same cells point at twice the coordinates.
-    assert wordmaps.point_at(cells[0], [(140, 10, 40, 40)], 192, 192, 96, 96)[0]
+    assert wordmaps.point_at(cells[0], [(140, 10, 40, 40)], 192, 192, view)[0]
+    # Squashed: a 192 x 96 image seen at 96 x 96, the top right cell is at x 128..192.
+    assert wordmaps.point_at(cells[0], [(140, 0, 40, 30)], 192, 96, Preprocess(96, 96, fit="squash"))[0]
 
 
 def test_the_pointing_game_reads_the_noun_of_each_phrase_against_that_categorys_boxes(tmp_path):
@@ -112,11 +121,12 @@ def test_the_pointing_game_reads_the_noun_of_each_phrase_against_that_categorys_
     cells[1, 1, 1] = 1.0  # "dog": the middle, where image 2's dog is
     cells[5, 0, 0] = 1.0  # "cars": top left, image 2's first car (12..28, 4..16 of 80 x 60; the crop from x = 10)
     maps = wordmaps.WordMaps(torch.zeros(3, 48, 48), ["a", "dog", "and", "two", "red", "cars"], cells, "")
-    trials = instances.trials(maps, 2, 60, 60)  # 80 x 60 seen at 60 px: a 60 x 60 centre crop
+    view = Preprocess(60, 60)
+    trials = instances.trials(maps, 2, view)  # 80 x 60 seen at 60 px: a 60 x 60 centre crop
     assert [(group, hit) for group, hit, _ in trials] == [("animal", True), ("vehicle", True)]
     assert trials[1][2] == pytest.approx(2 * 16 * 12 / 60 ** 2)  # both cars' boxes, inside the crop
-    assert instances.trials(maps, 1, 60, 60) == [("animal", True, pytest.approx(400 / 60 ** 2))]  # no car in 1
-    assert instances.trials(maps, 3, 60, 60) == []  # nothing in image 3
+    assert instances.trials(maps, 1, view) == [("animal", True, pytest.approx(400 / 60 ** 2))]  # no car in 1
+    assert instances.trials(maps, 3, view) == []  # nothing in image 3
 
 
 def test_pointing_game_needs_instance_annotations(captioner, synthetic_dir, tmp_path):
