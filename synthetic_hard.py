@@ -9,10 +9,11 @@ describe well without learning much about shapes. This variety adds what COCO ha
 - several objects of one kind ("two red circles"), up to six objects in all, of freely varying size;
 - more names per shape (disk, disc and dot for a circle; box and block for a square; ...) and a seventh shape;
 - spatial relations between groups of objects, true for every member of both groups;
-- images of varied size and aspect ratio (0.8 to 1.25 times --width and --height each).
+- images of varied size and aspect ratio (width / height from 0.6 to 1.8, as COCO's photos, about --width x
+  --height in area), objects anywhere in them.
 
-Objects are placed inside the image's central square, so that the centre crop of the training pipeline keeps them
-all, and captions state no absolute position (which the crop would make false), only relations between objects.
+Captions state no absolute position, only relations between objects. A centre crop of a wide image leaves some of
+its objects out: the recipe's `image_fit` decides what the CNN sees (data_loader.Preprocess, docs/EXPERIMENTS.md).
 Deterministic like the easy set and written by the same writer (synthetic_common.py), which synthetic_data.py's
 `generate(variety="hard")` and the command line hand this variety to:
 
@@ -32,7 +33,7 @@ from synthetic_common import (BACKGROUNDS, CLEAR, COLOURS, MAX_SIDE, MIN_SIDE, R
 
 # Stored in the annotation files of this variety instead of synthetic_data.GENERATOR_VERSION: bump it when the
 # drawing or captioning here changes.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 SHAPES = _EASY_SHAPES + ("hexagon",)
 TEXTURES = ("grass", "sand", "sky", "stripes", "checkerboard", "noise")
 SHAPE_NOUNS = {"circle": ["circle", "circle", "disk", "disc", "dot"], "square": ["square", "square", "box", "block"],
@@ -44,9 +45,10 @@ _CAMOUFLAGE_PROBABILITY = 0.3
 _GROUP_COUNT_PROBABILITIES = (0.35, 0.45, 0.20)  # one, two or three kinds of object
 _MEMBER_COUNT_PROBABILITIES = (0.6, 0.28, 0.12)  # one, two or three objects of a kind
 _MAX_OBJECTS = 6
-_DIAMETER_RANGE = (0.11, 0.30)  # fraction of the central square's side
+_DIAMETER_RANGE = (0.11, 0.30)  # fraction of the shorter image side
 _SMALL, _LARGE = 0.16, 0.25  # below: "small", above: "large", between: no size word
-_SIDE_RANGE = (0.8, 1.25)  # image sides as a fraction of --width / --height
+_AREA_RANGE = (0.65, 1.55)  # image area as a fraction of --width x --height
+_ASPECT_RANGE = (0.6, 1.8)  # width / height, drawn log-uniformly
 _GAP = 0.025
 _PERIOD_PROBABILITY = 0.8
 _NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
@@ -66,7 +68,7 @@ class Group:
 
 @dataclass(frozen=True)
 class HardScene:
-    """A whole image: texture and its colours, groups of objects, image size, and the central square's offset."""
+    """A whole image: texture and its colours, groups of objects and the image size."""
 
     background: str
     texture_colours: tuple[str, ...]  # COLOURS names the texture shows (stripes, checkerboard, noise)
@@ -81,7 +83,7 @@ class HardScene:
 
     @property
     def side(self) -> int:
-        """Side of the central square that holds the objects."""
+        """The shorter side: the unit of the objects' sizes, the textures' scales and the relations' distances."""
         return min(self.width, self.height)
 
 
@@ -115,16 +117,16 @@ def _kinds(rng: np.random.Generator, camouflage: Sequence[str]) -> list[tuple[st
     return kinds
 
 
-def _place(rng: np.random.Generator, shapes: Sequence[str], diameters: Sequence[float], side: int,
-           offset: tuple[float, float]) -> list[tuple[float, float, float, float]] | None:
-    """Boxes inside the central square, not touching each other; None if some object finds no room."""
-    gap = _GAP * side
+def _place(rng: np.random.Generator, shapes: Sequence[str], diameters: Sequence[float], width: int,
+           height: int) -> list[tuple[float, float, float, float]] | None:
+    """Boxes anywhere in the image, not touching each other; None if some object finds no room."""
+    gap = _GAP * min(width, height)
     boxes: list[tuple[float, float, float, float]] = []
     for shape, diameter in zip(shapes, diameters):
         _, _, w, h = _box(shape, diameter, 0.0, 0.0)
         for _ in range(60):
-            cx = offset[0] + rng.uniform(w / 2 + gap, side - w / 2 - gap)
-            cy = offset[1] + rng.uniform(h / 2 + gap, side - h / 2 - gap)
+            cx = rng.uniform(w / 2 + gap, width - w / 2 - gap)
+            cy = rng.uniform(h / 2 + gap, height - h / 2 - gap)
             box = _box(shape, diameter, cx, cy)
             if all(boxes_apart(box, other, gap) for other in boxes):
                 boxes.append(box)
@@ -139,9 +141,12 @@ def _size_name(diameter: float, side: int) -> str:
 
 
 def sample_scene(rng: np.random.Generator, width: int, height: int) -> HardScene:
-    """Draw a random scene: an image size around width x height, a texture, and groups of objects."""
-    width, height = (int(np.clip(round(side * rng.uniform(*_SIDE_RANGE)), MIN_SIDE,
-                                 MAX_SIDE)) for side in (width, height))
+    """Draw a random scene: an image of about width x height pixels in area and of varied aspect ratio, a texture,
+    and groups of objects."""
+    area = width * height * rng.uniform(*_AREA_RANGE)
+    aspect = float(np.exp(rng.uniform(*np.log(_ASPECT_RANGE))))
+    width, height = (int(np.clip(round(side), MIN_SIDE, MAX_SIDE)) for side in (np.sqrt(area * aspect),
+                                                                                np.sqrt(area / aspect)))
     background = TEXTURES[int(rng.integers(len(TEXTURES)))]
     texture_colours: tuple[str, ...] = ()
     if background in ("stripes", "checkerboard", "noise"):
@@ -149,10 +154,9 @@ def sample_scene(rng: np.random.Generator, width: int, height: int) -> HardScene
         texture_colours = tuple(rng.choice(list(COLOURS), size=count, replace=False).tolist())
     kinds = _kinds(rng, _CAMOUFLAGE.get(background, list(texture_colours)))
     side = min(width, height)
-    offset = ((width - side) / 2, (height - side) / 2)
     shapes = [shape for _, shape, count in kinds for _ in range(count)]
     diameters = rng.uniform(*_DIAMETER_RANGE, size=len(shapes)) * side
-    while (boxes := _place(rng, shapes, diameters, side, offset)) is None:
+    while (boxes := _place(rng, shapes, diameters, width, height)) is None:
         diameters = diameters * 0.85  # crowded: smaller objects always fit in the end
     members = iter(zip(shapes, diameters, boxes))
     groups = []
@@ -302,7 +306,7 @@ def _relation_families(scene: HardScene, a: Group, b: Group) -> list[list[str]]:
     families = None
     for first in a.members:
         for second in b.members:
-            pair = relation_families(first, second, scene.side, scene.side)  # fractions of the central square
+            pair = relation_families(first, second, scene.side, scene.side)  # fractions of the shorter side
             keys = {family[0] for family in pair}
             families = keys if families is None else families & keys
     return [family for family in _RELATIONS if family[0] in (families or set())]
