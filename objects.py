@@ -38,6 +38,7 @@ SET_SYNONYMS = "synonyms.txt"  # in a set's annotations folder
 _TOKEN = re.compile(r"[a-z]+|[,:;.]")
 _COUNTS = {"a": 1, "an": 1, "one": 1, "single": 1, "another": 1, "two": 2, "both": 2, "three": 3, "four": 4,
            "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+_GROUPS = {"pair": 2, "couple": 2, "trio": 3}  # "a pair of red circles"
 _STOPS = frozenset({"and", "or", ",", ":", ";", ".", "with", "of", "the", "to", "on", "in", "is", "are"})
 _KIND_WORDS = frozenset({"shape", "object", "thing", "item"})  # "two red shapes, a circle and a square"
 _LIST_WORDS = frozenset({"a", "an", "and", ","})
@@ -171,13 +172,13 @@ def mentions(tokens: Sequence[str], vocabulary: Vocabulary) -> list[Mention]:
 
 def _count(tokens: Sequence[str], words: Sequence[str], start: int, end: int) -> int:
     """How many objects the phrase tokens[start:end] names: a count word up to two words before it ("two small red
-    circles"), "a pair of", else two for a plural and one for a singular."""
+    circles"), "a pair of" or "a trio of", else two for a plural and one for a singular."""
     for before in range(start - 1, max(start - 3, -1), -1):
         token = tokens[before]
         if token in _COUNTS:
             return _COUNTS[token]
-        if token == "of" and before >= 1 and tokens[before - 1] == "pair":
-            return 2
+        if token == "of" and before >= 1 and tokens[before - 1] in _GROUPS:
+            return _GROUPS[tokens[before - 1]]
         if token in _STOPS:
             break
     return 2 if tokens[end - 1] != words[end - 1] else 1

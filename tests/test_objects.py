@@ -28,6 +28,7 @@ SHAPES = objects.Vocabulary.of({f"{colour} {noun}": f"{colour} {shape}" for colo
     ("three little green crosses", {"green cross": 3}),
     ("two red boxes and three blue pluses", {"red square": 2, "blue cross": 3}),
     ("a pair of teal diamonds", {"teal diamond": 2}),
+    ("a trio of small pink stars", {"pink star": 3}),
     ("pink triangles on a pink background", {"pink triangle": 2}),  # a bare plural is at least two
     ("Two red shapes, a circle and a square", {"red circle": 1, "red square": 1}),
     ("two circles, one red and one blue", {"red circle": 1, "blue circle": 1}),
