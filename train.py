@@ -45,7 +45,7 @@ import pretrain_encoder
 from annotations import annotation_path, image_path, load_coco
 from checkpoint import (RUN_COUNTERS, RUN_STATES, CheckpointError, check_sizes, load_checkpoint, load_weights,
                         make_decoder, object_classes_of, remove_partial_saves, save_checkpoint)
-from config import Config, add_config_arguments, config_from_args
+from config import Config, add_config_arguments, config_from_args, read_value
 from data_loader import Batch, ImageLoadError, Preprocess, get_loader, load_image
 from files import write_json_atomic
 from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, decode, object_classes, weights_resize
@@ -722,6 +722,8 @@ def train(config: Config | None = None, resume: bool = False, progress: bool = T
     on_epoch: called with the training log's entries (read_log) after every epoch, e.g. to redraw curves.
     """
     config = (config or Config()).replace(**overrides)
+    # A notebook's parameters arrive as papermill passed them: "false" must not count as true.
+    resume, overwrite = read_value("resume", resume, "bool"), read_value("overwrite", overwrite, "bool")
     if not resume:  # a resumed run checks its settings once merged with the checkpoint's (prepare)
         config.validate()
         check_precision(resolve_device(config.device), config.precision)  # before pretraining, and the run folder
