@@ -19,6 +19,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import signal
 import socket
 import statistics
@@ -832,11 +833,52 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> Iterator[None]
         lock.truncate()
         lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         lock.flush()
+        settle_replaced_run(out)  # left by a run killed before it could
         existing = [name for name in ("last.pt", "best.pt") if (out / name).exists()]
         if existing and not resume and not overwrite:
             raise CheckpointError(f"{out} holds a training run already ({', '.join(existing)}): continue it with "
                                   f"--resume, give another --out, or add --overwrite to replace it")
-        yield
+        if existing and not resume:
+            set_run_aside(out)
+        try:
+            yield
+        finally:
+            settle_replaced_run(out)
+
+
+REPLACING_NAME, REPLACED_NAME = ".replacing_run", ".replaced_run"  # in a run folder, the run --overwrite replaces
+
+
+def set_run_aside(out: Path) -> None:
+    """Move the run in out aside whole (--overwrite), so that the new run never mixes its files with the old run's;
+    settle_replaced_run deletes it once the new run has a checkpoint, or puts it back if it ends without one."""
+    moving = out / REPLACING_NAME
+    moving.mkdir()
+    for entry in list(out.iterdir()):
+        if entry.name not in (LOCK_NAME, REPLACING_NAME):
+            entry.rename(moving / entry.name)
+    moving.rename(out / REPLACED_NAME)  # only a whole run is ever "replaced"
+
+
+def settle_replaced_run(out: Path) -> None:
+    """The run that --overwrite set aside: gone once the new run wrote last.pt, back in place otherwise."""
+    moving, aside = out / REPLACING_NAME, out / REPLACED_NAME
+    if moving.is_dir():  # killed while setting the old run aside: everything in out is the old run's
+        for entry in list(moving.iterdir()):
+            entry.rename(out / entry.name)
+        moving.rmdir()
+    if not aside.is_dir():
+        return
+    if (out / "last.pt").exists():  # the new run's: the old run is replaced
+        shutil.rmtree(aside)
+        return
+    for entry in list(out.iterdir()):  # what the new run wrote before it failed: it ends with nothing to keep
+        if entry.name not in (LOCK_NAME, REPLACED_NAME):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    for entry in list(aside.iterdir()):
+        entry.rename(out / entry.name)
+    aside.rmdir()
+    print(f"the new run saved no checkpoint, so the run it was to replace is back in {out}", file=sys.stderr)
 
 
 def run_training(run: Run, resume: bool, progress: bool, on_epoch: Callable | None = None) -> list[dict[str, Any]]:
