@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from config import Config
-from files import atomic_write
+from files import atomic_write, check_file
 from model import DecoderRNN, EncoderCNN
 from vocabulary import Vocabulary
 
@@ -48,7 +48,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with weights_only=True (never runs code); errors name the file and the problem."""
-    path = Path(path)
+    path = check_file(path, "checkpoint", CheckpointError)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     # torch.save writes a zip archive; anything else (a truncated file, an image, a plain pickle) would otherwise

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from files import check_file
+
 CHOICES = {
     "pretrained": ("yes", "no", "auto"),
     "train_backbone": ("yes", "no", "auto"),
@@ -178,7 +180,7 @@ class Config:
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
     """Read a JSON recipe of hyperparameters; errors name the file."""
-    path = Path(path)
+    path = check_file(path, "recipe file")
     try:
         values = json.loads(path.read_text())
     except FileNotFoundError:

@@ -28,7 +28,7 @@ import metrics
 import objects
 from annotations import annotation_path, load_coco
 from checkpoint import CheckpointError
-from files import write_json_atomic
+from files import check_file, write_json_atomic
 from inference import Captioner
 
 
@@ -85,6 +85,7 @@ def check_results_path(out: Path) -> None:
     an annotation file: they are never replaced), or whose folder cannot be written."""
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give the results file's path, e.g. {out / 'results.json'}")
+    check_file(out, "--out")
     if out.exists() and not is_results_file(out):
         raise ValueError(f"--out {out} exists and is not a results file (a JSON list of image_id and caption), so it "
                          f"is not replaced: choose another path")

@@ -48,7 +48,7 @@ from checkpoint import (RUN_COUNTERS, RUN_STATES, CheckpointError, check_sizes, 
                         make_decoder, object_classes_of, remove_partial_saves, save_checkpoint)
 from config import Config, add_config_arguments, config_from_args, read_value
 from data_loader import Batch, ImageLoadError, Preprocess, get_loader, load_image
-from files import write_json_atomic
+from files import check_file, write_json_atomic
 from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, decode, object_classes, weights_resize
 from runtime import autocast, autocast_dtype, check_precision, describe_precision, resolve_device
 from vocabulary import Vocabulary, get_vocabulary, is_punctuation
@@ -622,7 +622,7 @@ def end_of_epoch(run: Run, scores: dict[str, float], log) -> bool:
 def open_log(out: Path, fresh: bool):
     """Append JSON lines to out/train_log.jsonl (emptied first for a fresh run); returns a writer of one entry."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / LOG_NAME
+    path = check_file(out / LOG_NAME, "the training log")
     if fresh:
         path.write_text("")
 
@@ -771,7 +771,7 @@ def pretrained_config(out: Path) -> Config | None:
     """The config of the run that pretrained out's CNN, as pretrain_stage recorded it; None without a readable
     record (a folder from before the record was kept)."""
     try:
-        return Config.from_dict(json.loads((out / PRETRAINED_CONFIG).read_text()))
+        return Config.from_dict(json.loads(check_file(out / PRETRAINED_CONFIG, "record").read_text()))
     except (OSError, ValueError, TypeError):
         return None
 
@@ -820,7 +820,7 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> Iterator[None]
     if resume and not out.is_dir():
         raise CheckpointError(f"--resume: no checkpoint to resume from at {out / 'last.pt'}")
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK_NAME, "a+") as lock:
+    with open(check_file(out / LOCK_NAME, "the run folder's lock"), "a+") as lock:
         if fcntl is not None:  # not on Windows
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
