@@ -104,12 +104,19 @@ def build_models(state: dict[str, Any], device: str | torch.device = "cpu"
 
 
 def check_sizes(state: dict[str, Any], config: Config, vocab: Vocabulary) -> None:
-    """Refuse, before any model is built, weights that are not tensors or whose shapes are not the ones the settings
-    and vocabulary describe: a crafted checkpoint must not make us allocate a model of any size it names."""
+    """Refuse, before any model is built, weights that are not tensors, not numbers (NaN, infinite), or whose shapes
+    are not the ones the settings and vocabulary describe: a crafted checkpoint must not make us allocate a model of
+    any size it names."""
     for part in ("encoder", "decoder"):
         weights = state[part]
         if not isinstance(weights, dict) or not all(isinstance(value, torch.Tensor) for value in weights.values()):
             raise CheckpointError(f"the checkpoint's {part} weights are not tensors: not a checkpoint of this project")
+        # NaN weights caption "" for every image, quietly: a model that diverged is refused, not used.
+        broken = next((name for name, value in weights.items()
+                       if value.is_floating_point() and not torch.isfinite(value).all()), None)
+        if broken:
+            raise CheckpointError(f"the checkpoint's {part} weights are not all numbers ({broken} holds NaN or "
+                                  f"infinite values): the run that wrote it diverged; use an earlier checkpoint")
     expected = {("decoder", "embed.weight"): (len(vocab), config.embed_size),
                 ("decoder", "lstm.weight_hh_l0"): (4 * config.hidden_size, config.hidden_size),
                 ("decoder", "fc.weight"): (len(vocab), config.hidden_size),

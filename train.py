@@ -70,10 +70,16 @@ class TrainingFailed(RuntimeError):
     """Training cannot produce a usable model (a loss that is no longer a number, an epoch without a step)."""
 
 
+# A loss beyond this has run away even while it is a number: a cross-entropy of 1e6 gives the right word a probability
+# of e^-1000000, and a self-critical loss, at most (reward gap) x (max_len words) x (-log p), cannot reach it either
+# without such probabilities. Weights that a learning rate of 1e30 throws to 1e30 produce losses like that.
+MAX_LOSS = 1e6
+
+
 def check_finite(run: "Run", value: float, what: str) -> None:
-    """Stop the run when a loss stops being a finite number: the weights are no longer usable, so nothing of this
-    epoch is saved (last.pt and best.pt keep the last good epoch, if any)."""
-    if not math.isfinite(value):
+    """Stop the run when a loss stops being a finite number, or runs away beyond MAX_LOSS: the weights are no longer
+    usable, so nothing of this epoch is saved (last.pt and best.pt keep the last good epoch, if any)."""
+    if not math.isfinite(value) or abs(value) > MAX_LOSS:
         raise TrainingFailed(f"the {what} became {value} at epoch {run.epoch + 1}, step {run.global_step}: training "
                              f"diverged (is the learning rate, {run.optimizer.param_groups[0]['lr']:g}, too high?); "
                              f"nothing of this epoch was saved in {run.out}")

@@ -609,3 +609,28 @@ def test_a_run_set_aside_by_a_killed_overwrite_comes_back_at_the_next_command(tm
     (tmp_path / "last.pt").rename(tmp_path / train.REPLACING_NAME / "last.pt")
     train.settle_replaced_run(tmp_path)
     assert folder_contents(tmp_path) == {"last.pt": b"old", "train_log.jsonl": b"old\n"}
+
+
+def test_a_loss_that_runs_away_while_finite_stops_the_run_as_divergence(synthetic_dir, tmp_path, monkeypatch):
+    real_loss = train.caption_loss
+
+    def runaway(run, batch, features, inputs=None):  # what weights thrown to 1e30 by --lr 1e30 produce
+        loss, count = real_loss(run, batch, features, inputs)
+        return loss * 1e30, count
+    monkeypatch.setattr(train, "caption_loss", runaway)
+    with pytest.raises(train.TrainingFailed, match="diverged"):
+        train.train(tiny_config(synthetic_dir, tmp_path, max_steps_per_epoch=2), progress=False)
+    assert not (tmp_path / "best.pt").exists() and not (tmp_path / "last.pt").exists()
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_rather_than_captioning_nothing(trained_checkpoint, synthetic_dir,
+                                                                                 tmp_path, capsys):
+    import caption
+    state = load_checkpoint(trained_checkpoint)
+    state["decoder"]["fc.weight"] = torch.full_like(state["decoder"]["fc.weight"], float("nan"))
+    crafted = tmp_path / "nan.pt"
+    torch.save(state, crafted)
+    image = next((synthetic_dir / "images" / "test").iterdir())
+    assert caption.main(["--checkpoint", str(crafted), str(image)]) != 0
+    error = capsys.readouterr().err
+    assert "fc.weight holds NaN" in error and error.count("\n") == 1
