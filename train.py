@@ -733,6 +733,7 @@ def train(config: Config | None = None, resume: bool = False, progress: bool = T
     resume, overwrite = read_value("resume", resume, "bool"), read_value("overwrite", overwrite, "bool")
     if not resume:  # a resumed run checks its settings once merged with the checkpoint's (prepare)
         config.validate()
+        check_weights_read(config)
         check_precision(resolve_device(config.device), config.precision)  # before pretraining, and the run folder
     given = None if given is None else set(given) | set(overrides)
     # Under torchrun, rank 0 holds the folder for the job.
@@ -743,6 +744,18 @@ def train(config: Config | None = None, resume: bool = False, progress: bool = T
             distributed.from_main(lambda: pretrain_stage(config, overwrite))
         run = prepare(config, resume, given)
         return run_training(run, resume, progress, on_epoch)
+
+
+def check_weights_read(config: Config) -> None:
+    """Refuse a weights file or name that a fresh run would never read: the CNN starts from random weights
+    (pretrained no), or from the one the run pretrains (pretrain_epochs), and the user would think it started from
+    theirs."""
+    if config.weights == Config.weights or config.pretrained != "no":
+        return
+    why = f"the run pretrains its own CNN (pretrain_epochs {config.pretrain_epochs})" if config.pretrain_epochs \
+        else "pretrained is 'no', so the CNN starts from random weights"
+    raise ValueError(f"weights {config.weights!r} would never be read: {why}; drop --weights, or give "
+                     f"--pretrain-epochs 0 --pretrained yes to start from it")
 
 
 def pretrain_stage(config: Config, overwrite: bool) -> Path:

@@ -448,3 +448,12 @@ def test_a_pipe_given_as_any_file_a_command_reads_or_writes_is_refused_in_one_li
     assert code != 0
     errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and "not a regular file" in errors[0] and str(pipe) in errors[0], errors
+
+
+@pytest.mark.parametrize("flags", [["--pretrained", "no"], ["--pretrained", "no", "--pretrain-epochs", "1"]],
+                         ids=["pretrained-no", "pretraining"])
+def test_a_weights_file_that_would_never_be_read_is_refused_in_one_line(flags, synthetic_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(TINY_FLAGS + ["--data-dir", str(synthetic_dir), "--out", str(out), "--weights",
+                                    str(tmp_path / "missing.pth"), *flags]) == 2
+    assert "would never be read" in one_line_error(capsys.readouterr().err) and not out.exists()
