@@ -273,6 +273,21 @@ def _number(value: Any) -> int | float | None:
     return None
 
 
+def at_least(low: int | float, kind: str = "int") -> Callable[[str], Any]:
+    """An argparse type for a numeric flag of a tool outside Config (pretrain_encoder.py): its text read as kind, then
+    refused below low, in argparse's one line."""
+    def read(text: str) -> Any:
+        try:
+            value = read_value("value", text, kind)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error).removeprefix("value ")) from None
+        if not value >= low:  # NaN fails too
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return value
+    read.__name__ = kind
+    return read
+
+
 def _flag_reader(name: str, kind: str) -> Callable[[str], Any]:
     """An argparse type that reads a flag's text with read_value (argparse prints its message and exits 2)."""
     def read(text: str) -> Any:

@@ -457,3 +457,15 @@ def test_a_weights_file_that_would_never_be_read_is_refused_in_one_line(flags, s
     assert train.main(TINY_FLAGS + ["--data-dir", str(synthetic_dir), "--out", str(out), "--weights",
                                     str(tmp_path / "missing.pth"), *flags]) == 2
     assert "would never be read" in one_line_error(capsys.readouterr().err) and not out.exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--epochs", "-2"), ("--batch-size", "0"),
+                                         ("--batch-size", "-1"), ("--image-size", "0"), ("--max-images", "-1")])
+def test_pretrain_encoder_refuses_numbers_that_train_nothing_before_starting(flag, value, synthetic_dir, tmp_path,
+                                                                            capsys):
+    import pretrain_encoder
+    save = tmp_path / "a.pth"
+    with pytest.raises(SystemExit) as exit_:
+        pretrain_encoder.main(["--data-dir", str(synthetic_dir), flag, value, "--save", str(save)])
+    assert exit_.value.code == 2 and not save.exists()
+    assert f"argument {flag}: must be at least" in capsys.readouterr().err
