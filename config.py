@@ -273,17 +273,23 @@ def _number(value: Any) -> int | float | None:
     return None
 
 
+def read_at_least(name: str, value: Any, low: int | float, kind: str = "int") -> Any:
+    """A number outside Config (a notebook's beam_size, a tool's flag) read as read_value reads settings, and refused
+    below low; ValueError naming it otherwise."""
+    number = read_value(name, value, kind)
+    if not number >= low:  # NaN fails too
+        raise ValueError(f"{name} must be at least {low}, got {value!r}")
+    return number
+
+
 def at_least(low: int | float, kind: str = "int") -> Callable[[str], Any]:
-    """An argparse type for a numeric flag of a tool outside Config (pretrain_encoder.py): its text read as kind, then
-    refused below low, in argparse's one line."""
+    """An argparse type for a numeric flag of a tool outside Config (pretrain_encoder.py): read_at_least, in
+    argparse's one line."""
     def read(text: str) -> Any:
         try:
-            value = read_value("value", text, kind)
+            return read_at_least("value", text, low, kind)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error).removeprefix("value ")) from None
-        if not value >= low:  # NaN fails too
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
-        return value
     read.__name__ = kind
     return read
 

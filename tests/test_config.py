@@ -132,3 +132,11 @@ def test_overwrite_false_as_papermill_passes_it_does_not_replace_a_run(synthetic
     assert (out / "last.pt").read_bytes() == b"an earlier run"
     with pytest.raises(ValueError, match="overwrite must be true or false"):
         train.train(tiny_config(synthetic_dir, out), overwrite="replace", progress=False)
+
+
+@pytest.mark.parametrize("name, value", [("beam_size", 0), ("beam_size", "0"), ("max_images", -1),
+                                         ("batch_size", 0), ("beam_size", 1.5)])
+def test_evaluate_as_notebook_3_calls_it_refuses_bad_numbers_naming_the_parameter(name, value, trained_checkpoint,
+                                                                                  synthetic_dir):
+    with pytest.raises(ValueError, match=f"^{name} must be"):  # beam 0 decoded greedily, reported as "Beam 0"
+        evaluate.evaluate(trained_checkpoint, synthetic_dir, "val", device="cpu", progress=False, **{name: value})
