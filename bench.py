@@ -579,15 +579,49 @@ def print_table(rows: list[Row]) -> None:
         print(f"{row.section:<18}{row.way:<52}{figure:>11}  {row.unit:<11}{speedup:>8}  {row.note}")
 
 
+BENCH_SET = "bench_set.json"  # in a --data-dir that bench.py wrote: the sizes of its set, and whether it is whole
+
+
+def bench_set(settings: BenchSettings) -> dict:
+    """What the benchmark's synthetic set depends on."""
+    return {"images": settings.images, "width": settings.width, "height": settings.height, "seed": 0}
+
+
+def data_dir_ready(data_dir: Path, settings: BenchSettings) -> bool:
+    """Whether data_dir already holds the set this benchmark writes. A folder that bench.py did not write (a
+    dataset, anything) is refused with ValueError: the benchmark rewrites only its own set."""
+    marker = data_dir / BENCH_SET
+    if not marker.is_file():
+        if any(data_dir.iterdir()):
+            raise ValueError(f"--data-dir {data_dir} holds files that bench.py did not write, which it would "
+                             f"replace with its own synthetic set: give a new or empty folder")
+        return False
+    try:
+        written = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return written == {**bench_set(settings), "complete": True}
+
+
+def write_bench_set(data_dir: Path, settings: BenchSettings) -> None:
+    """Write the benchmark's synthetic set, marked as the benchmark's before it starts and whole once done."""
+    say(f"writing {settings.images} synthetic {settings.width}x{settings.height} images to {data_dir}")
+    write_json_atomic(data_dir / BENCH_SET, {**bench_set(settings), "complete": False})
+    synthetic_data.generate(data_dir, n_train=settings.images, n_val=0, n_test=0, seed=0, width=settings.width,
+                            height=settings.height)
+    write_json_atomic(data_dir / BENCH_SET, {**bench_set(settings), "complete": True})
+
+
 def run_benchmark(settings: BenchSettings, data_dir: Path, work: Path, device: torch.device,
                   pretrained: str) -> dict:
-    """Generate the data, run every section, print the table; returns the JSON figures."""
+    """Generate the data (unless data_dir holds it already), run every section, print the table; returns the JSON
+    figures."""
     started, load_before = time.perf_counter(), load_average()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    say(f"writing {settings.images} synthetic {settings.width}x{settings.height} images to {data_dir}")
-    synthetic_data.generate(data_dir, n_train=settings.images, n_val=0, n_test=0, seed=0, width=settings.width,
-                            height=settings.height)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not data_dir_ready(data_dir, settings):
+        write_bench_set(data_dir, settings)
     config = bench_config(settings, data_dir, work, device.type, pretrained)
     vocab = padded_vocabulary(config, settings.vocab_size)
     say("1/6 training throughput")
@@ -630,8 +664,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of under a minute")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--data-dir", type=Path, help="where to write (and keep) the synthetic images; "
-                                                      "default: a temporary folder, removed afterwards")
+    parser.add_argument("--data-dir", type=Path, help="where to write (and keep) the synthetic images, a new or "
+                                                      "empty folder, or one bench.py wrote; default: a temporary "
+                                                      "folder, removed afterwards")
     parser.add_argument("--pretrained", default="no", choices=("no", "auto", "yes"),
                         help="ImageNet weights for ResNet-50 (timings do not depend on them; default no)")
     parser.add_argument("--batch-size", type=int, default=0,
@@ -653,6 +688,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         if args.data_dir:
             args.data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir_ready(args.data_dir, settings)  # refuses a folder it did not write, before any work
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

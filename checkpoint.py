@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from config import Config
-from files import atomic_write
+from files import atomic_write, check_file
 from model import DecoderRNN, EncoderCNN
 from vocabulary import Vocabulary
 
@@ -48,7 +48,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with weights_only=True (never runs code); errors name the file and the problem."""
-    path = Path(path)
+    path = check_file(path, "checkpoint", CheckpointError)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     # torch.save writes a zip archive; anything else (a truncated file, an image, a plain pickle) would otherwise
@@ -104,12 +104,19 @@ def build_models(state: dict[str, Any], device: str | torch.device = "cpu"
 
 
 def check_sizes(state: dict[str, Any], config: Config, vocab: Vocabulary) -> None:
-    """Refuse, before any model is built, weights that are not tensors or whose shapes are not the ones the settings
-    and vocabulary describe: a crafted checkpoint must not make us allocate a model of any size it names."""
+    """Refuse, before any model is built, weights that are not tensors, not numbers (NaN, infinite), or whose shapes
+    are not the ones the settings and vocabulary describe: a crafted checkpoint must not make us allocate a model of
+    any size it names."""
     for part in ("encoder", "decoder"):
         weights = state[part]
         if not isinstance(weights, dict) or not all(isinstance(value, torch.Tensor) for value in weights.values()):
             raise CheckpointError(f"the checkpoint's {part} weights are not tensors: not a checkpoint of this project")
+        # NaN weights caption "" for every image, quietly: a model that diverged is refused, not used.
+        broken = next((name for name, value in weights.items()
+                       if value.is_floating_point() and not torch.isfinite(value).all()), None)
+        if broken:
+            raise CheckpointError(f"the checkpoint's {part} weights are not all numbers ({broken} holds NaN or "
+                                  f"infinite values): the run that wrote it diverged; use an earlier checkpoint")
     expected = {("decoder", "embed.weight"): (len(vocab), config.embed_size),
                 ("decoder", "lstm.weight_hh_l0"): (4 * config.hidden_size, config.hidden_size),
                 ("decoder", "fc.weight"): (len(vocab), config.hidden_size),

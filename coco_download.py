@@ -48,7 +48,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from annotations import load_coco
-from files import atomic_write, sha256_file, write_json_atomic
+from files import atomic_write, check_file, sha256_file, write_json_atomic
 
 DEFAULT_BASE_URL = "http://images.cocodataset.org"
 YEARS = ("2014", "2017")
@@ -140,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
         year, splits = _parse_year(args.year), _parse_splits(args.splits)
         args.n_val, args.n_test = held_out_sizes(year, args.n_val, args.n_test, args.karpathy_split is None)
         table = load_checksums(args.checksums) if args.checksums else KNOWN_ARCHIVES
-        if args.karpathy_split is not None and not Path(args.karpathy_split).is_file():
+        if args.karpathy_split is not None and \
+                not check_file(args.karpathy_split, "--karpathy-split", CocoDownloadError).is_file():
             raise CocoDownloadError(f"Karpathy split file {args.karpathy_split} does not exist; "
                                     "fix --karpathy-split.")
         archives = plan_archives(year, splits, table)
@@ -210,7 +211,7 @@ def _parse_base_url(url: str) -> str:
 def load_checksums(path: Path) -> dict[str, tuple[int | None, str | None]]:
     """Read a --checksums JSON file into {archive name: (size or None, sha256)}."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(check_file(path, "--checksums", CocoDownloadError).read_text())
     except FileNotFoundError:
         raise CocoDownloadError(f"Checksums file {path} does not exist; fix --checksums.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -10,7 +10,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from files import check_file
 
 CHOICES = {
     "pretrained": ("yes", "no", "auto"),
@@ -168,7 +170,8 @@ class Config:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown hyperparameter(s): {', '.join(unknown)}")
-        return cls(**values)
+        kinds = {item.name: item.type for item in dataclasses.fields(cls)}
+        return cls(**{name: read_value(name, value, kinds[name]) for name, value in values.items()})
 
     def replace(self, **overrides: Any) -> "Config":
         """A copy with some fields changed (unknown names are refused)."""
@@ -181,7 +184,7 @@ class Config:
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
     """Read a JSON recipe of hyperparameters; errors name the file."""
-    path = Path(path)
+    path = check_file(path, "recipe file")
     try:
         values = json.loads(path.read_text())
     except FileNotFoundError:
@@ -212,10 +215,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if item.name == "recipe":
             continue
         flag = "--" + item.name.replace("_", "-")
-        if item.type in ("bool", bool):
-            parser.add_argument(flag, type=_parse_bool, metavar="{true,false}", default=None)
+        kind = _flag_reader(item.name, item.type)
+        if item.type == "bool":
+            parser.add_argument(flag, type=kind, metavar="{true,false}", default=None)
         else:
-            kind = {"int": int, "float": float, "str": str}[item.type]
             parser.add_argument(flag, type=kind, default=None, choices=CHOICES.get(item.name),
                                 help=f"default {item.default!r}")
 
@@ -226,10 +229,81 @@ def config_from_args(args: argparse.Namespace, check: bool = True) -> Config:
     return make_config(args.config, check=check, **{name: getattr(args, name) for name in names})
 
 
-def _parse_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+def read_value(name: str, value: Any, kind: str) -> Any:
+    """value as a kind ("bool", "int", "float" or "str"), whether a notebook parameter (papermill passes -p values it
+    cannot read as Python as text: "false"), a recipe's JSON value or a flag's text; ValueError naming the setting
+    otherwise. The one reader of settings, so that "false" never counts as true and 1.5 epochs are not 2."""
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in BOOLEAN_WORDS:
+            return BOOLEAN_WORDS[value.strip().lower()]
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    if kind == "int":
+        number = _number(value)
+        if isinstance(number, float) and number.is_integer():
+            number = int(number)
+        if not isinstance(number, int):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        return number
+    if kind == "float":
+        number = _number(value)
+        if number is None:
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        return float(number)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{name} must be text, got {value!r}")
+    return str(value)  # papermill reads -p data_dir 2024 as a number
+
+
+BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+                 "off": False}
+
+
+def _number(value: Any) -> int | float | None:
+    """An int or float from a number or its text; None for anything else (a bool is not a number here)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value.strip())
+            except ValueError:
+                pass
+    return None
+
+
+def read_at_least(name: str, value: Any, low: int | float, kind: str = "int") -> Any:
+    """A number outside Config (a notebook's beam_size, a tool's flag) read as read_value reads settings, and refused
+    below low; ValueError naming it otherwise."""
+    number = read_value(name, value, kind)
+    if not number >= low:  # NaN fails too
+        raise ValueError(f"{name} must be at least {low}, got {value!r}")
+    return number
+
+
+def at_least(low: int | float, kind: str = "int") -> Callable[[str], Any]:
+    """An argparse type for a numeric flag of a tool outside Config (pretrain_encoder.py): read_at_least, in
+    argparse's one line."""
+    def read(text: str) -> Any:
+        try:
+            return read_at_least("value", text, low, kind)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error).removeprefix("value ")) from None
+    read.__name__ = kind
+    return read
+
+
+def _flag_reader(name: str, kind: str) -> Callable[[str], Any]:
+    """An argparse type that reads a flag's text with read_value (argparse prints its message and exits 2)."""
+    def read(text: str) -> Any:
+        try:
+            return read_value(name, text, kind)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    read.__name__ = kind  # argparse names the type in some messages
+    return read

@@ -28,7 +28,8 @@ import metrics
 import objects
 from annotations import annotation_path, load_coco
 from checkpoint import CheckpointError
-from files import write_json_atomic
+from config import read_at_least
+from files import check_file, write_json_atomic
 from inference import Captioner
 
 
@@ -47,6 +48,9 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
     baseline: the "baseline" of an earlier report on the same images, reused instead of chosen again.
     synonyms: a synonym list for the object scores (objects.py), instead of the one the set has.
     """
+    # A notebook's parameters (notebook 3) arrive unchecked: beam 0 would decode greedily and be reported as "Beam 0".
+    beam_size, batch_size = read_at_least("beam_size", beam_size, 1), read_at_least("batch_size", batch_size, 1)
+    max_images, num_workers = read_at_least("max_images", max_images, 0), read_at_least("num_workers", num_workers, 0)
     if out:  # found before captioning the split, not after
         check_results_path(Path(out))
     if synonyms is not None:
@@ -85,6 +89,7 @@ def check_results_path(out: Path) -> None:
     an annotation file: they are never replaced), or whose folder cannot be written."""
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give the results file's path, e.g. {out / 'results.json'}")
+    check_file(out, "--out")
     if out.exists() and not is_results_file(out):
         raise ValueError(f"--out {out} exists and is not a results file (a JSON list of image_id and caption), so it "
                          f"is not replaced: choose another path")

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -33,6 +34,24 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def check_file(path: str | Path, what: str, error: type[Exception] = ValueError) -> Path:
+    """The guard for every file a command is told to read or write: a path that exists and is not a regular file (a
+    folder, a pipe, a socket, a device) is refused with error, in one line naming what it is for, before anything
+    opens it: opening a pipe waits forever for a writer, and a device reads without end. A missing path passes (the
+    caller says whether it needs it)."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # missing, or unreachable: opening it reports that
+        return path
+    if stat.S_ISDIR(mode):
+        raise error(f"{what} {path} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise error(f"{what} {path} is not a regular file (a pipe, a socket or a device), which would be waited on "
+                    f"or read without end: give a file")
+    return path
 
 
 def write_json_atomic(path: str | Path, data: object) -> None:

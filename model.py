@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from files import sha256_file
+from files import check_file, sha256_file
 from runtime import autocast
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")  # ResNet stages, shallow to deep
@@ -63,7 +63,7 @@ def weights_entry(backbone: str, weights: str) -> torchvision.models.WeightsEnum
     weights is preprocessed like the default ones). Raises ValueError for a missing file or an unknown name."""
     if is_weights_name(weights):
         return imagenet_weights(backbone, weights)
-    path = Path(weights)
+    path = check_file(weights, "the weights file")
     if not path.is_file():
         raise ValueError(f"the weights file {path} does not exist (weights is a file or one of torchvision's names: "
                          f"DEFAULT, IMAGENET1K_V1, IMAGENET1K_V2)")
@@ -107,7 +107,7 @@ def _load_weights_file(model: nn.Module, backbone: str, path: Path) -> nn.Module
     """Load a torchvision state dict from a local file (tensors only: a file that would run code is refused). The
     classifier (fc) may be left out, as `pretrain_encoder.py` leaves it: the captioner drops it anyway; the centre
     head that file may hold beside the ResNet (object_head_of) is not the ResNet's."""
-    if not path.is_file():
+    if not check_file(path, "the weights file", PretrainedWeightsUnavailable).is_file():
         raise PretrainedWeightsUnavailable(f"the weights file {path} does not exist: fix --weights")
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)

@@ -53,6 +53,7 @@ import torchvision
 from pycocotools import mask as mask_utils
 
 from annotations import annotation_path, image_path, load_coco, load_instances, object_files
+from config import at_least
 from data_loader import Preprocess, load_image
 from files import atomic_write
 from model import OBJECT_HEAD, layer3_side, zero_init_residual
@@ -385,12 +386,12 @@ def save_backbone(model: Pretrainer, path: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="data/synthetic")
-    parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--image-size", type=at_least(1), default=96)
+    parser.add_argument("--epochs", type=at_least(1), default=10)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--lr", type=float, default=4e-3)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-images", type=int, default=0, help="use at most this many images per split")
+    parser.add_argument("--batch-size", type=at_least(1), default=16)
+    parser.add_argument("--max-images", type=at_least(0), default=0, help="use at most this many images per split")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument("--centres", action="store_true",

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import signal
 import socket
 import statistics
@@ -45,9 +46,9 @@ import pretrain_encoder
 from annotations import annotation_path, image_path, load_coco
 from checkpoint import (RUN_COUNTERS, RUN_STATES, CheckpointError, check_sizes, load_checkpoint, load_weights,
                         make_decoder, object_classes_of, remove_partial_saves, save_checkpoint)
-from config import Config, add_config_arguments, config_from_args
+from config import Config, add_config_arguments, config_from_args, read_value
 from data_loader import Batch, ImageLoadError, Preprocess, get_loader, load_image
-from files import write_json_atomic
+from files import check_file, write_json_atomic
 from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, decode, object_classes, weights_resize
 from runtime import autocast, autocast_dtype, check_precision, describe_precision, resolve_device
 from vocabulary import Vocabulary, get_vocabulary, is_punctuation
@@ -69,10 +70,16 @@ class TrainingFailed(RuntimeError):
     """Training cannot produce a usable model (a loss that is no longer a number, an epoch without a step)."""
 
 
+# A loss beyond this has run away even while it is a number: a cross-entropy of 1e6 gives the right word a probability
+# of e^-1000000, and a self-critical loss, at most (reward gap) x (max_len words) x (-log p), cannot reach it either
+# without such probabilities. Weights that a learning rate of 1e30 throws to 1e30 produce losses like that.
+MAX_LOSS = 1e6
+
+
 def check_finite(run: "Run", value: float, what: str) -> None:
-    """Stop the run when a loss stops being a finite number: the weights are no longer usable, so nothing of this
-    epoch is saved (last.pt and best.pt keep the last good epoch, if any)."""
-    if not math.isfinite(value):
+    """Stop the run when a loss stops being a finite number, or runs away beyond MAX_LOSS: the weights are no longer
+    usable, so nothing of this epoch is saved (last.pt and best.pt keep the last good epoch, if any)."""
+    if not math.isfinite(value) or abs(value) > MAX_LOSS:
         raise TrainingFailed(f"the {what} became {value} at epoch {run.epoch + 1}, step {run.global_step}: training "
                              f"diverged (is the learning rate, {run.optimizer.param_groups[0]['lr']:g}, too high?); "
                              f"nothing of this epoch was saved in {run.out}")
@@ -620,7 +627,7 @@ def end_of_epoch(run: Run, scores: dict[str, float], log) -> bool:
 def open_log(out: Path, fresh: bool):
     """Append JSON lines to out/train_log.jsonl (emptied first for a fresh run); returns a writer of one entry."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / LOG_NAME
+    path = check_file(out / LOG_NAME, "the training log")
     if fresh:
         path.write_text("")
 
@@ -721,8 +728,11 @@ def train(config: Config | None = None, resume: bool = False, progress: bool = T
     on_epoch: called with the training log's entries (read_log) after every epoch, e.g. to redraw curves.
     """
     config = (config or Config()).replace(**overrides)
+    # A notebook's parameters arrive as papermill passed them: "false" must not count as true.
+    resume, overwrite = read_value("resume", resume, "bool"), read_value("overwrite", overwrite, "bool")
     if not resume:  # a resumed run checks its settings once merged with the checkpoint's (prepare)
         config.validate()
+        check_weights_read(config)
         check_precision(resolve_device(config.device), config.precision)  # before pretraining, and the run folder
     given = None if given is None else set(given) | set(overrides)
     # Under torchrun, rank 0 holds the folder for the job.
@@ -733,6 +743,18 @@ def train(config: Config | None = None, resume: bool = False, progress: bool = T
             distributed.from_main(lambda: pretrain_stage(config, overwrite))
         run = prepare(config, resume, given)
         return run_training(run, resume, progress, on_epoch)
+
+
+def check_weights_read(config: Config) -> None:
+    """Refuse a weights file or name that a fresh run would never read: the CNN starts from random weights
+    (pretrained no), or from the one the run pretrains (pretrain_epochs), and the user would think it started from
+    theirs."""
+    if config.weights == Config.weights or config.pretrained != "no":
+        return
+    why = f"the run pretrains its own CNN (pretrain_epochs {config.pretrain_epochs})" if config.pretrain_epochs \
+        else "pretrained is 'no', so the CNN starts from random weights"
+    raise ValueError(f"weights {config.weights!r} would never be read: {why}; drop --weights, or give "
+                     f"--pretrain-epochs 0 --pretrained yes to start from it")
 
 
 def pretrain_stage(config: Config, overwrite: bool) -> Path:
@@ -767,7 +789,7 @@ def pretrained_config(out: Path) -> Config | None:
     """The config of the run that pretrained out's CNN, as pretrain_stage recorded it; None without a readable
     record (a folder from before the record was kept)."""
     try:
-        return Config.from_dict(json.loads((out / PRETRAINED_CONFIG).read_text()))
+        return Config.from_dict(json.loads(check_file(out / PRETRAINED_CONFIG, "record").read_text()))
     except (OSError, ValueError, TypeError):
         return None
 
@@ -816,7 +838,7 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> Iterator[None]
     if resume and not out.is_dir():
         raise CheckpointError(f"--resume: no checkpoint to resume from at {out / 'last.pt'}")
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK_NAME, "a+") as lock:
+    with open(check_file(out / LOCK_NAME, "the run folder's lock"), "a+") as lock:
         if fcntl is not None:  # not on Windows
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -829,11 +851,52 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> Iterator[None]
         lock.truncate()
         lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         lock.flush()
+        settle_replaced_run(out)  # left by a run killed before it could
         existing = [name for name in ("last.pt", "best.pt") if (out / name).exists()]
         if existing and not resume and not overwrite:
             raise CheckpointError(f"{out} holds a training run already ({', '.join(existing)}): continue it with "
                                   f"--resume, give another --out, or add --overwrite to replace it")
-        yield
+        if existing and not resume:
+            set_run_aside(out)
+        try:
+            yield
+        finally:
+            settle_replaced_run(out)
+
+
+REPLACING_NAME, REPLACED_NAME = ".replacing_run", ".replaced_run"  # in a run folder, the run --overwrite replaces
+
+
+def set_run_aside(out: Path) -> None:
+    """Move the run in out aside whole (--overwrite), so that the new run never mixes its files with the old run's;
+    settle_replaced_run deletes it once the new run has a checkpoint, or puts it back if it ends without one."""
+    moving = out / REPLACING_NAME
+    moving.mkdir()
+    for entry in list(out.iterdir()):
+        if entry.name not in (LOCK_NAME, REPLACING_NAME):
+            entry.rename(moving / entry.name)
+    moving.rename(out / REPLACED_NAME)  # only a whole run is ever "replaced"
+
+
+def settle_replaced_run(out: Path) -> None:
+    """The run that --overwrite set aside: gone once the new run wrote last.pt, back in place otherwise."""
+    moving, aside = out / REPLACING_NAME, out / REPLACED_NAME
+    if moving.is_dir():  # killed while setting the old run aside: everything in out is the old run's
+        for entry in list(moving.iterdir()):
+            entry.rename(out / entry.name)
+        moving.rmdir()
+    if not aside.is_dir():
+        return
+    if (out / "last.pt").exists():  # the new run's: the old run is replaced
+        shutil.rmtree(aside)
+        return
+    for entry in list(out.iterdir()):  # what the new run wrote before it failed: it ends with nothing to keep
+        if entry.name not in (LOCK_NAME, REPLACED_NAME):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    for entry in list(aside.iterdir()):
+        entry.rename(out / entry.name)
+    aside.rmdir()
+    print(f"the new run saved no checkpoint, so the run it was to replace is back in {out}", file=sys.stderr)
 
 
 def run_training(run: Run, resume: bool, progress: bool, on_epoch: Callable | None = None) -> list[dict[str, Any]]:

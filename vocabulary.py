@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from tqdm import tqdm
 
 from annotations import load_coco
-from files import atomic_write, write_json_atomic
+from files import atomic_write, check_file, write_json_atomic
 
 TOKEN_CACHE_VERSION = 1  # bump when tokenize() changes, so cached tokens are rebuilt
 
@@ -204,7 +204,7 @@ class Vocabulary:
     @classmethod
     def load(cls, path: PathLike) -> "Vocabulary":
         """Load a vocabulary saved by save(), refusing pickles that reference any Python global."""
-        path = Path(path)
+        path = check_file(path, "vocabulary file")
         if not path.is_file():
             raise FileNotFoundError(f"vocabulary file {path} does not exist; build it from the annotations first")
         with open(path, "rb") as file:
@@ -285,7 +285,7 @@ def get_vocabulary(
     vocab_file: PathLike, threshold: int, annotation_files: Sequence[PathLike], from_file: bool
 ) -> Vocabulary:
     """Load vocab_file if from_file and it exists; otherwise build from annotation_files and save it."""
-    if from_file and Path(vocab_file).is_file():
+    if from_file and check_file(vocab_file, "vocabulary file").is_file():
         vocabulary = Vocabulary.load(vocab_file)
         present = all(Path(path).is_file() for path in annotation_files)  # else there is nothing to compare
         captions = [caption for path in annotation_files for caption in _read_captions(Path(path))] if present else []

@@ -29,3 +29,24 @@ def test_quick_benchmark_prints_a_table_and_json_figures(tmp_path):
     for section in ("1 training", "2 encoder", "3 image loading", "4 captioning", "5 loader start-up"):
         assert section in table
     assert (tmp_path / "data" / "images" / "train").is_dir()  # --data-dir holds the generated images
+
+
+def test_a_data_dir_that_bench_did_not_write_is_refused_untouched(synthetic_dir, capsys):
+    import bench
+    before = sorted((path.relative_to(synthetic_dir), path.stat().st_mtime_ns) for path in synthetic_dir.rglob("*"))
+    assert bench.main(["--quick", "--device", "cpu", "--data-dir", str(synthetic_dir)]) == 2
+    assert "holds files that bench.py did not write" in capsys.readouterr().err
+    assert sorted((path.relative_to(synthetic_dir), path.stat().st_mtime_ns)
+                  for path in synthetic_dir.rglob("*")) == before
+
+
+def test_bench_reuses_its_own_whole_set_and_rewrites_a_partial_one(tmp_path):
+    import bench
+    settings = bench.BenchSettings.quick()
+    assert not bench.data_dir_ready(tmp_path, settings)  # empty: to be written
+    (tmp_path / bench.BENCH_SET).write_text(json.dumps({**bench.bench_set(settings), "complete": False}))
+    (tmp_path / "images").mkdir()
+    assert not bench.data_dir_ready(tmp_path, settings)  # its own, interrupted: written again
+    (tmp_path / bench.BENCH_SET).write_text(json.dumps({**bench.bench_set(settings), "complete": True}))
+    assert bench.data_dir_ready(tmp_path, settings)
+    assert not bench.data_dir_ready(tmp_path, bench.BenchSettings())  # its own, other sizes: written again

@@ -407,3 +407,65 @@ def test_evaluate_checks_that_it_can_write_out_before_captioning(trained_checkpo
     assert evaluate.main(["--checkpoint", str(trained_checkpoint), "--data-dir", str(synthetic_dir), "--split",
                           "test", "--out", str(read_only / "results.json"), "--device", "cpu"]) == 2
     assert "cannot be written" in one_line_error(capsys.readouterr().err)
+
+
+@pytest.fixture
+def pipe(tmp_path):
+    """A named pipe, and an alarm that ends a test that opens it (nothing ever writes to it) instead of hanging."""
+    import signal
+
+    def waited(signum, frame):
+        raise TimeoutError("opened the pipe and waited on it")
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    previous = signal.signal(signal.SIGALRM, waited)
+    signal.alarm(60)
+    yield path
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+@pytest.mark.parametrize("command, flag", [
+    ("train", "--config"), ("train", "--vocab-file"), ("train", "--weights"), ("evaluate", "--out"),
+    ("evaluate", "--checkpoint"), ("caption", "--checkpoint"), ("coco", "--checksums"),
+    ("coco", "--karpathy-split"),
+])
+def test_a_pipe_given_as_any_file_a_command_reads_or_writes_is_refused_in_one_line(
+        command, flag, pipe, trained_checkpoint, synthetic_dir, tmp_path, capsys):
+    if command == "train":
+        extra = ["--pretrained", "no"] if flag != "--weights" else ["--pretrained", "yes"]
+        code = train.main(TINY_FLAGS + extra + ["--data-dir", str(synthetic_dir), "--out", str(tmp_path / "run"),
+                                                "--epochs", "1", "--max-steps-per-epoch", "1", flag, str(pipe)])
+    elif command == "evaluate":
+        code = evaluate.main(["--checkpoint", str(trained_checkpoint), "--data-dir", str(synthetic_dir), "--split",
+                              "test", "--max-images", "2", flag, str(pipe)])  # the last --checkpoint counts
+    elif command == "caption":
+        image = next((synthetic_dir / "images" / "test").iterdir())
+        code = caption.main([flag, str(pipe), str(image)])
+    else:
+        code = prepare_data.main(["coco", "--out", str(tmp_path / "coco"), flag, str(pipe)])
+    assert code != 0
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "not a regular file" in errors[0] and str(pipe) in errors[0], errors
+
+
+@pytest.mark.parametrize("flags", [["--pretrained", "no"], ["--pretrained", "no", "--pretrain-epochs", "1"]],
+                         ids=["pretrained-no", "pretraining"])
+def test_a_weights_file_that_would_never_be_read_is_refused_in_one_line(flags, synthetic_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(TINY_FLAGS + ["--data-dir", str(synthetic_dir), "--out", str(out), "--weights",
+                                    str(tmp_path / "missing.pth"), *flags]) == 2
+    assert "would never be read" in one_line_error(capsys.readouterr().err) and not out.exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--epochs", "-2"), ("--batch-size", "0"),
+                                         ("--batch-size", "-1"), ("--image-size", "0"), ("--max-images", "-1")])
+def test_pretrain_encoder_refuses_numbers_that_train_nothing_before_starting(flag, value, synthetic_dir, tmp_path,
+                                                                            capsys):
+    import pretrain_encoder
+    save = tmp_path / "a.pth"
+    with pytest.raises(SystemExit) as exit_:
+        pretrain_encoder.main(["--data-dir", str(synthetic_dir), flag, value, "--save", str(save)])
+    assert exit_.value.code == 2 and not save.exists()
+    assert f"argument {flag}: must be at least" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import evaluate
 import train
 from checkpoint import CheckpointError, load_checkpoint
 from config import Config, make_config
-from conftest import ROOT
+from conftest import ROOT, tiny_config
 from inference import Captioner
 
 
@@ -89,3 +89,54 @@ def test_the_coco_recipe_updates_as_often_as_the_literature_at_its_learning_rate
     assert updates_per_epoch * config.fine_tune_after >= 60_000  # the frozen phase
     assert updates_per_epoch * config.epochs >= 120_000  # the whole run
     assert 0 <= config.fine_tune_after < config.epochs  # the fine-tuning phase happens
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("attention", "false", False), ("attention", "True", True), ("hflip", "off", False), ("random_crop", 0, False),
+    ("epochs", "3", 3), ("epochs", 3.0, 3), ("lr", "1e-3", 1e-3), ("lr", 1, 1.0), ("data_dir", 2024, "2024"),
+])
+def test_notebook_parameters_and_recipe_values_are_read_as_their_settings_type(name, value, expected):
+    # papermill passes -p values it cannot read as Python as text ("false"); a recipe may hold "3"
+    read = make_config(**{name: value}, check=False)
+    assert getattr(read, name) == expected and type(getattr(read, name)) is type(expected)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("attention", "maybe"), ("attention", 2), ("epochs", 1.5), ("epochs", "1.5"), ("epochs", True),
+    ("lr", "fast"), ("out", True), ("out", ["models"]),
+])
+def test_a_value_that_is_not_of_its_settings_type_is_refused_naming_it(name, value):
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        make_config(**{name: value}, check=False)
+
+
+def test_a_recipe_with_a_number_as_text_trains_as_that_number(tmp_path):
+    recipe = tmp_path / "r.json"
+    recipe.write_text('{"epochs": "3", "attention": "false"}')
+    config = make_config(recipe)
+    assert config.epochs == 3 and config.attention is False
+
+
+def test_the_command_line_reads_flags_with_the_same_reader(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--epochs", "1.5"])
+    assert "epochs must be a whole number, got '1.5'" in capsys.readouterr().err
+
+
+def test_overwrite_false_as_papermill_passes_it_does_not_replace_a_run(synthetic_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"an earlier run")
+    with pytest.raises(CheckpointError, match="holds a training run already"):
+        train.train(tiny_config(synthetic_dir, out), overwrite="false", progress=False)
+    assert (out / "last.pt").read_bytes() == b"an earlier run"
+    with pytest.raises(ValueError, match="overwrite must be true or false"):
+        train.train(tiny_config(synthetic_dir, out), overwrite="replace", progress=False)
+
+
+@pytest.mark.parametrize("name, value", [("beam_size", 0), ("beam_size", "0"), ("max_images", -1),
+                                         ("batch_size", 0), ("beam_size", 1.5)])
+def test_evaluate_as_notebook_3_calls_it_refuses_bad_numbers_naming_the_parameter(name, value, trained_checkpoint,
+                                                                                  synthetic_dir):
+    with pytest.raises(ValueError, match=f"^{name} must be"):  # beam 0 decoded greedily, reported as "Beam 0"
+        evaluate.evaluate(trained_checkpoint, synthetic_dir, "val", device="cpu", progress=False, **{name: value})

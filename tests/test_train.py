@@ -560,3 +560,77 @@ def test_a_recipe_shortens_to_any_number_of_epochs(synthetic_dir, tmp_path):
     epochs = [entry for entry in train.read_log(tmp_path) if entry["kind"] == "epoch"]
     assert ["train_loss" in entry for entry in epochs] == [True, True, False]
     assert "train_reward" in epochs[2]
+
+
+def folder_contents(out) -> dict:
+    return {str(path.relative_to(out)): path.read_bytes() for path in sorted(out.rglob("*"))
+            if path.is_file() and path.name != train.LOCK_NAME}
+
+
+def test_an_overwrite_that_fails_before_its_first_checkpoint_leaves_the_old_run_whole(trained_checkpoint,
+                                                                                      synthetic_dir, tmp_path,
+                                                                                      monkeypatch, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained_checkpoint.parent, out)
+    before = folder_contents(out)
+
+    def diverged(run, loader, log, progress=True):
+        raise train.TrainingFailed("the loss became inf")
+    monkeypatch.setattr(train, "train_one_epoch", diverged)
+    with pytest.raises(train.TrainingFailed):
+        train.train(tiny_config(synthetic_dir, out, max_steps_per_epoch=1), progress=False, overwrite=True)
+    assert folder_contents(out) == before  # its log, checkpoints and vocabulary, and nothing of the new run
+    assert "run it was to replace is back" in capsys.readouterr().err
+
+
+def test_an_overwrite_interrupted_mid_epoch_replaces_the_old_run_whole(trained_checkpoint, synthetic_dir, tmp_path,
+                                                                      monkeypatch):
+    out = tmp_path / "run"
+    shutil.copytree(trained_checkpoint.parent, out)
+
+    def interrupted(run, batch):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(tiny_config(synthetic_dir, out, max_steps_per_epoch=1), progress=False, overwrite=True)
+    assert load_checkpoint(out / "last.pt")["epoch"] == 0  # the new run's, to resume
+    assert not (out / "best.pt").exists() and not (out / train.REPLACED_NAME).exists()
+    assert all(entry["kind"] != "epoch" for entry in train.read_log(out))  # no epoch of the old run in its log
+
+
+def test_a_run_set_aside_by_a_killed_overwrite_comes_back_at_the_next_command(tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"old")
+    (tmp_path / "train_log.jsonl").write_text("old\n")
+    train.set_run_aside(tmp_path)
+    (tmp_path / "vocab.pkl").write_bytes(b"new")  # the new run was killed (SIGKILL) before its first save
+    train.settle_replaced_run(tmp_path)
+    assert folder_contents(tmp_path) == {"last.pt": b"old", "train_log.jsonl": b"old\n"}
+    (tmp_path / train.REPLACING_NAME).mkdir()  # killed while setting the old run aside
+    (tmp_path / "last.pt").rename(tmp_path / train.REPLACING_NAME / "last.pt")
+    train.settle_replaced_run(tmp_path)
+    assert folder_contents(tmp_path) == {"last.pt": b"old", "train_log.jsonl": b"old\n"}
+
+
+def test_a_loss_that_runs_away_while_finite_stops_the_run_as_divergence(synthetic_dir, tmp_path, monkeypatch):
+    real_loss = train.caption_loss
+
+    def runaway(run, batch, features, inputs=None):  # what weights thrown to 1e30 by --lr 1e30 produce
+        loss, count = real_loss(run, batch, features, inputs)
+        return loss * 1e30, count
+    monkeypatch.setattr(train, "caption_loss", runaway)
+    with pytest.raises(train.TrainingFailed, match="diverged"):
+        train.train(tiny_config(synthetic_dir, tmp_path, max_steps_per_epoch=2), progress=False)
+    assert not (tmp_path / "best.pt").exists() and not (tmp_path / "last.pt").exists()
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_rather_than_captioning_nothing(trained_checkpoint, synthetic_dir,
+                                                                                 tmp_path, capsys):
+    import caption
+    state = load_checkpoint(trained_checkpoint)
+    state["decoder"]["fc.weight"] = torch.full_like(state["decoder"]["fc.weight"], float("nan"))
+    crafted = tmp_path / "nan.pt"
+    torch.save(state, crafted)
+    image = next((synthetic_dir / "images" / "test").iterdir())
+    assert caption.main(["--checkpoint", str(crafted), str(image)]) != 0
+    error = capsys.readouterr().err
+    assert "fc.weight holds NaN" in error and error.count("\n") == 1
