@@ -15,7 +15,7 @@ import train
 from annotations import annotation_path, image_path
 from data_loader import Preprocess, load_image
 from checkpoint import build_models, load_checkpoint
-from conftest import tiny_config
+from conftest import ROOT, tiny_config
 from model import layer3_side, load_backbone
 from object_sets import write_object_set
 
@@ -229,3 +229,28 @@ def test_learning_rate_is_held_then_falls_to_zero_over_the_last_fifth():
     assert all(earlier > later for earlier, later in zip(rates[80:], rates[81:]))
     assert rates[90] == pytest.approx(lr / 2)
     assert 0 < rates[-1] == pytest.approx(lr / 20)  # the last step still learns
+
+
+def test_the_recipe_runs_on_a_coco_format_set_made_by_another_program(tmp_path, one_thread, capsys):
+    """Its own categories, polygons and RLE, a crowd and a stuff file: the recipe's stages, pretraining and object
+    features included, train, caption and score its objects, with no flag; without instances it names the way on."""
+    import evaluate
+
+    data, out = write_object_set(tmp_path / "data"), tmp_path / "run"
+    config = tiny_config(data, out, pretrain_epochs=1, pretrain_batch_size=2, object_features=True, epochs=1,
+                         batch_size=2, scst_epochs=1)
+    history = train.train(config, progress=False)
+    assert len(history) == 2
+    state = load_checkpoint(out / "best.pt")
+    assert state["encoder"]["objects.weight"].shape[0] == 4  # three categories and "none"
+    report = evaluate.evaluate(out / "best.pt", data, "test", progress=False)
+    assert report["objects"]["human"]["objects"] == 5 and report["objects"]["model"]["captions"] == 4
+    for split in ("train", "val", "test"):
+        (data / "annotations" / f"instances_{split}.json").unlink()
+    assert train.main(["--config", str(ROOT / "configs" / "synthetic.json"), "--data-dir", str(data), "--out",
+                       str(tmp_path / "other")]) == 2
+    assert "instances_train.json" in capsys.readouterr().err
+    assert train.main(["--config", str(ROOT / "configs" / "synthetic.json"), "--data-dir", str(data), "--out",
+                       str(tmp_path / "other"), "--captions-only", "--image-size", "32", "--resize-size", "32",
+                       "--embed-size", "16", "--hidden-size", "16", "--epochs", "1", "--scst-epochs", "0",
+                       "--vocab-threshold", "1", "--batch-size", "2", "--no-progress"]) == 0
