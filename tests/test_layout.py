@@ -13,7 +13,7 @@ ENGINE = ["annotations", "caption", "checkpoint", "config", "data_loader", "dist
           "vocabulary", "wordmaps"]
 
 
-def _imported(path: Path) -> set[str]:
+def imported_modules(path: Path) -> set[str]:
     """Every module a file imports, at its top or inside a function."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -25,7 +25,7 @@ def _imported(path: Path) -> set[str]:
 
 
 def test_no_engine_module_imports_a_generator():
-    offenders = {name: sorted(_imported(ROOT / f"{name}.py") & GENERATORS) for name in ENGINE}
+    offenders = {name: sorted(imported_modules(ROOT / f"{name}.py") & GENERATORS) for name in ENGINE}
     assert not {name: found for name, found in offenders.items() if found}
 
 

@@ -2,7 +2,6 @@
 captions name only what is in the image, and it is deterministic and leaves others' files alone."""
 from __future__ import annotations
 
-import ast
 import contextlib
 import io
 import json
@@ -17,6 +16,7 @@ from pycocotools.coco import COCO
 
 import objects
 from tools import other_generator
+from test_layout import imported_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "other_generator.py"
@@ -192,12 +192,7 @@ def test_refuses_files_of_another_program(tmp_path):
 
 def test_imports_no_project_module():
     """Independent of the project's generators, as another lab's would be: only third-party libraries."""
-    imported = set()
-    for node in ast.walk(ast.parse(TOOL.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
+    imported = imported_modules(TOOL)
     project = {path.stem for path in ROOT.glob("*.py")}
     assert not imported & project
 
