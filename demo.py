@@ -74,11 +74,37 @@ def run_notebooks(parameters: dict[str, dict] | None = None, output_dir: str | P
     return time.time() - started
 
 
+def drop_frozen_bars(notebook: nbformat.NotebookNode) -> bool:
+    """Remove the progress bars a saved notebook would show unfinished: the frames of text bars short of 100%
+    (a stream keeps its other lines and each bar's last frame) and widget bars, whose text fallback is their
+    first frame, 0%, once the widget state is gone. Returns whether anything changed."""
+    changed = False
+    for cell in notebook.cells:
+        kept = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                lines = [line.split("\r")[-1] for line in output.get("text", "").split("\n")]
+                text = "\n".join(line for line in lines if not CellOutput.UNFINISHED_BAR.search(line))
+                changed |= text != output.get("text", "")
+                if text.strip():
+                    output["text"] = text
+                    kept.append(output)
+            elif ("application/vnd.jupyter.widget-view+json" in output.get("data", {})
+                  and CellOutput.UNFINISHED_BAR.search(str(output["data"].get("text/plain", "")))):
+                changed = True
+            else:
+                kept.append(output)
+        if "outputs" in cell:
+            cell["outputs"] = kept
+    return changed
+
+
 def drop_widget_state(path: Path) -> None:
     """Remove the saved state of the progress-bar widgets the kernel drew (hundreds of KB in the notebook's
-    metadata, useless once the run is over: each bar's output keeps its text)."""
+    metadata, useless once the run is over) and the bars that would then read as unfinished (drop_frozen_bars)."""
     notebook = nbformat.read(path, as_version=4)
-    if notebook.metadata.pop("widgets", None) is not None:
+    widgets = notebook.metadata.pop("widgets", None) is not None
+    if drop_frozen_bars(notebook) or widgets:
         nbformat.write(notebook, path)
 
 

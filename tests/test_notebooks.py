@@ -46,3 +46,25 @@ def test_the_demo_leaves_an_earlier_demo_run_alone_unless_asked(tmp_path, monkey
     assert (models / "best.pt").read_bytes() == b"an earlier run"
     assert demo.main(["--overwrite"]) == 0
     assert ran == [{"2_Training.ipynb": {"overwrite": True}}]  # training is told it may replace the run
+
+
+def test_saved_notebooks_show_no_progress_bar_short_of_100_percent(tmp_path):
+    import nbformat
+
+    import demo
+    notebook = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("train()")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="caching:   0%|  | 0/8 [00:00<?, ?it/s]\rcaching:  50%|#"
+                               " | 4/8\rcaching: 100%|##| 8/8 [00:01<00:00]\ntokenizing:   0%|  | 0/25\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="epoch 1/7: CIDEr 2.9\n"),
+        nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "x"},
+                                                     "text/plain": "validate:   0%|          | 0/16"}),
+        nbformat.v4.new_output("display_data", data={"text/plain": "a figure"})]
+    notebook.cells.append(cell)
+    assert demo.drop_frozen_bars(notebook)
+    texts = [output.get("text", output.get("data", {}).get("text/plain")) for output in cell.outputs]
+    assert texts == ["caching: 100%|##| 8/8 [00:01<00:00]\n", "epoch 1/7: CIDEr 2.9\n", "a figure"]
+    assert not demo.drop_frozen_bars(notebook)  # nothing more to remove
+    for name in demo.NOTEBOOKS:  # the committed notebooks, as make demo leaves them
+        assert not demo.drop_frozen_bars(nbformat.read(demo.ROOT / name, as_version=4)), name
