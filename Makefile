@@ -6,16 +6,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test venv clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .  # the engine and its neighbours, importable by name (pyproject.toml)
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) demo.py $(DEMO_FLAGS)
+	$(PY) tools/demo.py $(DEMO_FLAGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from checkpoint import CheckpointError
-from inference import Captioner
+from captioning.checkpoint import CheckpointError
+from captioning.inference import Captioner
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -85,8 +85,8 @@ def caption_and_draw(captioner: Captioner, args: argparse.Namespace, targets: li
         return
     import matplotlib.pyplot as plt  # only here: plain captioning does not pay for matplotlib
 
-    import viz
-    from wordmaps import word_maps_files
+    from captioning import viz
+    from captioning.wordmaps import word_maps_files
     results = word_maps_files(captioner, args.images, args.beam_size, args.batch_size)
     for (path, maps, error), target in zip(results, targets):
         if maps is not None:

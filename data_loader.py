@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.v2 import functional as TF
 
-from annotations import annotation_path, image_path, load_coco
+from captioning.annotations import annotation_path, image_path, load_coco
 from vocabulary import Vocabulary, tokenized_captions
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -104,7 +104,7 @@ class Preprocess:
     ImageNet mean (zero after normalisation), nothing lost. Then the crop of image_size (which "squash" and "pad"
     need only when resize_size is larger), optional random flips while training, and ImageNet normalisation: an RGB
     PIL image or a (3, H, W) uint8 tensor in, a (3, image_size, image_size) float tensor out. The work is done on
-    uint8 tensors (torch's vectorised antialiased resize, about 6x faster than Pillow's).
+    uint8 tensors (torch's vectorised antialiased resize, faster than Pillow's).
     """
 
     def __init__(self, image_size: int, resize_size: int | None = None, train: bool = False,

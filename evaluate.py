@@ -24,13 +24,13 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
-import metrics
-import objects
-from annotations import annotation_path, load_coco
-from checkpoint import CheckpointError
-from config import read_at_least
-from files import check_file, write_json_atomic
-from inference import Captioner
+from captioning import metrics
+from captioning import objects
+from captioning.annotations import annotation_path, load_coco
+from captioning.checkpoint import CheckpointError
+from captioning.config import read_at_least
+from captioning.files import check_file, write_json_atomic
+from captioning.inference import Captioner
 
 
 def references(data_dir: str | Path, split: str, coco: COCO | None = None) -> dict[int, list[str]]:

@@ -1,135 +1,17 @@
-"""Model: ResNet encoder (image -> feature vector) and LSTM decoder (feature -> words), with greedy and beam decoding."""
+"""Model: ResNet encoder (image -> features) and LSTM decoder (features -> words), greedy and beam decoding, and the
+factory that builds both from a config (build_encoder, build_decoder), which every caller uses."""
 from __future__ import annotations
-
-import os
-import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
-from files import check_file, sha256_file
-from runtime import autocast
+from captioning.backbone import (STAGES, PretrainedWeightsUnavailable, layer3_side, load_backbone, object_classes,
+                                 object_head_of, zero_init_residual)
+from captioning.config import Config
+from captioning.runtime import autocast
 
-STAGES = ("layer1", "layer2", "layer3", "layer4")  # ResNet stages, shallow to deep
-OBJECT_HEAD = "centres."  # prefix of the centre head's weights in a file from pretrain_encoder.py
 COUNT_FEATURES = 4  # per cell with objects: how many objects of the cell's pair the image holds (count_features)
-
-
-class PretrainedWeightsUnavailable(RuntimeError):
-    """The ImageNet weights were asked for and cannot be had (offline, no cached copy)."""
-
-
-def imagenet_weights(backbone: str, name: str = "DEFAULT") -> torchvision.models.WeightsEnum:
-    """torchvision's ImageNet weights entry for a ResNet, by name: DEFAULT (ResNet50_Weights.IMAGENET1K_V2 for a
-    ResNet-50), IMAGENET1K_V1 or IMAGENET1K_V2."""
-    weights = torchvision.models.get_model_weights(backbone)
-    if name not in weights.__members__:
-        raise ValueError(f"{backbone} has no ImageNet weights called {name!r}: give one of "
-                         f"{', '.join(weights.__members__)}, or the path of a weights file")
-    return weights[name]
-
-
-def weights_cache_path(backbone: str, name: str = "DEFAULT") -> Path:
-    """Where torchvision looks for (and downloads) the backbone's weights file."""
-    file_name = os.path.basename(imagenet_weights(backbone, name).url)
-    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
-
-
-def is_weights_name(weights: str) -> bool:
-    """Whether a `weights` setting names torchvision weights (IMAGENET1K_V1, DEFAULT, ...) rather than a file."""
-    return weights == "DEFAULT" or weights.startswith("IMAGENET")
-
-
-def _sha256(path: Path) -> str:
-    return sha256_file(path)
-
-
-def weights_of_file(backbone: str, path: Path) -> torchvision.models.WeightsEnum | None:
-    """Which of torchvision's weights a local file holds, by its content (torchvision names each file after the
-    start of its SHA-256, e.g. resnet50-11ad3fa6.pth); None for a file of other weights."""
-    digest = _sha256(path)
-    for entry in torchvision.models.get_model_weights(backbone):
-        prefix = os.path.basename(entry.url).rsplit("-", 1)[-1].split(".")[0]
-        if digest.startswith(prefix):
-            return entry
-    return None
-
-
-def weights_entry(backbone: str, weights: str) -> torchvision.models.WeightsEnum:
-    """The torchvision weights a setting stands for: the named ones, or those a local file holds (a file of other
-    weights is preprocessed like the default ones). Raises ValueError for a missing file or an unknown name."""
-    if is_weights_name(weights):
-        return imagenet_weights(backbone, weights)
-    path = check_file(weights, "the weights file")
-    if not path.is_file():
-        raise ValueError(f"the weights file {path} does not exist (weights is a file or one of torchvision's names: "
-                         f"DEFAULT, IMAGENET1K_V1, IMAGENET1K_V2)")
-    return weights_of_file(backbone, path) or imagenet_weights(backbone)
-
-
-def weights_resize(backbone: str, weights: str, image_size: int) -> int:
-    """The shorter side to resize to before the image_size crop, as the weights were evaluated: 232 for a 224 crop
-    with ResNet-50's V2 weights, 256 with V1 (scaled for other crop sizes)."""
-    transforms = weights_entry(backbone, weights).transforms()
-    return round(image_size * transforms.resize_size[0] / transforms.crop_size[0])
-
-
-def load_backbone(backbone: str, pretrained: str, weights: str = "DEFAULT") -> tuple[nn.Module, bool]:
-    """A torchvision ResNet and whether it got ImageNet weights, following pretrained = yes / no / auto; weights
-    names torchvision's weights (downloaded into the torch hub cache) or a local file holding them."""
-    model = torchvision.models.get_model(backbone, weights=None)
-    if pretrained == "no":
-        return model, False
-    if not is_weights_name(weights):
-        return _load_weights_file(model, backbone, Path(weights)), True
-    entry = imagenet_weights(backbone, weights)
-    try:
-        state_dict = entry.get_state_dict(progress=True, check_hash=True, weights_only=True)
-    except Exception as error:  # offline, blocked, corrupt cache file: all end the same way for the user
-        cache = weights_cache_path(backbone, weights)
-        message = (f"could not load the ImageNet weights for {backbone} ({entry}): {error}. "
-                   f"To work offline, give the weights file with --weights FILE, or copy "
-                   f"{os.path.basename(entry.url)} from a machine that has it to {cache} (or set TORCH_HOME), "
-                   f"or pass --pretrained no.")
-        if pretrained == "yes":
-            raise PretrainedWeightsUnavailable(message) from None
-        warnings.warn("\n" + "!" * 80 + f"\nPRETRAINED WEIGHTS UNAVAILABLE, USING RANDOM INITIALISATION.\n{message}\n"
-                      + "!" * 80, stacklevel=2)
-        return model, False
-    model.load_state_dict(state_dict)
-    return model, True
-
-
-def _load_weights_file(model: nn.Module, backbone: str, path: Path) -> nn.Module:
-    """Load a torchvision state dict from a local file (tensors only: a file that would run code is refused). The
-    classifier (fc) may be left out, as `pretrain_encoder.py` leaves it: the captioner drops it anyway; the centre
-    head that file may hold beside the ResNet (object_head_of) is not the ResNet's."""
-    if not check_file(path, "the weights file", PretrainedWeightsUnavailable).is_file():
-        raise PretrainedWeightsUnavailable(f"the weights file {path} does not exist: fix --weights")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        state_dict = {key: value for key, value in state_dict.items() if not key.startswith(OBJECT_HEAD)}
-        if not any(key.startswith("fc.") for key in state_dict):  # a feature extractor's weights: no classifier
-            state_dict = {**state_dict, **{f"fc.{key}": value for key, value in model.fc.state_dict().items()}}
-        model.load_state_dict(state_dict)
-    except Exception as error:  # not a state dict, another architecture, a pickle with code, a truncated file
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PretrainedWeightsUnavailable(f"{path} does not hold {backbone} weights as a torchvision state dict "
-                                           f"({first_line})") from None
-    return model
-
-
-def object_head_of(path: str | Path) -> dict[str, torch.Tensor]:
-    """The centre head that `pretrain_encoder.py` saves beside the ResNet in its weights file (keys "centres.weight"
-    and "centres.bias", of a 1x1 convolution on layer3's map), without the prefix; empty if the file has none."""
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise PretrainedWeightsUnavailable(f"could not read {path}: {error}") from None
-    return {key[len(OBJECT_HEAD):]: value for key, value in state_dict.items() if key.startswith(OBJECT_HEAD)}
 
 
 def count_features(count: torch.Tensor) -> torch.Tensor:
@@ -137,41 +19,6 @@ def count_features(count: torch.Tensor) -> torch.Tensor:
     triangle each), which an attention score can match to "two" without learning a bump of its own."""
     return torch.cat([count, (1 - (count - 1).abs()).clamp(min=0), (1 - (count - 2).abs()).clamp(min=0),
                       (count - 2).clamp(0, 1)], dim=-1)
-
-
-def object_classes(weights: str) -> int:
-    """How many classes the centre head in a weights file names (pairs + 1), for EncoderCNN(objects=...);
-    PretrainedWeightsUnavailable when weights is not such a file."""
-    head = {} if is_weights_name(weights) or not Path(weights).is_file() else object_head_of(weights)
-    if "weight" not in head:
-        raise PretrainedWeightsUnavailable(f"object_features reads the centre head that `pretrain_encoder.py "
-                                           f"--centres` saves with the CNN, and {weights} has none: give such a "
-                                           f"file with --weights, or let the run pretrain its CNN (pretrain_epochs)")
-    return head["weight"].shape[0]
-
-
-def zero_init_residual(resnet: nn.Module) -> None:
-    """Zero the last BatchNorm scale of every residual branch, so that each block starts as the identity.
-
-    What torchvision's zero_init_residual=True does (Goyal et al. 2017). For a ResNet trained from scratch it is the
-    difference between learning in a few epochs and barely at all: on the synthetic set, a ResNet-50 at 64 px told
-    to name the shapes' colours got 78% right after one epoch with it and 64% without, and in the captioning
-    pipeline it raised validation CIDEr after 12 epochs from 1.37 to 1.93 (docs/EXPERIMENTS.md, 2026-11-26).
-    Only for random initialisation: pretrained weights are left as they are.
-    """
-    for module in resnet.modules():
-        if isinstance(module, torchvision.models.resnet.Bottleneck):
-            nn.init.zeros_(module.bn3.weight)
-        elif isinstance(module, torchvision.models.resnet.BasicBlock):
-            nn.init.zeros_(module.bn2.weight)
-
-
-def layer3_side(image_size: int) -> int:
-    """Side of a ResNet's layer3 map for an image of image_size pixels: conv1, the max pool, layer2 and layer3 each
-    halve it, rounding up (14 at 224 px, 6 at 96 px)."""
-    for _ in range(4):
-        image_size = -(-image_size // 2)
-    return image_size
 
 
 class EncoderCNN(nn.Module):
@@ -185,10 +32,9 @@ class EncoderCNN(nn.Module):
     too: a 1x1 convolution on layer3's map that the pretraining taught to name, for each cell, the colour-shape pair
     whose object has its centre there. Each cell gets its probabilities (none, then each pair) and how many objects
     of its pair the image holds (count_features), and the pooled vector those counts for every pair: the head's
-    probabilities summed over the cells. Read off alone, the head names the objects of the hard synthetic set's val
-    images with precision 0.90 and recall 0.89, counts included; a captioner given only layer3's cells named them
-    with 0.71 and 0.62. A softmax attention cannot count (its weights sum to one whether it finds one red circle or
-    three), hence the counts in every cell (docs/EXPERIMENTS.md, 2026-12-02 (late morning)). The head is frozen with
+    probabilities summed over the cells. The head names objects better than a captioner reading layer3's cells alone,
+    and a softmax attention cannot count (its weights sum to one whether it finds one red circle or three), hence the
+    counts in every cell (docs/EXPERIMENTS.md, 2026-12-02 (late morning)). The head is frozen with
     the backbone, and its outputs are part of what the feature cache holds.
     """
 
@@ -397,8 +243,7 @@ class DecoderRNN(nn.Module):
         words -> (batch, T, hidden) outputs.
 
         With lengths, each step runs on the captions that still have a word there, and the outputs past a caption's
-        length are zero: the captions go longest first, so those are the first rows. In the synthetic set's batches
-        the mean caption is 72% as long as the longest; a cross-entropy step is about 1.2x faster than over the padding.
+        length are zero: the captions go longest first, so those are the first rows: no step is spent on padding.
         """
         batch, steps = words.size(0), words.size(1) + 1
         active = [batch] * steps
@@ -567,3 +412,19 @@ def decode(decoder: DecoderRNN, features: torch.Tensor, beam_size: int = 1, max_
         return decoder.greedy(features, max_len=max_len)
     return decoder.beam_search(features, beam_size=beam_size, max_len=max_len)
 
+
+def build_encoder(config: Config, pretrained: str | None = None, train_backbone: str | None = None,
+                  weights: str | None = None, objects: int = 0) -> EncoderCNN:
+    """The encoder a config describes. pretrained, train_backbone and weights default to the config's; a checkpoint's
+    model is built with pretrained "no" (its weights are loaded after) and objects its centre head's classes."""
+    return EncoderCNN(config.embed_size, config.backbone,
+                      config.pretrained if pretrained is None else pretrained,
+                      config.train_backbone if train_backbone is None else train_backbone,
+                      config.weights if weights is None else weights, config.attention, objects)
+
+
+def build_decoder(config: Config, vocab) -> DecoderRNN:
+    """The decoder a config describes, sized for a vocabulary (anything with len() and the special tokens' indices)."""
+    return DecoderRNN(config.embed_size, config.hidden_size, len(vocab), config.num_layers, config.dropout,
+                      start_index=vocab.start_index, end_index=vocab.end_index, pad_index=vocab.pad_index,
+                      attention=config.attention, query_word=config.query_word, coverage=config.coverage)

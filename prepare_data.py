@@ -7,9 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import coco_download
-import synthetic_data
-from annotations import annotation_path
+from captioning.annotations import annotation_path
+from prepare import coco_download, synthetic
 
 
 def ensure_dataset(dataset: str, data_dir: str | Path, n_train: int = 3000, n_val: int = 500, n_test: int = 500,
@@ -49,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the sub-command and run it; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    synthetic = commands.add_parser("synthetic", help="generate the built-in synthetic COCO-format dataset")
-    synthetic_data.add_arguments(synthetic)
-    synthetic.set_defaults(run=synthetic_data.run)
-    coco = commands.add_parser("coco", help="download and extract MS COCO captions and images")
-    coco_download.add_arguments(coco)
-    coco.set_defaults(run=coco_download.run)
+    generate = commands.add_parser("synthetic", help="generate the built-in synthetic COCO-format dataset")
+    synthetic.add_arguments(generate)
+    generate.set_defaults(run=synthetic.run)
+    download = commands.add_parser("coco", help="download and extract MS COCO captions and images")
+    coco_download.add_arguments(download)
+    download.set_defaults(run=coco_download.run)
     args = parser.parse_args(argv)
     return args.run(args)
 

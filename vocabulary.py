@@ -15,8 +15,8 @@ from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
 from pycocotools.coco import COCO
 from tqdm import tqdm
 
-from annotations import load_coco
-from files import atomic_write, check_file, write_json_atomic
+from captioning.annotations import load_coco
+from captioning.files import atomic_write, check_file, write_json_atomic
 
 TOKEN_CACHE_VERSION = 1  # bump when tokenize() changes, so cached tokens are rebuilt
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import synthetic_data
-from config import Config, make_config
+from prepare import synthetic
+from captioning.config import Config, make_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,17 +36,17 @@ def one_thread():
 def synthetic_dir(tmp_path_factory) -> Path:
     """A small synthetic COCO-format dataset (40 train, 12 val, 6 test images of 64x64)."""
     out = tmp_path_factory.mktemp("synthetic")
-    synthetic_data.generate(out, n_train=40, n_val=12, n_test=6, seed=1, width=64, height=64)
+    synthetic.generate(out, n_train=40, n_val=12, n_test=6, seed=1, width=64, height=64)
     return out
 
 
 @pytest.fixture(scope="session")
 def trained_checkpoint(synthetic_dir, tmp_path_factory) -> Path:
     """best.pt of a tiny model trained for two short epochs."""
-    import train
+    from captioning import training
 
     out = tmp_path_factory.mktemp("run")
-    train.train(tiny_config(synthetic_dir, out, epochs=2), progress=False)
+    training.train(tiny_config(synthetic_dir, out, epochs=2), progress=False)
     return out / "best.pt"
 
 
@@ -58,13 +58,13 @@ def seeing_run(tmp_path_factory) -> tuple[Path, Path]:
     than chance (docs/EXPERIMENTS.md, 2026-12-01 (night), "a CNN that sees"). Its decoder reads the pooled feature
     (attention off): the recipe's attention decoder runs word by word and would make this run several minutes
     longer; the attention path is trained by the tiny runs and the notebooks' test."""
-    import train
+    from captioning import training
 
     data, out = tmp_path_factory.mktemp("seeing_data"), tmp_path_factory.mktemp("seeing_run")
-    synthetic_data.generate(data, n_train=1000, n_val=100, n_test=150, seed=5, width=96, height=96)
+    synthetic.generate(data, n_train=1000, n_val=100, n_test=150, seed=5, width=96, height=96)
     config = tiny_config(data, out, image_size=96, resize_size=96, embed_size=64, hidden_size=128, batch_size=16,
                          epochs=15, lr=3e-3, lr_schedule="cosine", bow_loss_weight=1.0, pretrain_epochs=6,
                          pretrain_lr=2e-3, pretrain_batch_size=16,  # as when the tests' figures were measured
                          val_beam_size=1, log_every=1000, attention=False)
-    train.train(config, progress=False, overwrite=True)
+    training.train(config, progress=False, overwrite=True)
     return data, out / "best.pt"

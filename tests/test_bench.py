@@ -13,7 +13,7 @@ KEYS = ("train_cache_speedup", "encoder_auto_speedup", "encoder_auto_vs_fastest"
 
 def test_quick_benchmark_prints_a_table_and_json_figures(tmp_path):
     # One thread: on a busy machine (the test suite running beside other work) two OpenMP threads stall each other.
-    result = subprocess.run([sys.executable, "bench.py", "--quick", "--device", "cpu", "--threads", "1",
+    result = subprocess.run([sys.executable, "tools/bench.py", "--quick", "--device", "cpu", "--threads", "1",
                              "--data-dir", str(tmp_path / "data")], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -32,7 +32,7 @@ def test_quick_benchmark_prints_a_table_and_json_figures(tmp_path):
 
 
 def test_a_data_dir_that_bench_did_not_write_is_refused_untouched(synthetic_dir, capsys):
-    import bench
+    from tools import bench
     before = sorted((path.relative_to(synthetic_dir), path.stat().st_mtime_ns) for path in synthetic_dir.rglob("*"))
     assert bench.main(["--quick", "--device", "cpu", "--data-dir", str(synthetic_dir)]) == 2
     assert "holds files that bench.py did not write" in capsys.readouterr().err
@@ -41,7 +41,7 @@ def test_a_data_dir_that_bench_did_not_write_is_refused_untouched(synthetic_dir,
 
 
 def test_bench_reuses_its_own_whole_set_and_rewrites_a_partial_one(tmp_path):
-    import bench
+    from tools import bench
     settings = bench.BenchSettings.quick()
     assert not bench.data_dir_ready(tmp_path, settings)  # empty: to be written
     (tmp_path / bench.BENCH_SET).write_text(json.dumps({**bench.bench_set(settings), "complete": False}))

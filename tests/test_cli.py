@@ -17,10 +17,11 @@ from PIL import Image
 
 import caption
 import evaluate
-import metrics
+from captioning import metrics
 import prepare_data
 import train
-from checkpoint import load_checkpoint, save_checkpoint
+from captioning import training
+from captioning.checkpoint import load_checkpoint, save_checkpoint
 from conftest import ROOT
 from vocabulary import Vocabulary
 
@@ -176,7 +177,7 @@ def test_train_cli_user_errors(case, expected, synthetic_dir, damaged_data, tmp_
     assert train.main([*flags, "--data-dir", str(data), "--out", str(out)]) == 2
     errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and expected in errors[0], errors
-    assert not [entry for entry in train.read_log(out) if entry["kind"] == "step"]  # refused before training
+    assert not [entry for entry in training.read_log(out) if entry["kind"] == "step"]  # refused before training
 
 
 @pytest.fixture(scope="module")
@@ -469,3 +470,29 @@ def test_pretrain_encoder_refuses_numbers_that_train_nothing_before_starting(fla
         pretrain_encoder.main(["--data-dir", str(synthetic_dir), flag, value, "--save", str(save)])
     assert exit_.value.code == 2 and not save.exists()
     assert f"argument {flag}: must be at least" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, message", [("--lr", "1e300", "must be above 0 and at most 1"),
+                                                  ("--lr", "nan", "must be above 0 and at most 1"),
+                                                  ("--backbone", "vgg16", "invalid choice")])
+def test_pretrain_encoder_refuses_a_rate_or_cnn_it_cannot_train(flag, value, message, synthetic_dir, tmp_path,
+                                                               capsys):
+    import pretrain_encoder
+    with pytest.raises(SystemExit) as exit_:
+        pretrain_encoder.main(["--data-dir", str(synthetic_dir), flag, value, "--save", str(tmp_path / "a.pth")])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_pretrain_encoder_refuses_a_save_path_it_cannot_write_before_training(synthetic_dir, tmp_path, capsys):
+    import pretrain_encoder
+    save = tmp_path / "no such folder" / "a.pth"
+    assert pretrain_encoder.main(["--data-dir", str(synthetic_dir), "--save", str(save)]) == 2
+    assert "not writable" in one_line_error(capsys.readouterr().err)
+
+
+def test_pretrain_encoder_takes_its_defaults_from_the_recipe(synthetic_dir, tmp_path, capsys):
+    """One source for the pretraining's settings: a recipe that does not pretrain gives no epochs to default to."""
+    import pretrain_encoder
+    with pytest.raises(SystemExit) as exit_:
+        pretrain_encoder.main(["--config", "configs/coco.json", "--data-dir", str(synthetic_dir)])
+    assert exit_.value.code == 2 and "pretrain_epochs 0" in capsys.readouterr().err

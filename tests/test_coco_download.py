@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-import coco_download
+from prepare import coco_download
 
 MAX_REQUESTS = 40  # a runaway retry loop fails the test instead of hanging it
 

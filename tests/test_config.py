@@ -8,10 +8,11 @@ import torch
 
 import evaluate
 import train
-from checkpoint import CheckpointError, load_checkpoint
-from config import Config, make_config
+from captioning import training
+from captioning.checkpoint import CheckpointError, load_checkpoint
+from captioning.config import Config, make_config
 from conftest import ROOT, tiny_config
-from inference import Captioner
+from captioning.inference import Captioner
 
 
 @pytest.mark.parametrize("name, value", [
@@ -33,7 +34,7 @@ def test_settings_of_the_attention_are_refused_without_it(name):
 
 
 def test_the_recipes_and_the_defaults_are_valid():
-    from config import make_config
+    from captioning.config import make_config
     from conftest import ROOT
     Config().validate()
     for recipe in (ROOT / "configs").glob("*.json"):
@@ -128,10 +129,10 @@ def test_overwrite_false_as_papermill_passes_it_does_not_replace_a_run(synthetic
     out.mkdir()
     (out / "last.pt").write_bytes(b"an earlier run")
     with pytest.raises(CheckpointError, match="holds a training run already"):
-        train.train(tiny_config(synthetic_dir, out), overwrite="false", progress=False)
+        training.train(tiny_config(synthetic_dir, out), overwrite="false", progress=False)
     assert (out / "last.pt").read_bytes() == b"an earlier run"
     with pytest.raises(ValueError, match="overwrite must be true or false"):
-        train.train(tiny_config(synthetic_dir, out), overwrite="replace", progress=False)
+        training.train(tiny_config(synthetic_dir, out), overwrite="replace", progress=False)
 
 
 @pytest.mark.parametrize("name, value", [("beam_size", 0), ("beam_size", "0"), ("max_images", -1),

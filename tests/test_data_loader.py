@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import files
+from captioning import files
 import vocabulary
 from conftest import tiny_config
-from annotations import annotation_path
+from captioning.annotations import annotation_path
 from data_loader import (IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, ImageBatchSampler, ImageLoadError,
                          Preprocess, get_loader, load_image)
-from features import FeatureStore, feature_store
+from captioning.features import FeatureStore, feature_store
 from model import EncoderCNN
 from vocabulary import Vocabulary, get_vocabulary
 

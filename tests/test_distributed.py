@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-import distributed
+from captioning import distributed
 import train
-from checkpoint import build_models, load_checkpoint
+from captioning import training
+from captioning.checkpoint import build_models, load_checkpoint
 from conftest import ROOT, tiny_config
 from data_loader import ImageBatchSampler
 from model import decode
@@ -52,7 +53,7 @@ def finish(process: subprocess.Popen) -> str:
 
 
 def entries(out: Path, kind: str) -> list[dict]:
-    return [entry for entry in train.read_log(out) if entry["kind"] == kind]
+    return [entry for entry in training.read_log(out) if entry["kind"] == kind]
 
 
 def epoch_logged(out: Path) -> bool:
@@ -111,7 +112,7 @@ def test_a_rank_outside_the_world_is_refused():
 def test_a_global_batch_smaller_than_the_processes_is_refused(synthetic_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 4)
     with pytest.raises(ValueError, match="batch_size 2 is the global batch, shared by the 4 processes"):
-        train.train(tiny_config(synthetic_dir, tmp_path, batch_size=2), progress=False)
+        training.train(tiny_config(synthetic_dir, tmp_path, batch_size=2), progress=False)
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(synthetic_dir, tmp_path, capsys, one_thread):

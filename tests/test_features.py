@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-import features
-import train
+from captioning import features
+from captioning import training
+from captioning.training import loop
+from captioning.training.run import use_feature_cache
 from conftest import tiny_config
 from data_loader import Preprocess, get_loader, load_image
-from features import feature_store
+from captioning.features import feature_store
 from model import EncoderCNN
 from vocabulary import Vocabulary
 
@@ -121,19 +123,19 @@ def test_frozen_backbone_trains_from_the_cache(synthetic_dir, tmp_path, monkeypa
     data_dir = tmp_path / "data"  # a copy, so that the session's dataset gets no feature cache
     shutil.copytree(synthetic_dir, data_dir, ignore=shutil.ignore_patterns("cache"))
     config = tiny_config(data_dir, tmp_path / "run", train_backbone="no", epochs=1, batch_size=20)
-    run = train.build_run(config)
-    assert train.use_feature_cache(run)
-    batch = next(iter(train.make_loader(run, "train", "train")))
+    run = training.build_run(config)
+    assert use_feature_cache(run)
+    batch = next(iter(loop.make_loader(run, "train", "train")))
     assert batch.images.shape == (len(batch.image_ids), run.encoder.features_width(config.image_size))
     steps = {"count": 0}
-    real_step = train.train_step
+    real_step = loop.train_step
 
     def step_without_backbone(run, batch):
         assert batch.images.dim() == 2  # pooled features, never pixels
         steps["count"] += 1
         return real_step(run, batch)
-    monkeypatch.setattr(train, "train_step", step_without_backbone)
-    history = train.train(config, progress=False)
+    monkeypatch.setattr(loop, "train_step", step_without_backbone)
+    history = training.train(config, progress=False)
     assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
     assert steps["count"] == 2  # 40 training images in batches of 20: the whole epoch
     assert len(list((data_dir / "cache").glob("features_train_*.npy"))) == 1

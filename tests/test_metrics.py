@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-import metrics
+from captioning import metrics
 from conftest import ROOT
 
 JAVA = metrics.java_available()
@@ -239,7 +239,7 @@ def test_corpus_cider_is_pycocoevalcaps_cider_when_the_corpus_is_the_scored_set(
 def test_ctrl_c_during_meteor_scoring_does_not_hang_the_exit():
     # Ctrl-C lands while pycocoevalcap's Meteor holds its lock; the process must still end at once.
     script = """
-import metrics
+from captioning import metrics
 from pycocoevalcap.meteor.meteor import Meteor
 def interrupted(self, hypothesis, references):
     raise KeyboardInterrupt

@@ -8,7 +8,9 @@ import torch
 import torchvision
 
 import model
-from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, weights_cache_path, weights_resize
+from captioning import backbone
+from captioning.backbone import PretrainedWeightsUnavailable, weights_cache_path, weights_resize
+from model import DecoderRNN, EncoderCNN
 
 VOCAB = 20
 
@@ -61,7 +63,7 @@ def test_with_objects_each_cell_adds_its_centre_probabilities_and_the_pooled_vec
     path = tmp_path / "pretrained.pth"  # as pretrain_encoder.save_backbone writes it with the centre head
     torch.save({**reference.state_dict(), **{f"centres.{key}": value for key, value in head.state_dict().items()}},
                path)
-    assert model.object_classes(str(path)) == 5
+    assert backbone.object_classes(str(path)) == 5
     encoder = EncoderCNN(24, "resnet18", pretrained="yes", weights=str(path), attention=True, objects=5).eval()
     assert torch.equal(encoder.backbone[0].weight, reference.conv1.weight) and not encoder.backbone_trainable
     images = torch.randn(2, 3, 64, 64)
@@ -112,7 +114,7 @@ def test_objects_need_a_weights_file_with_a_centre_head(offline_hub, tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), path)
     for weights in (str(path), "DEFAULT"):
         with pytest.raises(PretrainedWeightsUnavailable, match="--centres"):
-            model.object_classes(weights)
+            backbone.object_classes(weights)
     with pytest.raises(ValueError, match="attention"):
         EncoderCNN(8, "resnet18", pretrained="no", objects=5)
 
@@ -178,11 +180,11 @@ def test_a_weights_file_is_known_by_its_content_not_its_name(tmp_path, monkeypat
     path = tmp_path / "renamed.pth"
     path.write_bytes(b"weights")
     v1 = torchvision.models.ResNet50_Weights.IMAGENET1K_V1  # resnet50-0676ba61.pth
-    monkeypatch.setattr(model, "_sha256", lambda file: "0676ba61" + "0" * 56)
-    assert model.weights_of_file("resnet50", path) is v1
+    monkeypatch.setattr(backbone, "_sha256", lambda file: "0676ba61" + "0" * 56)
+    assert backbone.weights_of_file("resnet50", path) is v1
     assert weights_resize("resnet50", str(path), 224) == 256
-    monkeypatch.setattr(model, "_sha256", lambda file: "f" * 64)  # weights torchvision does not know
-    assert model.weights_of_file("resnet50", path) is None
+    monkeypatch.setattr(backbone, "_sha256", lambda file: "f" * 64)  # weights torchvision does not know
+    assert backbone.weights_of_file("resnet50", path) is None
     assert weights_resize("resnet50", str(path), 224) == 232  # preprocessed like the default weights
     with pytest.raises(ValueError, match="does not exist"):
         weights_resize("resnet50", str(tmp_path / "missing.pth"), 224)

@@ -5,7 +5,7 @@ import json
 
 import nbformat
 
-import demo
+from tools import demo
 
 
 def test_notebooks_run_in_order_and_produce_their_artefacts(tmp_path):
@@ -51,7 +51,7 @@ def test_the_demo_leaves_an_earlier_demo_run_alone_unless_asked(tmp_path, monkey
 def test_saved_notebooks_show_no_progress_bar_short_of_100_percent(tmp_path):
     import nbformat
 
-    import demo
+    from tools import demo
     notebook = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("train()")
     cell.outputs = [

@@ -8,8 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 import evaluate
-import objects
-import synthetic_data
+from captioning import objects
 from object_sets import write_object_set
 
 # The wording of the synthetic sets, as their synonyms.txt lists it (a few colours and nouns).
@@ -146,7 +145,7 @@ def test_evaluate_reports_object_scores_beside_cider(trained_checkpoint, synthet
     for word in ("objects", "precision", "recall", "CHAIRi", "CHAIRs", "cut off"):
         assert word in captured.err
     assert report["bad_endings"]["human"] == 0 and 0 <= report["bad_endings"]["model"] <= 1  # every reference ends
-    import viz  # notebook 3's table says it too
+    from captioning import viz  # notebook 3's table says it too
     assert "Captions cut off" in viz.metrics_markdown(report)
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-import objects
+from captioning import objects
 from tools import other_generator
 from test_layout import imported_modules
 

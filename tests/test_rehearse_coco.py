@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-import rehearse_coco
+from tools import rehearse_coco
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the rehearsal stops training with SIGTERM")
 

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 import caption
-import pretrain_encoder
+from captioning import pretraining
 import train
-from checkpoint import load_checkpoint
-from config import make_config
+from captioning import training
+from captioning.training import loop
+from captioning.checkpoint import load_checkpoint
+from captioning.config import make_config
 from conftest import ROOT
 
 RECIPE = ROOT / "configs" / "synthetic.json"
@@ -33,7 +35,7 @@ def recipe_flags(data: Path, out: Path, **changes) -> list[str]:
 
 def diverging(run, batch):
     """A first step whose loss is no longer a number, as train_step reports it."""
-    raise train.TrainingFailed("the caption loss became nan at epoch 1, step 0")
+    raise training.TrainingFailed("the caption loss became nan at epoch 1, step 0")
 
 
 @pytest.fixture
@@ -45,34 +47,34 @@ def data(synthetic_dir, tmp_path) -> Path:
 def test_the_recipe_is_interrupted_resumes_goes_on_and_captions(data, tmp_path, monkeypatch, capsys, one_thread):
     out = tmp_path / "run"
     assert make_config(RECIPE).object_features and make_config(RECIPE).pretrain_epochs  # what is tested here
-    real_step, calls = train.train_step, []
+    real_step, calls = loop.train_step, []
 
     def ctrl_c_at_the_second_step(run, batch):
         calls.append(None)
         if len(calls) == 2:
             raise KeyboardInterrupt  # what train.main makes of SIGTERM too
         return real_step(run, batch)
-    monkeypatch.setattr(train, "train_step", ctrl_c_at_the_second_step)
+    monkeypatch.setattr(loop, "train_step", ctrl_c_at_the_second_step)
     assert train.main(recipe_flags(data, out)) == 130
     state = load_checkpoint(out / "last.pt")
     assert (state["epoch"], state["batches_done"]) == (0, 1) and "objects.weight" in state["encoder"]
 
     # As a user resumes: the recipe and the run folder, and nothing else. The checkpoint holds the CNN and its
     # centre head; the run's own pretrained file may be named too.
-    monkeypatch.setattr(train, "train_step", real_step)
+    monkeypatch.setattr(loop, "train_step", real_step)
     assert train.main(["--config", str(RECIPE), "--out", str(out), "--resume", "--no-progress"]) == 0, \
         capsys.readouterr().err
     state = load_checkpoint(out / "last.pt")
     assert state["epoch"] == 2 and "train_reward" in state["history"][-1]  # the self-critical epoch too
     assert train.main(["--config", str(RECIPE), "--out", str(out), "--resume", "--epochs", "2", "--weights",
-                       str(out / train.PRETRAINED_NAME), "--no-progress"]) == 0, capsys.readouterr().err
+                       str(out / training.PRETRAINED_NAME), "--no-progress"]) == 0, capsys.readouterr().err
 
     # Notebook 2's resume=True: the recipe's config, one more cross-entropy epoch.
-    train.train(make_config(RECIPE, out=str(out), data_dir=str(data), epochs=3, scst_epochs=1), resume=True,
+    training.train(make_config(RECIPE, out=str(out), data_dir=str(data), epochs=3, scst_epochs=1), resume=True,
                 progress=False)
     state = load_checkpoint(out / "last.pt")
     assert state["epoch"] == 4 and state["global_step"] == 4 * TINY["max_steps_per_epoch"]
-    assert [entry["kind"] for entry in train.read_log(out)].count("resume") == 3
+    assert [entry["kind"] for entry in training.read_log(out)].count("resume") == 3
 
     capsys.readouterr()
     image = sorted((data / "images" / "test").iterdir())[0]
@@ -85,23 +87,23 @@ def test_a_run_whose_first_epoch_failed_after_pretraining_starts_again_from_its_
                                                                                     capsys, one_thread, again):
     out = tmp_path / "run"
     flags = recipe_flags(data, out, scst_epochs=0)
-    real_step = train.train_step
-    monkeypatch.setattr(train, "train_step", diverging)
+    real_step = loop.train_step
+    monkeypatch.setattr(loop, "train_step", diverging)
     assert train.main(flags) == 1
-    assert (out / train.PRETRAINED_NAME).is_file() and not (out / "last.pt").exists()
-    written = (out / train.PRETRAINED_NAME).read_bytes()
-    monkeypatch.setattr(train, "train_step", real_step)
-    monkeypatch.setattr(pretrain_encoder, "pretrain", lambda *args, **kwargs: pytest.fail("pretrained again"))
+    assert (out / training.PRETRAINED_NAME).is_file() and not (out / "last.pt").exists()
+    written = (out / training.PRETRAINED_NAME).read_bytes()
+    monkeypatch.setattr(loop, "train_step", real_step)
+    monkeypatch.setattr(pretraining, "pretrain", lambda *args, **kwargs: pytest.fail("pretrained again"))
     capsys.readouterr()
     assert train.main([*flags, *again]) == 0, capsys.readouterr().err
-    assert str(out / train.PRETRAINED_NAME) in capsys.readouterr().out
+    assert str(out / training.PRETRAINED_NAME) in capsys.readouterr().out
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
-    assert (out / train.PRETRAINED_NAME).read_bytes() == written
+    assert (out / training.PRETRAINED_NAME).read_bytes() == written
 
 
 def test_a_cnn_pretrained_with_other_settings_is_not_reused(data, tmp_path, monkeypatch, capsys, one_thread):
     out = tmp_path / "run"
-    monkeypatch.setattr(train, "train_step", diverging)
+    monkeypatch.setattr(loop, "train_step", diverging)
     assert train.main(recipe_flags(data, out, scst_epochs=0)) == 1
     capsys.readouterr()
     assert train.main(recipe_flags(data, out, scst_epochs=0, pretrain_lr=0.001)) == 2
@@ -112,9 +114,9 @@ def test_a_cnn_pretrained_with_other_settings_is_not_reused(data, tmp_path, monk
 def test_ctrl_c_while_pretraining_says_so_in_one_line(data, tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(pretrain_encoder, "pretrain", interrupted)
+    monkeypatch.setattr(pretraining, "pretrain", interrupted)
     out = tmp_path / "run"
     assert train.main(recipe_flags(data, out)) == 130
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "pretraining" in error and "nothing was saved" in error
-    assert not (out / train.PRETRAINED_NAME).exists() and not (out / "last.pt").exists()
+    assert not (out / training.PRETRAINED_NAME).exists() and not (out / "last.pt").exists()

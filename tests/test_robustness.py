@@ -17,9 +17,10 @@ import pytest
 from PIL import Image
 
 import prepare_data
-import synthetic_data
-import train
-from checkpoint import load_checkpoint
+from prepare import synthetic
+from captioning import training
+from captioning.training import loop
+from captioning.checkpoint import load_checkpoint
 from conftest import ROOT, tiny_config
 
 pytestmark = [pytest.mark.skipif(os.name != "posix", reason="sends POSIX signals to child processes"),
@@ -102,7 +103,7 @@ def resume_line(state: dict) -> str:
 
 
 def test_killed_and_interrupted_training_resumes_and_finishes_the_planned_epochs(synthetic_dir, tmp_path):
-    out, log = tmp_path / "run", tmp_path / "run" / train.LOG_NAME
+    out, log = tmp_path / "run", tmp_path / "run" / training.LOG_NAME
     batches = TRAIN_IMAGES // 4
     command = train_command(synthetic_dir, out, "--epochs", "2", "--batch-size", "4", "--log-every", "1")
 
@@ -140,7 +141,7 @@ def test_killed_and_interrupted_training_resumes_and_finishes_the_planned_epochs
     best = load_checkpoint(out / "best.pt")
     assert best["epoch"] == [entry["epoch"] for entry in final["history"] if entry["best"]][-1]
     assert best["best_score"] == max(entry["CIDEr"] for entry in final["history"])
-    kinds = [entry["kind"] for entry in train.read_log(out)]
+    kinds = [entry["kind"] for entry in training.read_log(out)]
     assert kinds.count("resume") == 2 and kinds.count("interrupted") == 1 and kinds.count("epoch") == 2
     assert not temp_files(out)  # the half-written save of the killed run was cleaned up
 
@@ -155,54 +156,54 @@ def quick_config(data_dir: Path, out: Path, **overrides):
 
 
 def test_an_interrupt_during_a_step_takes_effect_after_it(synthetic_dir, tmp_path, monkeypatch):
-    real_step = train.train_step
+    real_step = loop.train_step
 
     def step_then_ctrl_c(run, batch):
         loss = real_step(run, batch)
         os.kill(os.getpid(), signal.SIGINT)  # after the optimizer step, before the counters record it
         return loss
-    monkeypatch.setattr(train, "train_step", step_then_ctrl_c)
+    monkeypatch.setattr(loop, "train_step", step_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
-        train.train(quick_config(synthetic_dir, tmp_path), progress=False)
+        training.train(quick_config(synthetic_dir, tmp_path), progress=False)
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["batches_done"] == state["global_step"] == 1
 
 
 def test_an_interrupt_while_checkpoints_are_written_waits_for_both(synthetic_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "validate", fixed_scores)
-    real_save, calls = train.save_checkpoint, []
+    monkeypatch.setattr(loop, "validate", fixed_scores)
+    real_save, calls = loop.save_checkpoint, []
 
     def ctrl_c_then_save(path, state):
         calls.append(path)
         if len(calls) == 1:  # the end of epoch 1 writes last.pt, then best.pt
             os.kill(os.getpid(), signal.SIGINT)
         real_save(path, state)
-    monkeypatch.setattr(train, "save_checkpoint", ctrl_c_then_save)
+    monkeypatch.setattr(loop, "save_checkpoint", ctrl_c_then_save)
     with pytest.raises(KeyboardInterrupt):
-        train.train(quick_config(synthetic_dir, tmp_path, epochs=2, max_steps_per_epoch=1), progress=False)
+        training.train(quick_config(synthetic_dir, tmp_path, epochs=2, max_steps_per_epoch=1), progress=False)
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
     last = load_checkpoint(tmp_path / "last.pt")
     assert (last["epoch"], last["batches_done"], last["best_score"]) == (1, 0, 0.5)
 
 
 def test_resume_rewrites_a_best_checkpoint_the_kill_prevented(synthetic_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "validate", fixed_scores)
+    monkeypatch.setattr(loop, "validate", fixed_scores)
     config = quick_config(synthetic_dir, tmp_path, epochs=1, max_steps_per_epoch=1)
-    train.train(config, progress=False)
+    training.train(config, progress=False)
     (tmp_path / "best.pt").unlink()  # as if killed between writing last.pt and best.pt
     (tmp_path / "best.pt1234.tmp").write_bytes(b"half a checkpoint")
-    train.train(config, resume=True, progress=False)  # nothing left to train
+    training.train(config, resume=True, progress=False)  # nothing left to train
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
     assert not temp_files(tmp_path)
 
 
 def test_a_moved_run_and_dataset_resume_in_their_new_places(synthetic_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "validate", fixed_scores)
+    monkeypatch.setattr(loop, "validate", fixed_scores)
     shutil.copytree(synthetic_dir, tmp_path / "data")
-    train.train(quick_config(tmp_path / "data", tmp_path / "run", epochs=1, max_steps_per_epoch=1), progress=False)
+    training.train(quick_config(tmp_path / "data", tmp_path / "run", epochs=1, max_steps_per_epoch=1), progress=False)
     (tmp_path / "data").rename(tmp_path / "moved_data")
     (tmp_path / "run").rename(tmp_path / "moved_run")
-    train.train(quick_config(tmp_path / "moved_data", tmp_path / "moved_run", epochs=2, max_steps_per_epoch=1),
+    training.train(quick_config(tmp_path / "moved_data", tmp_path / "moved_run", epochs=2, max_steps_per_epoch=1),
                 resume=True, progress=False)
     assert not (tmp_path / "run").exists()  # nothing written where the run used to be
     state = load_checkpoint(tmp_path / "moved_run" / "last.pt")
@@ -213,15 +214,15 @@ def test_a_moved_run_and_dataset_resume_in_their_new_places(synthetic_dir, tmp_p
 
 def test_a_training_epoch_completes_over_corrupt_and_missing_images(tmp_path, capsys):
     data = tmp_path / "data"
-    synthetic_data.generate(data, n_train=100, n_val=4, n_test=0, seed=5, width=32, height=32)
+    synthetic.generate(data, n_train=100, n_val=4, n_test=0, seed=5, width=32, height=32)
     images = data / "images" / "train"
     truncated, missing = images / "synthetic_train_000007.jpg", images / "synthetic_train_000042.jpg"
     truncated.write_bytes(truncated.read_bytes()[:200])
     missing.unlink()
     Image.new("RGB", (1, 1), (200, 30, 30)).save(images / "synthetic_train_000050.jpg")  # tiny but readable
-    history = train.train(quick_config(data, tmp_path / "run", batch_size=25), progress=False)
+    history = training.train(quick_config(data, tmp_path / "run", batch_size=25), progress=False)
     assert history[0]["skipped_images"] == 2
-    epochs = [entry for entry in train.read_log(tmp_path / "run") if entry["kind"] == "epoch"]
+    epochs = [entry for entry in training.read_log(tmp_path / "run") if entry["kind"] == "epoch"]
     assert [entry["skipped_images"] for entry in epochs] == [2]
     assert load_checkpoint(tmp_path / "run" / "last.pt")["global_step"] == 4  # every batch trained
     err = capsys.readouterr().err

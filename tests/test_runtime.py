@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-import runtime
+from captioning import runtime
 from conftest import ROOT
-from runtime import CpuFeatures
+from captioning.runtime import CpuFeatures
 
 CPU = torch.device("cpu")
 SAPPHIRE_RAPIDS = CpuFeatures("x86_64", avx512=True, avx512_bf16=True, amx_bf16=True)
@@ -116,3 +116,17 @@ def test_the_probe_finds_that_an_avx2_cpu_cannot_run_the_lstm_in_bf16_or_fp16():
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.stdout.strip() == "[True, False, False]", result.stderr[-2000:]
+
+
+def test_a_cpu_held_to_avx2_runs_in_fp32_as_an_avx2_laptop_would():
+    """ATEN_CPU_CAPABILITY=avx2 is how an AVX-512 machine measures what an AVX2-only CPU does: precision auto must
+    then pick fp32, whatever bf16 the hardware has."""
+    code = ("import torch; from captioning import runtime; "
+            "print(torch.backends.cpu.get_cpu_capability(), runtime.choose_precision(torch.device('cpu'), 'auto')[0])")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    capability, precision = result.stdout.split()
+    if capability != "AVX2":
+        pytest.skip(f"this CPU runs PyTorch at {capability}, below AVX2")
+    assert precision == "fp32"

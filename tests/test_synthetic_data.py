@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-import synthetic_data
+from prepare import synthetic
+from prepare.synthetic import easy
 from synthetic_coco import check_files, erode, load_coco, read, scenes, synonym_lines
 
 # Written out here rather than read from the module, so that a renamed word in the module shows up as a failure.
@@ -35,7 +36,7 @@ SIDE_BY_SIDE = re.compile(NOUN_PHRASE + r" and (?:a|an) " + NOUN_PHRASE + r",? (
 def dataset(tmp_path_factory) -> Path:
     """A small dataset generated once for the read-only tests."""
     out = tmp_path_factory.mktemp("synthetic")
-    synthetic_data.generate(out, n_train=150, n_val=20, n_test=20, seed=3)
+    synthetic.generate(out, n_train=150, n_val=20, n_test=20, seed=3)
     return out
 
 
@@ -82,18 +83,18 @@ def mtimes(root: Path) -> dict[str, int]:
 
 
 def test_same_arguments_give_byte_identical_files(tmp_path):
-    synthetic_data.generate(tmp_path / "a", n_train=8, n_val=3, n_test=3, seed=5)
-    synthetic_data.generate(tmp_path / "b", n_train=8, n_val=3, n_test=3, seed=5)
+    synthetic.generate(tmp_path / "a", n_train=8, n_val=3, n_test=3, seed=5)
+    synthetic.generate(tmp_path / "b", n_train=8, n_val=3, n_test=3, seed=5)
     first, second = all_files(tmp_path / "a"), all_files(tmp_path / "b")
     assert len(first) == 3 * 3 + 1 + 8 + 3 + 3  # captions, instances and stuff per split, synonyms, images
     assert first == second
-    synthetic_data.generate(tmp_path / "c", n_train=8, n_val=3, n_test=3, seed=6)
+    synthetic.generate(tmp_path / "c", n_train=8, n_val=3, n_test=3, seed=6)
     assert all_files(tmp_path / "c") != first
 
 
 def test_changing_train_size_leaves_other_splits_alone(tmp_path):
-    synthetic_data.generate(tmp_path / "a", n_train=5, n_val=4, n_test=4, seed=1)
-    synthetic_data.generate(tmp_path / "b", n_train=9, n_val=4, n_test=4, seed=1)
+    synthetic.generate(tmp_path / "a", n_train=5, n_val=4, n_test=4, seed=1)
+    synthetic.generate(tmp_path / "b", n_train=9, n_val=4, n_test=4, seed=1)
     a, b = all_files(tmp_path / "a"), all_files(tmp_path / "b")
     for name in a:
         if "train" not in name:
@@ -104,7 +105,7 @@ def test_changing_train_size_leaves_other_splits_alone(tmp_path):
 
 def test_annotations_load_with_pycocotools(dataset):
     image_ids, annotation_ids = [], []
-    for split in synthetic_data.SPLITS:
+    for split in synthetic.SPLITS:
         coco = COCO(str(dataset / "annotations" / f"captions_{split}.json"))
         assert len(coco.getImgIds()) == {"train": 150, "val": 20, "test": 20}[split]
         for image_id in coco.getImgIds():
@@ -121,7 +122,7 @@ def test_annotations_load_with_pycocotools(dataset):
 
 
 def test_instances_and_stuff_files_are_coco_files_of_every_pair_and_background(dataset):
-    for split in synthetic_data.SPLITS:
+    for split in synthetic.SPLITS:
         check_files(dataset, split, list(NOUNS.values())[1:], ["white", "gray", "beige", "light blue", "light green",
                                                                "pink"])
 
@@ -136,11 +137,11 @@ def test_object_masks_cover_pixels_of_the_objects_colour(dataset):
             colour = instances.cats[annotation["category_id"]]["name"].split()[0]
             inside = pixels[instances.annToMask(annotation) == 1].mean(axis=0)
             # Colour jitter, noise and JPEG's blurred edges move it by at most about 27 per channel.
-            assert np.abs(inside - synthetic_data.COLOURS[colour]).max() < 35, (image["file_name"], colour, inside)
+            assert np.abs(inside - easy.COLOURS[colour]).max() < 35, (image["file_name"], colour, inside)
         (background,) = stuff.loadAnns(stuff.getAnnIds(imgIds=image_id))
         mask = erode(stuff.annToMask(background) == 1, 2)  # clear of the shapes' blurred edges
         name = stuff.cats[background["category_id"]]["name"]
-        assert np.abs(pixels[mask].mean(axis=0) - synthetic_data.BACKGROUNDS[name]).max() < 20, image["file_name"]
+        assert np.abs(pixels[mask].mean(axis=0) - easy.BACKGROUNDS[name]).max() < 20, image["file_name"]
 
 
 def test_synonyms_name_every_category_with_the_captions_words(dataset):
@@ -156,9 +157,9 @@ def test_synonyms_name_every_category_with_the_captions_words(dataset):
 
 def test_old_version_set_is_regenerated(tmp_path):
     """A set written before the instances and stuff files existed (captions with objects, version 1) is rewritten."""
-    synthetic_data.generate(tmp_path, n_train=3, n_val=1, n_test=1, seed=2)
+    synthetic.generate(tmp_path, n_train=3, n_val=1, n_test=1, seed=2)
     reference = all_files(tmp_path)
-    for split in synthetic_data.SPLITS:
+    for split in synthetic.SPLITS:
         data = load(tmp_path, split)
         data["info"]["parameters"]["generator_version"] = data["info"]["version"] = 1
         for image in data["images"]:
@@ -166,35 +167,35 @@ def test_old_version_set_is_regenerated(tmp_path):
         (tmp_path / "annotations" / f"captions_{split}.json").write_text(json.dumps(data))
         for kind in ("instances", "stuff"):
             (tmp_path / "annotations" / f"{kind}_{split}.json").unlink()
-    synthetic_data.generate(tmp_path, n_train=3, n_val=1, n_test=1, seed=2)
+    synthetic.generate(tmp_path, n_train=3, n_val=1, n_test=1, seed=2)
     assert all_files(tmp_path) == reference
 
 
 def test_missing_instances_file_makes_the_split_incomplete(tmp_path):
-    synthetic_data.generate(tmp_path, n_train=3, n_val=1, n_test=1)
+    synthetic.generate(tmp_path, n_train=3, n_val=1, n_test=1)
     reference = all_files(tmp_path)
     (tmp_path / "annotations" / "instances_val.json").unlink()
     (tmp_path / "annotations" / "stuff_test.json").write_text('{"info": {"contributor": "synthetic_data.py"}}')
-    synthetic_data.generate(tmp_path, n_train=3, n_val=1, n_test=1)
+    synthetic.generate(tmp_path, n_train=3, n_val=1, n_test=1)
     assert all_files(tmp_path) == reference
 
 
 @pytest.mark.parametrize("name", ["captions_val.json", "instances_train.json", "stuff_test.json", "synonyms.txt"])
 def test_a_file_another_program_wrote_is_refused_and_left_alone(tmp_path, name):
-    synthetic_data.generate(tmp_path, n_train=2, n_val=1, n_test=1)
+    synthetic.generate(tmp_path, n_train=2, n_val=1, n_test=1)
     foreign = tmp_path / "annotations" / name
     text = "# my own synonyms\nred circle, red ball\n" if name.endswith(".txt") else \
         '{"info": {"contributor": "someone else"}, "images": [], "annotations": []}'
     foreign.write_text(text)
     before = all_files(tmp_path)
     with pytest.raises(ValueError, match=f"{re.escape(str(foreign))} exists and was not written by the synthetic"):
-        synthetic_data.generate(tmp_path, n_train=3, n_val=2, n_test=2, seed=7)
+        synthetic.generate(tmp_path, n_train=3, n_val=2, n_test=2, seed=7)
     assert all_files(tmp_path) == before
 
 
 def test_image_files_exist_with_their_recorded_size(tmp_path):
-    synthetic_data.generate(tmp_path, n_train=4, n_val=2, n_test=2, width=96, height=64)
-    for split in synthetic_data.SPLITS:
+    synthetic.generate(tmp_path, n_train=4, n_val=2, n_test=2, width=96, height=64)
+    for split in synthetic.SPLITS:
         for image in load_scenes(tmp_path, split)["images"]:
             assert re.fullmatch(rf"synthetic_{split}_\d{{6}}\.jpg", image["file_name"])
             with Image.open(tmp_path / "images" / split / image["file_name"]) as picture:
@@ -207,7 +208,7 @@ def test_image_files_exist_with_their_recorded_size(tmp_path):
 
 def test_metadata_matches_the_pixels(dataset):
     """The colour at each shape's centre is nearest to its recorded colour; large shapes are clearly bigger."""
-    palette = {name: np.array(rgb, dtype=float) for name, rgb in synthetic_data.COLOURS.items()}
+    palette = {name: np.array(rgb, dtype=float) for name, rgb in easy.COLOURS.items()}
     widths = {}
     for image in load_scenes(dataset, "train")["images"][:60]:
         pixels = np.asarray(Image.open(dataset / "images" / "train" / image["file_name"]), dtype=float)
@@ -316,19 +317,19 @@ def test_spatial_words_agree_with_positions(dataset):
 
 
 def test_rerun_with_same_parameters_does_nothing(tmp_path, capsys):
-    synthetic_data.generate(tmp_path, n_train=6, n_val=2, n_test=2)
+    synthetic.generate(tmp_path, n_train=6, n_val=2, n_test=2)
     before = mtimes(tmp_path)
     time.sleep(0.01)
-    synthetic_data.generate(tmp_path, n_train=6, n_val=2, n_test=2, verbose=True)
+    synthetic.generate(tmp_path, n_train=6, n_val=2, n_test=2, verbose=True)
     assert mtimes(tmp_path) == before
     output = capsys.readouterr().out
     assert output.count("already complete") == 3
 
 
 def test_rerun_with_other_parameters_regenerates_only_that_split(tmp_path):
-    synthetic_data.generate(tmp_path, n_train=6, n_val=5, n_test=2)
+    synthetic.generate(tmp_path, n_train=6, n_val=5, n_test=2)
     before = mtimes(tmp_path)
-    synthetic_data.generate(tmp_path, n_train=6, n_val=3, n_test=2)
+    synthetic.generate(tmp_path, n_train=6, n_val=3, n_test=2)
     after = mtimes(tmp_path)
     assert {k: v for k, v in after.items() if "val" not in k} == {k: v for k, v in before.items() if "val" not in k}
     assert after["annotations/captions_val.json"] != before["annotations/captions_val.json"]
@@ -338,9 +339,9 @@ def test_rerun_with_other_parameters_regenerates_only_that_split(tmp_path):
 
 
 def test_interrupted_run_leaves_no_annotation_file_and_rerun_completes(tmp_path, monkeypatch):
-    synthetic_data.generate(tmp_path / "reference", n_train=5, n_val=2, n_test=2, seed=4)
-    synthetic_data.generate(tmp_path / "out", n_train=3, n_val=2, n_test=2, seed=4)
-    draw = synthetic_data.draw_scene
+    synthetic.generate(tmp_path / "reference", n_train=5, n_val=2, n_test=2, seed=4)
+    synthetic.generate(tmp_path / "out", n_train=3, n_val=2, n_test=2, seed=4)
+    draw = easy.draw_scene
     calls = []
 
     def failing_draw(rng, scene):
@@ -349,41 +350,41 @@ def test_interrupted_run_leaves_no_annotation_file_and_rerun_completes(tmp_path,
             raise KeyboardInterrupt
         return draw(rng, scene)
 
-    monkeypatch.setattr(synthetic_data, "draw_scene", failing_draw)
+    monkeypatch.setattr(easy, "draw_scene", failing_draw)
     with pytest.raises(KeyboardInterrupt):
-        synthetic_data.generate(tmp_path / "out", n_train=5, n_val=2, n_test=2, seed=4)
+        synthetic.generate(tmp_path / "out", n_train=5, n_val=2, n_test=2, seed=4)
     # The old train annotations went first: nothing vouches for the half-rewritten train images.
     for name in ("captions_train.json", "instances_train.json", "stuff_train.json"):
         assert not (tmp_path / "out" / "annotations" / name).exists(), name
-    monkeypatch.setattr(synthetic_data, "draw_scene", draw)
-    synthetic_data.generate(tmp_path / "out", n_train=5, n_val=2, n_test=2, seed=4)
+    monkeypatch.setattr(easy, "draw_scene", draw)
+    synthetic.generate(tmp_path / "out", n_train=5, n_val=2, n_test=2, seed=4)
     assert all_files(tmp_path / "out") == all_files(tmp_path / "reference")
 
 
 def test_deleted_image_makes_the_split_incomplete(tmp_path):
-    synthetic_data.generate(tmp_path, n_train=3, n_val=2, n_test=2)
+    synthetic.generate(tmp_path, n_train=3, n_val=2, n_test=2)
     (tmp_path / "images" / "test" / "synthetic_test_000002.jpg").unlink()
-    synthetic_data.generate(tmp_path, n_train=3, n_val=2, n_test=2)
+    synthetic.generate(tmp_path, n_train=3, n_val=2, n_test=2)
     assert (tmp_path / "images" / "test" / "synthetic_test_000002.jpg").is_file()
 
 
 def test_command_line_runs_and_reports_each_split(tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    synthetic_data.add_arguments(parser)
+    synthetic.add_arguments(parser)
     args = parser.parse_args(["--out", str(tmp_path), "--train", "3", "--val", "2", "--test", "1", "--seed", "2",
                               "--width", "80", "--height", "60"])
-    assert synthetic_data.run(args) == 0
+    assert synthetic.run(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["train", "val", "test"]
     assert load(tmp_path, "test")["info"]["parameters"] == {
         "split": "test", "count": 1, "seed": 2, "width": 80, "height": 60,
-        "generator_version": synthetic_data.GENERATOR_VERSION, "jpeg_quality": 90}
+        "generator_version": easy.GENERATOR_VERSION, "jpeg_quality": 90}
 
 
 @pytest.mark.parametrize("flags", [["--width", "8"], ["--train", "-1"], ["--seed", "-3"], ["--height", "big"]])
 def test_command_line_rejects_bad_values(tmp_path, flags, capsys):
     parser = argparse.ArgumentParser()
-    synthetic_data.add_arguments(parser)
+    synthetic.add_arguments(parser)
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", str(tmp_path), *flags])
     assert flags[0] in capsys.readouterr().err
@@ -391,7 +392,7 @@ def test_command_line_rejects_bad_values(tmp_path, flags, capsys):
 
 def test_generate_rejects_bad_values_in_one_sentence(tmp_path):
     with pytest.raises(ValueError, match="width must be between 32 and 4096, got 10"):
-        synthetic_data.generate(tmp_path, width=10)
+        synthetic.generate(tmp_path, width=10)
     assert not (tmp_path / "annotations").exists()
 
 
@@ -399,14 +400,14 @@ def test_unwritable_output_is_reported(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     parser = argparse.ArgumentParser()
-    synthetic_data.add_arguments(parser)
-    assert synthetic_data.run(parser.parse_args(["--out", str(blocker), "--train", "1", "--val", "1",
+    synthetic.add_arguments(parser)
+    assert synthetic.run(parser.parse_args(["--out", str(blocker), "--train", "1", "--val", "1",
                                                  "--test", "1"])) == 1
     assert "--out" in capsys.readouterr().err
 
 
 def test_shape_words_are_every_noun_and_plural_the_captions_use():
-    words = synthetic_data.shape_words()  # the hard variety's names too
+    words = synthetic.shape_words()  # the hard variety's names too
     assert {**NOUNS, **PLURALS}.items() <= words.items()
-    import synthetic_hard
-    assert {noun: shape for shape, nouns in synthetic_hard.SHAPE_NOUNS.items() for noun in nouns}.items() <= words.items()
+    from prepare.synthetic import hard
+    assert {noun: shape for shape, nouns in hard.SHAPE_NOUNS.items() for noun in nouns}.items() <= words.items()

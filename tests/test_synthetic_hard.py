@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import objects
+from captioning import objects
 import prepare_data
-import synthetic_data
-import synthetic_hard
+from prepare import synthetic
+from prepare.synthetic import easy
+from prepare.synthetic import hard
 from synthetic_coco import check_files, erode, load_coco, scenes, synonym_lines
 
 NUMBERS = {"a": 1, "an": 1, "one": 1, "a single": 1, "only one": 1, "a pair of": 2, "two": 2, "three": 3,
@@ -39,7 +40,7 @@ LEFT_TO_RIGHT = re.compile(r"^from left to right[:,] (.*?)\.?$")
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("hard")
-    synthetic_data.generate(out, n_train=150, n_val=10, n_test=10, seed=4, variety="hard")
+    synthetic.generate(out, n_train=150, n_val=10, n_test=10, seed=4, variety="hard")
     return out
 
 
@@ -63,15 +64,15 @@ def digest(out: Path) -> str:
 
 
 def test_same_arguments_give_the_same_files(dataset, tmp_path):
-    synthetic_data.generate(tmp_path, n_train=150, n_val=10, n_test=10, seed=4, variety="hard")
+    synthetic.generate(tmp_path, n_train=150, n_val=10, n_test=10, seed=4, variety="hard")
     assert digest(tmp_path) == digest(dataset)
 
 
 def test_the_variety_and_its_own_generator_version_are_recorded(dataset):
     parameters = load(dataset)["info"]["parameters"]
     assert parameters["variety"] == "hard"
-    assert parameters["generator_version"] == synthetic_hard.GENERATOR_VERSION
-    assert load(dataset)["info"]["version"] == str(synthetic_hard.GENERATOR_VERSION)
+    assert parameters["generator_version"] == hard.GENERATOR_VERSION
+    assert load(dataset)["info"]["version"] == str(hard.GENERATOR_VERSION)
 
 
 def test_instances_and_stuff_files_are_coco_files_of_every_pair_and_texture(dataset):
@@ -95,7 +96,7 @@ def test_object_masks_cover_the_fill_and_the_darker_outline(dataset):
                 continue
             colour = instances.cats[annotation["category_id"]]["name"].split()[0]
             inside = pixels[fill].mean(axis=0)  # colour jitter, noise and JPEG move it by about 30 at most
-            assert np.abs(inside - synthetic_data.COLOURS[colour]).max() < 35, (image["file_name"], colour, inside)
+            assert np.abs(inside - easy.COLOURS[colour]).max() < 35, (image["file_name"], colour, inside)
             assert pixels[ring].mean() < 0.85 * inside.mean(), (image["file_name"], colour)
             checked += 1
     assert checked > 60
@@ -192,7 +193,7 @@ def test_objects_lie_anywhere_inside_the_image(dataset):
 
 def test_the_set_has_the_promised_variety(dataset):
     images = [image for image, _ in images_and_captions(dataset)]
-    assert {image["background"] for image in images} == set(synthetic_hard.TEXTURES)
+    assert {image["background"] for image in images} == set(hard.TEXTURES)
     ratios = [image["width"] / image["height"] for image in images]
     assert min(ratios) < 0.7 and max(ratios) > 1.6 and 0.59 < min(ratios) and max(ratios) < 1.81
     assert len({image["width"] for image in images}) > 20
@@ -222,9 +223,9 @@ def test_command_line_variety_and_the_easy_default(tmp_path, capsys):
     assert prepare_data.main(["synthetic", "--out", str(tmp_path / "easy"), "--train", "2", "--val", "1",
                               "--test", "1"]) == 0
     parameters = load(tmp_path / "easy")["info"]["parameters"]
-    assert "variety" not in parameters and parameters["generator_version"] == synthetic_data.GENERATOR_VERSION
+    assert "variety" not in parameters and parameters["generator_version"] == easy.GENERATOR_VERSION
     with pytest.raises(ValueError, match="variety must be one of easy, hard"):
-        synthetic_data.generate(tmp_path / "other", n_train=1, variety="medium")
+        synthetic.generate(tmp_path / "other", n_train=1, variety="medium")
 
 
 def test_ensure_dataset_makes_the_variety_asked_for(tmp_path):

@@ -304,8 +304,8 @@ def test_get_vocabulary_builds_saves_and_loads(tmp_path):
 
 
 def test_saved_files_follow_the_umask_and_leave_no_temp_file(tmp_path):
-    from checkpoint import save_checkpoint
-    from files import write_json_atomic
+    from captioning.checkpoint import save_checkpoint
+    from captioning.files import write_json_atomic
     previous = os.umask(0o022)  # a shared folder's usual umask: readable by colleagues
     try:
         build_vocabulary(["a red square"], 1).save(tmp_path / "vocab.pkl")

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 import caption
-import synthetic_data
-import viz
-import wordmaps
+from prepare.synthetic import easy
+from captioning import viz
+from captioning import wordmaps
 from data_loader import Preprocess
-from inference import Captioner
+from captioning.inference import Captioner
 from object_sets import write_object_set
 from vocabulary import is_punctuation
 
@@ -133,7 +133,7 @@ def test_pointing_game_needs_instance_annotations(captioner, synthetic_dir, tmp_
     result = wordmaps.pointing_game(captioner, synthetic_dir, "test", progress=False)
     assert result["images"] == 6 and 0 <= result["hits"] <= result["words"]
     assert result["words"] == sum(group["words"] for group in result["per_group"].values())
-    assert set(result["per_group"]) == set(synthetic_data.SHAPES)  # the synthetic set's supercategories
+    assert set(result["per_group"]) == set(easy.SHAPES)  # the synthetic set's supercategories
     (tmp_path / "annotations").mkdir()
     shutil.copy(synthetic_dir / "annotations" / "captions_test.json", tmp_path / "annotations")
     assert wordmaps.has_instances(synthetic_dir, "test") and not wordmaps.has_instances(tmp_path, "test")

@@ -15,7 +15,6 @@ import argparse
 import collections
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -23,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import objects  # noqa: E402
+from captioning import objects  # noqa: E402
 from data_loader import Preprocess, load_image  # noqa: E402
-from model import load_backbone  # noqa: E402
+from captioning.backbone import load_backbone  # noqa: E402
 from vocabulary import build_vocabulary  # noqa: E402
 
 

@@ -12,7 +12,6 @@ a vocabulary padded to 10,000 words, the pooled decoder), then prints:
   and with oneDNN switched off (PyTorch's own kernel); alternating rounds, medians.
 """
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,12 +19,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import bench  # noqa: E402
-import synthetic_data  # noqa: E402
-import train  # noqa: E402
+from tools import bench  # noqa: E402
+from prepare import synthetic  # noqa: E402
+from captioning import training
+from captioning.training import loop
 from data_loader import get_loader  # noqa: E402
-from features import feature_store  # noqa: E402
+from captioning.features import feature_store  # noqa: E402
 
 
 def timed(function, repeats: int = 10) -> float:
@@ -76,11 +75,11 @@ def main() -> None:
     settings, device = bench.BenchSettings(), torch.device("cpu")
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
-        synthetic_data.generate(work / "data", n_train=settings.images, n_val=0, n_test=0, seed=0,
+        synthetic.generate(work / "data", n_train=settings.images, n_val=0, n_test=0, seed=0,
                                 width=settings.width, height=settings.height)
         config = bench.bench_config(settings, work / "data", work, "cpu", "no")
         vocab = bench.padded_vocabulary(config, settings.vocab_size)
-        run = train.build_run(config, vocab)
+        run = training.build_run(config, vocab)
         store = feature_store(run.encoder, config, config.train_split, device, cache_dir=work / "features",
                               progress=False)
         loader = get_loader(None, mode="train", batch_size=config.batch_size, data_dir=config.data_dir,
@@ -90,10 +89,10 @@ def main() -> None:
         run.decoder.train()
         steps = [next(batches) for _ in range(10)]
         for batch in steps[:3]:
-            train.train_step(run, batch)
+            loop.train_step(run, batch)
         started = time.perf_counter()
         for batch in steps:
-            train.train_step(run, batch)
+            loop.train_step(run, batch)
         step_ms = (time.perf_counter() - started) / len(steps) * 1000
         words = statistics.mean((batch.captions[:, 1:] != vocab.pad_index).sum().item() for batch in steps)
         longest = statistics.mean(batch.lengths.max().item() for batch in steps)
@@ -101,7 +100,7 @@ def main() -> None:
               f"{words:.0f} scored words, longest caption {longest:.1f} (mean over 10 batches)")
         with torch.profiler.profile() as profile:
             for batch in steps:
-                train.train_step(run, batch)
+                loop.train_step(run, batch)
         print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
 
         left, right = torch.randn(1000, 512), torch.randn(10000, 512)

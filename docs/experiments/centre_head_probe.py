@@ -11,15 +11,12 @@ times, and how many cells with an object's centre it named right. The head sees 
 (resized and centre-cropped to --image-size).
 """
 import argparse
-import sys
 from collections import Counter
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import pretrain_encoder  # noqa: E402
-from model import load_backbone, object_head_of  # noqa: E402
+from captioning import pretraining  # noqa: E402
+from captioning.backbone import load_backbone, object_head_of  # noqa: E402
 
 
 def main() -> None:
@@ -30,9 +27,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--backbone", default="resnet18")
     args = parser.parse_args()
-    labels = pretrain_encoder.Labels(pretrain_encoder.split_images(args.data_dir, "train"))  # as pretrained
-    images = pretrain_encoder.split_images(args.data_dir, args.split)
-    pixels, _, _ = pretrain_encoder.load_split(args.data_dir, args.split, images, labels, args.image_size)
+    labels = pretraining.Labels(pretraining.split_images(args.data_dir, "train"))  # as pretrained
+    images = pretraining.split_images(args.data_dir, args.split)
+    pixels, _, _ = pretraining.load_split(args.data_dir, args.split, images, labels, args.image_size)
     resnet, _ = load_backbone(args.backbone, "yes", args.weights)
     head_weights = object_head_of(args.weights)
     head = torch.nn.Conv2d(head_weights["weight"].shape[1], head_weights["weight"].shape[0], kernel_size=1)
@@ -40,7 +37,7 @@ def main() -> None:
     layer3 = torch.nn.Sequential(*list(resnet.children())[:-3]).eval()  # up to and including layer3
     with torch.no_grad():
         found = torch.cat([head(layer3(chunk)).argmax(dim=1) for chunk in pixels.split(100)])  # (N, grid, grid)
-    truth = pretrain_encoder.centre_targets(images, labels, args.image_size, args.image_size, found.size(1))
+    truth = pretraining.centre_targets(images, labels, args.image_size, args.image_size, found.size(1))
     named = matched = total = 0
     counts: Counter[tuple[int, int]] = Counter()
     for row, image in enumerate(images):

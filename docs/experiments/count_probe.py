@@ -17,10 +17,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import objects  # noqa: E402
-import pretrain_encoder  # noqa: E402
-from inference import Captioner  # noqa: E402
+from captioning import objects  # noqa: E402
+from captioning import pretraining  # noqa: E402
+from captioning.inference import Captioner  # noqa: E402
 
 
 def main() -> None:
@@ -34,10 +33,10 @@ def main() -> None:
     encoder = captioner.encoder
     if encoder.objects is None:
         sys.exit(f"{args.checkpoint} reads no centre head")
-    labels = pretrain_encoder.Labels(pretrain_encoder.split_images(data, "train"))
+    labels = pretraining.Labels(pretraining.split_images(data, "train"))
     names = labels.names[labels.span("pairs")]
-    images = pretrain_encoder.split_images(data, args.split)
-    pixels, _, _ = pretrain_encoder.load_split(data, args.split, images, labels, captioner.config.image_size,
+    images = pretraining.split_images(data, args.split)
+    pixels, _, _ = pretraining.load_split(data, args.split, images, labels, captioner.config.image_size,
                                                captioner.config.resize_size)
     with torch.no_grad():
         maps = torch.cat([encoder.feature_map(pixels[i:i + 64]) for i in range(0, len(pixels), 64)])

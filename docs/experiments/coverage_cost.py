@@ -8,13 +8,10 @@ of 9-16 tokens), a self-critical sampling step (160 captions of up to 24 tokens,
 log-probabilities) and beam search (3) over 100 images. Medians of 5 rounds after a first one.
 """
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from model import DecoderRNN  # noqa: E402
 
 

@@ -3,25 +3,24 @@
 
     python docs/experiments/decoder_step_ab.py --data-dir data/synthetic --work /tmp/decoder_ab
 
-Cross-entropy: the recipe's step (train.train_step) with the teacher-forced steps on the whole batch, padding
-included, against the committed way. Self-critical: train.scst_step with sampling that carries finished captions
+Cross-entropy: the recipe's step (loop.train_step) with the teacher-forced steps on the whole batch, padding
+included, against the committed way. Self-critical: loop.scst_step with sampling that carries finished captions
 to max_len, against the committed way, after 60 cross-entropy steps so that captions have realistic lengths. The
 CNN is a random ResNet-18 (timings do not depend on its weights); medians of rounds after the first.
 """
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import model  # noqa: E402
-import train  # noqa: E402
-from config import make_config  # noqa: E402
+from captioning import training
+from captioning.training import loop, self_critical
+from captioning.config import make_config  # noqa: E402
 from data_loader import get_loader  # noqa: E402
-from features import feature_store  # noqa: E402
+from captioning.features import feature_store  # noqa: E402
 
 
 def whole_batch_states(self, features, words, lengths=None):
@@ -75,7 +74,7 @@ def main() -> None:
     work = Path(args.work)
     config = make_config(Path(__file__).resolve().parents[2] / "configs" / "synthetic.json", data_dir=args.data_dir,
                          pretrain_epochs=0, pretrained="no", train_backbone="no", out=str(work / "run"))
-    run = train.build_run(config)
+    run = training.build_run(config)
     store = feature_store(run.encoder, config, config.train_split, run.device, cache_dir=work / "features",
                           progress=False)
     loader = get_loader(None, mode="train", batch_size=config.batch_size, data_dir=config.data_dir,
@@ -86,13 +85,13 @@ def main() -> None:
     ratio = statistics.mean(b.lengths.float().mean().item() / b.lengths.max().item() for b in ce)
     run.encoder.train()
     run.decoder.train()
-    ce_times = timed(lambda batch: train.train_step(run, batch), ce, args.rounds, args.per_round)
+    ce_times = timed(lambda batch: loop.train_step(run, batch), ce, args.rounds, args.per_round)
     for _ in range(60):
-        train.train_step(run, next(batches))
+        loop.train_step(run, next(batches))
     run.epoch = config.epochs  # the self-critical phase
-    train.start_scst(run, loader)
+    self_critical.start_scst(run, loader)
     scst = [next(batches) for _ in range(needed)]
-    scst_times = timed(lambda batch: train.scst_step(run, batch), scst, args.rounds, args.per_round)
+    scst_times = timed(lambda batch: loop.scst_step(run, batch), scst, args.rounds, args.per_round)
     print(f"{args.data_dir}: mean caption length / longest in its batch {ratio:.2f}; "
           f"{config.batch_size} images a batch, {torch.get_num_threads()} threads")
     for phase, times in (("cross-entropy", ce_times), ("self-critical", scst_times)):

@@ -13,18 +13,15 @@ Two figures, on the images with three colour-shape groups:
 """
 import argparse
 import re
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import metrics  # noqa: E402
-import objects  # noqa: E402
+from captioning import metrics  # noqa: E402
+from captioning import objects  # noqa: E402
 import vocabulary  # noqa: E402
-from annotations import annotation_path, image_path, load_coco  # noqa: E402
+from captioning.annotations import annotation_path, image_path, load_coco  # noqa: E402
 from data_loader import load_image  # noqa: E402
-from inference import Captioner  # noqa: E402
+from captioning.inference import Captioner  # noqa: E402
 
 LIST = re.compile(r"^(?P<head>.*?), (?P<second>.*?) and (?P<rest>.*)$")  # "A, B and C ..."
 

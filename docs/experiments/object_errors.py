@@ -13,12 +13,10 @@ small a count.
 """
 import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import objects  # noqa: E402
+from captioning import objects  # noqa: E402
 
 
 def pairs(counts: Counter) -> Counter:

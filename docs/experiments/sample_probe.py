@@ -9,18 +9,16 @@ a sample names and how many of them are in the image, the share of samples and t
 one more group pays, as the model names it. The greedy caption, which evaluation reports, is also tallied.
 """
 import argparse
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import metrics  # noqa: E402
-import objects  # noqa: E402
-import pretrain_encoder  # noqa: E402
-from annotations import annotation_path, load_coco  # noqa: E402
-from inference import Captioner  # noqa: E402
+from captioning import metrics  # noqa: E402
+from captioning import objects  # noqa: E402
+from captioning import pretraining  # noqa: E402
+from captioning.annotations import annotation_path, load_coco  # noqa: E402
+from captioning.inference import Captioner  # noqa: E402
 
 
 def words(caption: str) -> str:
@@ -41,10 +39,10 @@ def main() -> None:
     train, val = (load_coco(annotation_path(data, split)) for split in ("train", "val"))
     reward = metrics.CorpusCider([[words(ann["caption"]) for ann in train.imgToAnns[image_id]]
                                   for image_id in train.imgs])
-    images = [image for image in pretrain_encoder.split_images(data, "val")
+    images = [image for image in pretraining.split_images(data, "val")
               if len(objects.image_objects(image)) == args.groups]
-    labels = pretrain_encoder.Labels(pretrain_encoder.split_images(data, "train"))
-    pixels, _, _ = pretrain_encoder.load_split(data, "val", images, labels, captioner.config.image_size,
+    labels = pretraining.Labels(pretraining.split_images(data, "train"))
+    pixels, _, _ = pretraining.load_split(data, "val", images, labels, captioner.config.image_size,
                                                captioner.config.resize_size)
     with torch.no_grad():
         maps = captioner.feature_maps(pixels)

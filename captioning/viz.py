@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 import matplotlib.pyplot as plt
 import torch
 
-from annotations import annotation_path, image_files, image_path, load_coco
+from captioning.annotations import annotation_path, image_files, image_path, load_coco
 from data_loader import IMAGENET_MEAN, IMAGENET_STD, load_image
 from vocabulary import Vocabulary, build_vocabulary, is_punctuation, tokenize
 
 if TYPE_CHECKING:  # the model's modules; the notebooks' other pictures do not need them
-    from inference import Captioner
-    from wordmaps import WordMaps
+    from captioning.inference import Captioner
+    from captioning.wordmaps import WordMaps
 
 # On a fresh install matplotlib looks for its math fonts once and logs every one it lacks (DejaVu Sans stands in):
 # twenty lines of "findfont: ... not found" in the middle of a run that went well.
@@ -242,7 +242,7 @@ def show_image_files(captioner: Captioner, paths: Iterable[str | Path], beam_siz
                      titles: Sequence[str] | None = None) -> plt.Figure | None:
     """show_word_maps for image files (None when none is readable); an unreadable file gets one line, as in
     caption.py."""
-    from wordmaps import word_maps_files
+    from captioning.wordmaps import word_maps_files
 
     shown, names = [], []
     for number, (path, maps, error) in enumerate(word_maps_files(captioner, paths, beam_size)):

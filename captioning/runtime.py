@@ -3,12 +3,13 @@
 `precision auto` takes whatever is faster where the code runs: bf16 autocast on CPUs that compute bf16 natively
 (AVX512-BF16 or AMX), fp32 on every other CPU, and AMP on CUDA. The trap it avoids: oneDNN reports bf16 as
 "supported" on any AVX-512 CPU (`torch.ops.mkldnn._is_mkldnn_bf16_supported()`), but without AVX512-BF16 or AMX it
-emulates bf16 arithmetic, and a ResNet-50 then trains 2.6x and infers 2.7x slower than in fp32 (docs/EXPERIMENTS.md).
+emulates bf16 arithmetic, slower than fp32 (docs/EXPERIMENTS.md; tools/bench.py shows it on any CPU).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ def cpu_features() -> CpuFeatures:
     """This CPU's features, from PyTorch's cpuinfo (the same on Linux, macOS and Windows), or else from the
     flags in /proc/cpuinfo."""
     machine = platform.machine()
+    if held_below_avx512():  # ATEN_CPU_CAPABILITY=avx2 (or lower): PyTorch uses no AVX-512, whatever the CPU has
+        return CpuFeatures(machine)
     probes = {"avx512": "_is_avx512_supported", "avx512_bf16": "_is_avx512_bf16_supported",
               "amx_bf16": "_is_amx_tile_supported"}
     try:
@@ -50,6 +53,13 @@ def cpu_features() -> CpuFeatures:
         flags = proc_cpuinfo_flags()
         return CpuFeatures(machine, avx512="avx512f" in flags, avx512_bf16="avx512_bf16" in flags,
                            amx_bf16="amx_bf16" in flags)
+
+
+def held_below_avx512() -> bool:
+    """Whether PyTorch was held below AVX-512 on an x86 CPU that has it (ATEN_CPU_CAPABILITY=avx2 or default), as one
+    measures what an AVX2-only laptop would do: the precision then follows the capability PyTorch runs with."""
+    return (os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("avx2", "default")
+            and torch.backends.cpu.get_cpu_capability() in ("AVX2", "DEFAULT"))
 
 
 def proc_cpuinfo_flags(path: str | Path = "/proc/cpuinfo") -> set[str]:

@@ -1,45 +1,26 @@
-"""Synthetic COCO-format caption dataset: coloured shapes with five true captions per image.
+"""The easy synthetic set: one to three flat coloured shapes on a light, slightly noisy background.
 
-The project's built-in default dataset. Each image shows one to three flat shapes (ten colours, six shape types,
-two sizes) on a light, slightly noisy background; each comes with five varied, human-like captions that are all
-true for it: colours, shapes, sizes, counts, positions and spatial relations read off the pixel positions.
-The scenes are simple enough for a CNN trained from scratch on 96-pixel inputs, and the captions depend on the
-image enough that a constant, image-blind caption scores badly.
-
-    python prepare_data.py synthetic --out data/synthetic
-
-It writes what COCO has, in COCO's formats, under DIR/annotations/: per split, captions_<split>.json (the captions),
-instances_<split>.json (each object's category "<colour> <shape>", box and visible pixels as RLE) and
-stuff_<split>.json (the background's category and pixels, as COCO-Stuff does), and synonyms.txt (the words the
-captions name each category with, in coco_synonyms.txt's format); the images go to DIR/images/<split>/.
-
-`--variety hard` writes a harder set instead (textured backgrounds, counts, relations: synthetic_hard.py) with the
-same writer; the easy set stays the default and is unchanged.
+Each image shows one to three flat shapes (ten colours, six shape types, two sizes); each comes with five varied,
+human-like captions that are all true for it: colours, shapes, sizes, counts, positions and spatial relations read
+off the pixel positions. The scenes are simple enough for a CNN trained from scratch on 96-pixel inputs, and the
+captions depend on the image enough that a constant, image-blind caption scores badly. The front that writes it
+(and the hard variety, hard.py) is prepare/synthetic/__init__.py; what both share is common.py.
 """
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-import synthetic_hard
-# The palette, shapes and writer are shared with the hard variety; the names other modules read here (JPEG_QUALITY,
-# SPLITS, ...) can still be read here.
-from synthetic_common import (ALIGNED, BACKGROUNDS, CLEAR, COLOURS, JPEG_QUALITY, MAX_IMAGES_PER_SPLIT,  # noqa: F401
-                              MAX_SIDE, MIN_SIDE, SHAPES, SPLITS, RandomWording, Shape, Variety, boxes_apart,
-                              distinct_captions, draw_shape, plural_of, relation_families, unit_outline, with_article,
-                              write_set)
+from prepare.synthetic.common import (ALIGNED, BACKGROUNDS, CLEAR, COLOURS, SHAPES, RandomWording, Shape,
+                                      boxes_apart, distinct_captions, draw_shape, plural_of, relation_families,
+                                      unit_outline, with_article)
 
 # Part of the parameters stored in each annotation file: bump it when drawing or captioning changes, so that
 # an output made by older code is regenerated instead of being reported as complete.
 GENERATOR_VERSION = 2
-VARIETIES = ("easy", "hard")
 # Nominal diameter as a fraction of the shorter image side; the ratio of ~1.7 keeps the sizes apart after jitter.
 SIZES = {"small": 0.20, "large": 0.34}
 _SIZE_JITTER = 0.06
@@ -145,12 +126,12 @@ def label_scene(scene: Scene) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------- captions
 
-_SHAPE_NOUNS = {"circle": ["circle", "circle", "circle", "disk"], "square": ["square"], "triangle": ["triangle"],
+SHAPE_NOUNS = {"circle": ["circle", "circle", "circle", "disk"], "square": ["square"], "triangle": ["triangle"],
                 "star": ["star"], "diamond": ["diamond"],
                 "cross": ["cross"]}
 
 
-_SIZE_WORDS = {"small": ["small", "small", "little"], "large": ["large", "big"]}
+SIZE_WORDS = {"small": ["small", "small", "little"], "large": ["large", "big"]}
 # Keyed by (row, column) of the shape's centre, see _grid_position.
 _PLACES = {
     ("top", "left"): ["in the top left corner", "in the upper left corner", "at the top left"],
@@ -175,16 +156,16 @@ class _Writer(RandomWording):
     # Phrases -----------------------------------------------------------------------------------------------
 
     def noun(self, shape: Shape) -> str:
-        return self.pick(_SHAPE_NOUNS[shape.shape])
+        return self.pick(SHAPE_NOUNS[shape.shape])
 
     def plural(self, kind: str) -> str:
-        return plural_of(self.pick(_SHAPE_NOUNS[kind]))
+        return plural_of(self.pick(SHAPE_NOUNS[kind]))
 
     def bare(self, shape: Shape, size_probability: float = 0.5) -> str:
         """Noun phrase without article: "[size] colour noun"."""
         words = [shape.colour, self.noun(shape)]
         if self.chance(size_probability):
-            words.insert(0, self.pick(_SIZE_WORDS[shape.size]))
+            words.insert(0, self.pick(SIZE_WORDS[shape.size]))
         return " ".join(words)
 
     def np(self, shape: Shape, size_probability: float = 0.5) -> str:
@@ -335,7 +316,7 @@ class _Writer(RandomWording):
         if a.shape == b.shape:
             return f"two {self.plural(a.shape)}, one {a.colour} and one {b.colour}"
         if a.size == b.size:
-            return f"two {self.pick(_SIZE_WORDS[a.size])} {self.kind_word(2)}: {self.np(a, 0.0)} and {self.np(b, 0.0)}"
+            return f"two {self.pick(SIZE_WORDS[a.size])} {self.kind_word(2)}: {self.np(a, 0.0)} and {self.np(b, 0.0)}"
         return f"two {self.kind_word(2)} {self.on_background()}"
 
     # Three objects ---------------------------------------------------------------------------------------
@@ -391,23 +372,6 @@ class _Writer(RandomWording):
         return None
 
 
-def shape_words() -> dict[str, str]:
-    """Every word the captions use to name a shape, singular and plural, -> the shape it names ("disks" -> circle)."""
-    return caption_vocabulary()["shapes"]
-
-
-def caption_vocabulary() -> dict[str, dict[str, str]]:
-    """The words captions of either variety name objects with: {"colours": word -> colour, "shapes": noun or plural
-    -> shape, "sizes": word -> size}, so that a parser of captions reads them with the generator's own words."""
-    shapes = {}
-    for table in (_SHAPE_NOUNS, synthetic_hard.SHAPE_NOUNS):
-        for shape, nouns in table.items():
-            for noun in nouns:
-                shapes[noun] = shapes[plural_of(noun)] = shape
-    sizes = {word: size for size, words in _SIZE_WORDS.items() for word in words}
-    return {"colours": {colour: colour for colour in COLOURS}, "shapes": shapes, "sizes": sizes}
-
-
 def _grid_position(scene: Scene, shape: Shape) -> tuple[str | None, str | None]:
     """(row, column) region of a shape's centre; None on an axis where it is near a region boundary."""
     x = shape.centre[0] / scene.width
@@ -438,81 +402,3 @@ _TEMPLATES: dict[int, list[_Template]] = {
 def caption_scene(rng: np.random.Generator, scene: Scene, count: int = 5) -> list[str]:
     """Distinct true captions for a scene, at least two of which name every shape's colour and type."""
     return distinct_captions(rng, _Writer(rng, scene), _TEMPLATES[len(scene.shapes)], count, _PERIOD_PROBABILITY)
-
-
-def _check(name: str, value: int, low: int, high: int) -> None:
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, got {value}.")
-
-
-def _variety(variety: str) -> Variety:
-    """The drawing, captioning and names of a variety of the set."""
-    if variety == "easy":
-        return Variety("easy", sample_scene, draw_scene, label_scene, caption_scene, GENERATOR_VERSION,
-                       "Synthetic coloured shapes with five true captions per image", SHAPES, tuple(BACKGROUNDS),
-                       _SHAPE_NOUNS)
-    if variety != "hard":
-        raise ValueError(f"variety must be one of {', '.join(VARIETIES)}, got {variety!r}.")
-    return Variety("hard", synthetic_hard.sample_scene, synthetic_hard.draw_scene, synthetic_hard.label_scene,
-                   synthetic_hard.caption_scene, synthetic_hard.GENERATOR_VERSION,
-                   "Synthetic coloured shapes on textured backgrounds, with counts and relations, five true captions "
-                   "per image", synthetic_hard.SHAPES, synthetic_hard.TEXTURES, synthetic_hard.SHAPE_NOUNS)
-
-
-def generate(out_dir: str | os.PathLike, n_train: int = 3000, n_val: int = 500, n_test: int = 500, seed: int = 0,
-             width: int = 128, height: int = 128, verbose: bool = False, variety: str = "easy") -> dict[str, Path]:
-    """Write the synthetic dataset under out_dir, skipping splits already complete; returns split -> annotation file.
-
-    variety "easy" is the built-in set described above; "hard" adds textures, counts and more (synthetic_hard.py)."""
-    _variety(variety)  # every argument checked before anything is written
-    for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-        _check(name, value, 0, MAX_IMAGES_PER_SPLIT)
-    _check("seed", seed, 0, 2**63 - 1)
-    _check("width", width, MIN_SIDE, MAX_SIDE)
-    _check("height", height, MIN_SIDE, MAX_SIDE)
-    return write_set(Path(out_dir), (n_train, n_val, n_test), seed, width, height, verbose, _variety(variety))
-
-
-def _bounded_integer(low: int, high: int, unit: str = "") -> Callable[[str], int]:
-    """An argparse type: a whole number within [low, high], with a message saying which range."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}{unit}, got {value}")
-        return value
-    return parse
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the synthetic-dataset options to a (sub)parser."""
-    parser.add_argument("--out", required=True, type=Path, help="dataset directory to write (annotations/, images/)")
-    count = _bounded_integer(0, MAX_IMAGES_PER_SPLIT)
-    side = _bounded_integer(MIN_SIDE, MAX_SIDE, " pixels")
-    parser.add_argument("--train", type=count, default=3000, help="number of training images")
-    parser.add_argument("--val", type=count, default=500, help="number of validation images")
-    parser.add_argument("--test", type=count, default=500, help="number of test images")
-    parser.add_argument("--seed", type=_bounded_integer(0, 2**63 - 1), default=0,
-                        help="random seed; the same arguments give byte-identical files")
-    parser.add_argument("--width", type=side, default=128, help="image width in pixels")
-    parser.add_argument("--height", type=side, default=128, help="image height in pixels")
-    parser.add_argument("--variety", choices=VARIETIES, default="easy",
-                        help="easy: flat shapes on flat backgrounds (the built-in set); hard: textured backgrounds, "
-                             "camouflaged objects, counts, relations, varied image sizes (synthetic_hard.py)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Generate the dataset from parsed arguments, printing one line per split; returns the exit status."""
-    try:
-        generate(args.out, n_train=args.train, n_val=args.val, n_test=args.test, seed=args.seed,
-                 width=args.width, height=args.height, verbose=True, variety=args.variety)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"error: cannot write the synthetic dataset under {args.out} ({error.strerror or error}); "
-              "choose a writable --out directory.", file=sys.stderr)
-        return 1
-    return 0

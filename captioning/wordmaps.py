@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-import objects
-from annotations import annotation_path, load_coco, load_instances, object_files
+from captioning import objects
+from captioning.annotations import annotation_path, load_coco, load_instances, object_files
 from data_loader import Preprocess, get_loader
-from inference import Captioner
+from captioning.inference import Captioner
 from model import DecoderRNN, EncoderCNN
 
 

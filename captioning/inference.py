@@ -11,10 +11,10 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from checkpoint import build_models, load_checkpoint
+from captioning.checkpoint import build_models, load_checkpoint
 from data_loader import ImageLoadError, Preprocess, get_loader, load_image
 from model import decode
-from runtime import resolve_device
+from captioning.runtime import resolve_device
 
 T = TypeVar("T")
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from config import Config
-from files import atomic_write, check_file
-from model import DecoderRNN, EncoderCNN
+from captioning.config import Config
+from captioning.files import atomic_write, check_file
+from model import DecoderRNN, EncoderCNN, build_decoder, build_encoder
 from vocabulary import Vocabulary
 
 FORMAT_VERSION = 1
@@ -95,9 +95,8 @@ def build_models(state: dict[str, Any], device: str | torch.device = "cpu"
         raise CheckpointError(f"the checkpoint's settings or vocabulary are not usable: {error}") from None
     check_sizes(state, config, vocab)
     # The weights come from the checkpoint, so never fetch ImageNet weights here.
-    encoder = EncoderCNN(config.embed_size, config.backbone, pretrained="no", train_backbone="no",
-                         attention=config.attention, objects=object_classes_of(state, config))
-    decoder = make_decoder(config, vocab)
+    encoder = build_encoder(config, pretrained="no", train_backbone="no", objects=object_classes_of(state, config))
+    decoder = build_decoder(config, vocab)
     load_weights(encoder, state["encoder"], "encoder")
     load_weights(decoder, state["decoder"], "decoder")
     return encoder.to(device).eval(), decoder.to(device).eval(), vocab, config
@@ -138,14 +137,6 @@ def object_classes_of(state: dict[str, Any], config: Config) -> int:
     """The classes of the centre head that a checkpoint's encoder reads (0 without object_features): the checkpoint
     holds the head's weights, so no weights file is needed to rebuild it (check_sizes first)."""
     return state["encoder"]["objects.weight"].shape[0] if config.object_features else 0
-
-
-def make_decoder(config: Config, vocab: Vocabulary) -> DecoderRNN:
-    """The decoder the config describes, sized for the vocabulary."""
-    return DecoderRNN(config.embed_size, config.hidden_size, len(vocab), config.num_layers, config.dropout,
-                      start_index=vocab.start_index, end_index=vocab.end_index, pad_index=vocab.pad_index,
-                      attention=config.attention, query_word=config.query_word,
-                      coverage=config.coverage)
 
 
 def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], name: str) -> None:

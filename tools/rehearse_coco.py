@@ -2,7 +2,7 @@
 
 Prepare, train (stopped and resumed in each phase) and evaluate run as the docs say, each timed and measured.
 
-    python rehearse_coco.py --work /tmp/rehearsal [--scale 1.0] [--steps 200] [--num-workers 2]
+    python tools/rehearse_coco.py --work /tmp/rehearsal [--scale 1.0] [--steps 200] [--num-workers 2]
 
 The stand-in (under WORK/source/): 82,783 train and 40,504 val JPEGs named COCO_train2014_%012d.jpg and
 COCO_val2014_%012d.jpg inside train2014.zip / val2014.zip (top folders train2014/ and val2014/, as served under
@@ -53,9 +53,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from files import sha256_file
+from captioning.config import load_recipe
+from captioning.files import sha256_file
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the repository, where the documented commands are
 # MS COCO 2014 (captions_train2014.json / captions_val2014.json) and Karpathy's split of it.
 COCO_TRAIN_IMAGES, COCO_VAL_IMAGES = 82_783, 40_504
 KARPATHY_VAL, KARPATHY_TEST = 5_000, 5_000
@@ -67,7 +68,7 @@ IMAGE_SIZES = ((80, 60), (60, 80), (72, 72), (80, 54))  # small JPEGs, landscape
 STOP_VARIABLE = "REHEARSE_COCO_STOP"  # "<phase>:<n>": the train stage sends itself SIGTERM after that step
 NO_JAVA_VARIABLE = "REHEARSE_COCO_NO_JAVA"  # "1": evaluate scores as on a machine without Java (the test's choice)
 MARKER = ".rehearse_coco"  # inside WORK: the folder is this tool's and may be cleared by it
-BOOTSTRAP = "import sys, rehearse_coco; sys.exit(rehearse_coco.timed_main())"  # a stage's process runs this
+BOOTSTRAP = "import sys; from tools import rehearse_coco; sys.exit(rehearse_coco.timed_main())"  # a stage's process runs this
 GENERATOR_VERSION = 3  # bump when the stand-in or its stand_in.json changes
 RECIPE = ROOT / "configs" / "coco.json"
 
@@ -126,7 +127,8 @@ def zipf_exponent(target: int = VOCAB_TARGET) -> float:
 
 def make_images(task: tuple[str, list[int], int]) -> list[dict]:
     """Draw, encode and caption one chunk of images (a worker process's unit of work)."""
-    import synthetic_data  # the drawing and captioning code of the built-in synthetic set
+    from prepare.synthetic import easy
+    from prepare.synthetic.common import JPEG_QUALITY  # the drawing and captioning code of the built-in synthetic set
 
     split, image_ids, seed = task
     words = _language()
@@ -135,12 +137,12 @@ def make_images(task: tuple[str, list[int], int]) -> list[dict]:
     for image_id in image_ids:
         rng = np.random.default_rng([seed, image_id])
         width, height = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
-        scene = synthetic_data.sample_scene(rng, width, height)
+        scene = easy.sample_scene(rng, width, height)
         buffer = io.BytesIO()
-        synthetic_data.draw_scene(rng, scene).save(buffer, "JPEG", quality=synthetic_data.JPEG_QUALITY)
+        easy.draw_scene(rng, scene).save(buffer, "JPEG", quality=JPEG_QUALITY)
         count = 5 + sum(rng.random() < probability for probability in EXTRA_CAPTIONS.values())
         captions = [_with_tail(rng, caption, words, cumulative)
-                    for caption in synthetic_data.caption_scene(rng, scene, count)]
+                    for caption in easy.caption_scene(rng, scene, count)]
         records.append({"id": image_id, "file_name": f"COCO_{split}2014_{image_id:012d}.jpg", "width": width,
                         "height": height, "jpeg": buffer.getvalue(), "captions": captions})
     return records
@@ -320,12 +322,13 @@ class Timings:
 
 
 def timed_main() -> int:
-    """Entry point of a stage's process: attach the timers, then run the command's own main(argv)."""
+    """Entry point of a stage's process: attach the timers, then run the command's own main(argv). The commands are
+    scripts at the repository's top, the stage's working directory, so they are imported here, in that process."""
     command, timings_path, *argv = sys.argv[1:]
     timings = Timings(Path(timings_path))
     if command == "prepare_data.py":
-        import coco_download
         import prepare_data
+        from prepare import coco_download
         timings.wrap(coco_download, "fetch_verified", "download_verify",
                      lambda a, r: {"archive": a["archive"].name, "bytes": r.stat().st_size})
         timings.wrap(coco_download, "extract_archive", "extract", lambda a, r: {"archive": a["archive"].name})
@@ -335,8 +338,7 @@ def timed_main() -> int:
         return _timed_train(timings, argv)
     if command == "evaluate.py":
         import evaluate
-        import inference
-        import metrics
+        from captioning import inference, metrics
         timings.wrap(inference.Captioner, "caption_split", "captioning",
                      lambda a, r: {"images": len(r[0]), "beam_size": a.get("beam_size", 1)})
         timings.wrap(metrics, "score_captions", "scoring", lambda a, r: {"images": len(a["candidates"])})
@@ -349,9 +351,10 @@ def timed_main() -> int:
 
 def _timed_train(timings: Timings, argv: list[str]) -> int:
     import data_loader
-    import features
     import train
     import vocabulary
+    from captioning import features
+    from captioning.training import loop
 
     def token_cache(arguments: dict, result: dict) -> dict:
         cache_dir, path = arguments.get("cache_dir"), Path(arguments["path"])
@@ -377,11 +380,11 @@ def _timed_train(timings: Timings, argv: list[str]) -> int:
     timings.wrap(data_loader, "tokenized_captions", "token_cache", token_cache)
     timings.wrap(features, "extract_features", "feature_cache",
                  lambda a, r: {"split": a["split"], "images": len(r["image_ids"])})
-    timings.wrap(train, "train_step", "train_step", train_step, after=stop)
-    timings.wrap(train, "validate", "validation",
+    timings.wrap(loop, "train_step", "train_step", train_step, after=stop)
+    timings.wrap(loop, "validate", "validation",
                  lambda a, r: {"phase": "fine-tune" if a["run"].fine_tuning else "frozen",
                                "images": _validated_images(a["run"], a["loader"])})
-    timings.wrap(train, "save_checkpoint", "checkpoint_save", lambda a, r: {"file": Path(a["path"]).name})
+    timings.wrap(loop, "save_checkpoint", "checkpoint_save", lambda a, r: {"file": Path(a["path"]).name})
     return train.main(argv)
 
 
@@ -562,7 +565,7 @@ def run_pipeline(args: argparse.Namespace, work: Path, source: Path, base_url: s
         "coco", "--out", str(coco), "--year", "2014", "--base-url", base_url,
         "--checksums", str(source / "checksums.json"), "--karpathy-split", str(source / "dataset_coco.json")])]
     train_images = counts["karpathy_train"] + counts["karpathy_restval"]
-    steps = min(args.steps, math.ceil(train_images / json.loads(RECIPE.read_text())["batch_size"]))
+    steps = min(args.steps, math.ceil(train_images / load_recipe(RECIPE)["batch_size"]))
     stop_at = max(steps // 2, 1)
     recipe = ["--config", str(RECIPE.relative_to(ROOT)), "--out", str(run), "--no-progress", *workers]
     stages.append(stage("train", "train.py", recipe + [
@@ -588,7 +591,7 @@ def shrink_flags(work: Path) -> list[str]:
     import torch
     import torchvision
 
-    from config import Config
+    from captioning.config import Config
     flags = ["--backbone", "resnet18", "--image-size", "56"]
     if "weights" not in {field.name for field in dataclasses.fields(Config)}:
         return flags + ["--pretrained", "no", "--train-backbone", "no", "--resize-size", "64"]
@@ -704,7 +707,7 @@ def _allocated(path: Path) -> int:
 
 def cpu_description() -> str:
     """The CPU by the flags that matter for speed, and its core count."""
-    from runtime import proc_cpuinfo_flags
+    from captioning.runtime import proc_cpuinfo_flags
     flags = proc_cpuinfo_flags()
     kind = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else \
         "plain AVX-512" if "avx512f" in flags else "no AVX-512" if flags else "unknown flags"

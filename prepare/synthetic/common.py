@@ -18,8 +18,8 @@ from PIL import ImageDraw
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from annotations import annotation_path
-from files import atomic_write, write_json_atomic
+from captioning.annotations import annotation_path
+from captioning.files import atomic_write, write_json_atomic
 
 SPLITS = ("train", "val", "test")
 # Each split draws from its own random streams, and its image ids start at a fixed base, so that changing the

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-import distributed
-from annotations import annotation_path
-from config import Config
+from captioning import distributed
+from captioning.annotations import annotation_path
+from captioning.config import Config
 from data_loader import DRAFT_TOLERANCE, Preprocess, get_loader
-from files import atomic_write, write_json_atomic
+from captioning.files import atomic_write, write_json_atomic
 from model import COUNT_FEATURES, EncoderCNN
-from runtime import autocast_dtype
+from captioning.runtime import autocast_dtype
 
 CACHE_VERSION = 2
 EXTRACT_BATCH = 64  # images per forward pass when extracting features

@@ -1,8 +1,8 @@
 """Benchmark: each speed-up of the pipeline measured against the original way, side by side, on the same data.
 
-    python bench.py                      # about three minutes on a 2-core CPU
-    python bench.py --quick              # tiny sizes, a smoke test of under a minute
-    python bench.py --device cuda --data-dir data/bench
+    python tools/bench.py                      # about three minutes on a 2-core CPU
+    python tools/bench.py --quick              # tiny sizes, a smoke test of under a minute
+    python tools/bench.py --device cuda --data-dir data/bench
 
 It writes a COCO-like synthetic set (640x480 JPEGs) to a temporary folder (or --data-dir, kept), then times:
 1. training (captions/s): projection + decoder from cached ResNet-50 features vs the original's step, where the
@@ -43,22 +43,24 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-import pretrain_encoder
-import synthetic_data
-import train
-from annotations import annotation_path, load_coco
-from checkpoint import make_decoder
-from config import Config, make_config
+from captioning import pretraining
+from prepare import synthetic
+from prepare.synthetic import easy
+from captioning import training
+from captioning.training import loop, losses
+from captioning.annotations import annotation_path, load_coco
+from captioning.config import Config, make_config
 from data_loader import IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, Preprocess, get_loader, load_image
-from files import write_json_atomic
-from features import EXTRACT_BATCH, FeatureStore, feature_store
-from model import DecoderRNN, layer3_side
-from runtime import autocast_dtype, resolve_device
+from captioning.files import write_json_atomic
+from captioning.features import EXTRACT_BATCH, FeatureStore, feature_store
+from captioning.backbone import layer3_side
+from model import DecoderRNN, build_decoder
+from captioning.runtime import autocast_dtype, resolve_device
 from vocabulary import Vocabulary, build_vocabulary
 
 
 COCO_TRAIN_CAPTIONS = 414_113  # captions in captions_train2014.json
-RECIPE = Path(__file__).resolve().parent / "configs" / "synthetic.json"  # the demo's recipe (section 6)
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "synthetic.json"  # the demo's recipe (section 6)
 
 
 @dataclass
@@ -182,9 +184,9 @@ def write_caption_only_split(directory: Path, count: int, seed: int = 0) -> str:
     images, annotations = [], []
     for index in range(math.ceil(count / 5)):
         rng = np.random.default_rng([seed, 7, index])
-        scene = synthetic_data.sample_scene(rng, 640, 480)
+        scene = easy.sample_scene(rng, 640, 480)
         images.append({"id": index + 1, "file_name": f"{index + 1:06d}.jpg", "width": 640, "height": 480})
-        for caption in synthetic_data.caption_scene(rng, scene)[:count - len(annotations)]:
+        for caption in easy.caption_scene(rng, scene)[:count - len(annotations)]:
             annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "caption": caption})
     write_json_atomic(directory / "annotations" / "captions_tokens.json",
                       {"images": images, "annotations": annotations})
@@ -194,7 +196,7 @@ def write_caption_only_split(directory: Path, count: int, seed: int = 0) -> str:
 # -------------------------------------------------------------------------------------------------- sections
 
 
-def original_train_step(run: train.Run, batch) -> None:
+def original_train_step(run: training.Run, batch) -> None:
     """The original step: a batch of (image, caption) pairs, so the frozen ResNet-50 runs in fp32 (no autocast, no
     channels_last) on one image per caption, every step.
 
@@ -204,7 +206,7 @@ def original_train_step(run: train.Run, batch) -> None:
     per_caption = dataclasses.replace(batch, images=batch.images[batch.image_index],  # (captions, 3, H, W)
                                       image_index=torch.arange(batch.captions.size(0), device=batch.images.device))
     features = run.encoder.project(run.encoder.backbone(per_caption.images).flatten(1))  # (captions, embed), NCHW
-    loss, _ = train.caption_loss(run, per_caption, features)
+    loss, _ = losses.caption_loss(run, per_caption, features)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for group in run.optimizer.param_groups for p in group["params"]],
@@ -213,9 +215,9 @@ def original_train_step(run: train.Run, batch) -> None:
 
 
 def bench_training(settings: BenchSettings, config: Config, vocab: Vocabulary, device: torch.device, work: Path
-                   ) -> tuple[list[Row], dict, train.Run, FeatureStore]:
+                   ) -> tuple[list[Row], dict, training.Run, FeatureStore]:
     """Training captions/s: from the feature cache vs the encoder in the loop. Returns the new run and its cache."""
-    new_run = train.build_run(config, vocab)
+    new_run = training.build_run(config, vocab)
     started = time.perf_counter()
     store = feature_store(new_run.encoder, config, config.train_split, device, cache_dir=work / "features",
                           progress=False)
@@ -224,7 +226,7 @@ def bench_training(settings: BenchSettings, config: Config, vocab: Vocabulary, d
     new_loader = get_loader(None, mode="train", batch_size=config.batch_size, data_dir=config.data_dir,
                             split=config.train_split, vocab=vocab, features=store, seed=config.seed,
                             pin_memory=device.type == "cuda")
-    old_run = train.build_run(config.replace(feature_cache="off", precision="fp32"), vocab)
+    old_run = training.build_run(config.replace(feature_cache="off", precision="fp32"), vocab)
     old_run.encoder.to(memory_format=torch.contiguous_format)
     transform = original_transform(config.image_size, config.resize_size, train=True,
                                    random_crop=config.random_crop, hflip=config.hflip)
@@ -239,7 +241,7 @@ def bench_training(settings: BenchSettings, config: Config, vocab: Vocabulary, d
 
     def new_step() -> int:
         batch = next(new_batches).to(device, non_blocking=True)
-        train.train_step(new_run, batch)
+        loop.train_step(new_run, batch)
         return 0 if batch.captions is None else batch.captions.size(0)
 
     def old_step() -> int:
@@ -287,7 +289,7 @@ def auto_way(device: torch.device, ways: dict[str, tuple[torch.dtype | None, boo
                 if autocast is dtype and not weights and channels_last)
 
 
-def bench_encoder(settings: BenchSettings, config: Config, run: train.Run, device: torch.device
+def bench_encoder(settings: BenchSettings, config: Config, run: training.Run, device: torch.device
                   ) -> tuple[list[Row], dict]:
     """Feature extraction images/s in each precision and layout, the one precision auto picks marked, and whether
     the captions stay the same in bf16.
@@ -327,7 +329,7 @@ def bench_encoder(settings: BenchSettings, config: Config, run: train.Run, devic
     mean = reference.mean(dim=0, keepdim=True)
     centred = torch.nn.functional.cosine_similarity(reference - mean, reduced - mean, dim=1)  # (batch,)
     torch.manual_seed(config.seed + 1)
-    untrained = make_decoder(config, run.vocab).to(device)  # random logits: its argmax flips at the least change
+    untrained = build_decoder(config, run.vocab).to(device)  # random logits: its argmax flips at the least change
     trained_same, trained_distinct = caption_agreement(run, run.decoder, reference, reduced)
     untrained_same, untrained_distinct = caption_agreement(run, untrained, reference, reduced)
     rows = [Row("2 encoder" if index == 0 else "", f"ResNet-50 {name}" + (" (auto)" if name == auto else ""),
@@ -367,8 +369,8 @@ def bench_training_step(settings: BenchSettings, device: torch.device) -> tuple[
     if recipe.backbone != "resnet50":
         ways["ResNet-50 instead, auto"] = ("resnet50", "auto")
     generator = torch.Generator().manual_seed(0)
-    colours, shapes = len(synthetic_data.COLOURS), len(synthetic_data.SHAPES)  # the easy set's labels, as pretrained
-    labels = len(synthetic_data.BACKGROUNDS) + colours + shapes + colours * shapes
+    colours, shapes = len(easy.COLOURS), len(easy.SHAPES)  # the easy set's labels, as pretrained
+    labels = len(easy.BACKGROUNDS) + colours + shapes + colours * shapes
     images = torch.randn(recipe.pretrain_batch_size, 3, recipe.image_size, recipe.image_size, generator=generator)
     targets = (torch.rand(recipe.pretrain_batch_size, labels, generator=generator) < 0.05).float()
     grid = layer3_side(recipe.image_size)
@@ -377,10 +379,10 @@ def bench_training_step(settings: BenchSettings, device: torch.device) -> tuple[
         if recipe.object_features else None  # the recipe's captioner reads a centre head, which is pretrained too
 
     def step(backbone: str, precision: str) -> Callable[[], int]:
-        model, optimizer, scaler = pretrain_encoder.build(backbone, labels, colours * shapes, recipe.pretrain_lr,
+        model, optimizer, scaler = pretraining.build(backbone, labels, colours * shapes, recipe.pretrain_lr,
                                                           device, precision, recipe.object_features)
         model.train()
-        return lambda: (pretrain_encoder.train_step(model, optimizer, scaler, images, targets, cells, device,
+        return lambda: (pretraining.train_step(model, optimizer, scaler, images, targets, cells, device,
                                                     precision, centres), 1)[1]
 
     rates = compare({name: step(*way) for name, way in ways.items()}, settings, device)
@@ -401,7 +403,7 @@ def bench_training_step(settings: BenchSettings, device: torch.device) -> tuple[
 
 
 @torch.no_grad()
-def caption_agreement(run: train.Run, decoder: DecoderRNN, reference: torch.Tensor, reduced: torch.Tensor
+def caption_agreement(run: training.Run, decoder: DecoderRNN, reference: torch.Tensor, reduced: torch.Tensor
                       ) -> tuple[float, int]:
     """Fraction of images whose greedy caption is the same from both pooled features; distinct reference captions."""
     decoder.eval()
@@ -470,7 +472,7 @@ def bench_loading(settings: BenchSettings, config: Config) -> tuple[list[Row], d
     return rows, figures
 
 
-def bench_captioning(settings: BenchSettings, config: Config, run: train.Run, store: FeatureStore,
+def bench_captioning(settings: BenchSettings, config: Config, run: training.Run, store: FeatureStore,
                      device: torch.device) -> tuple[list[Row], dict]:
     """Captioning images/s from cached features (decoder only, so the CNN does not dominate)."""
     with torch.no_grad():
@@ -607,7 +609,7 @@ def write_bench_set(data_dir: Path, settings: BenchSettings) -> None:
     """Write the benchmark's synthetic set, marked as the benchmark's before it starts and whole once done."""
     say(f"writing {settings.images} synthetic {settings.width}x{settings.height} images to {data_dir}")
     write_json_atomic(data_dir / BENCH_SET, {**bench_set(settings), "complete": False})
-    synthetic_data.generate(data_dir, n_train=settings.images, n_val=0, n_test=0, seed=0, width=settings.width,
+    synthetic.generate(data_dir, n_train=settings.images, n_val=0, n_test=0, seed=0, width=settings.width,
                             height=settings.height)
     write_json_atomic(data_dir / BENCH_SET, {**bench_set(settings), "complete": True})
 

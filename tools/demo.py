@@ -1,7 +1,7 @@
 """Demo: execute the four notebooks in order with papermill on the built-in synthetic set, outputs saved in place.
 
-    python demo.py                 # what `make demo` runs
-    python demo.py --output-dir runs/demo --quick   # a one-minute smoke run that leaves the notebooks untouched
+    python tools/demo.py                 # what `make demo` runs
+    python tools/demo.py --output-dir runs/demo --quick   # a one-minute smoke run that leaves the notebooks untouched
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import nbformat
 import papermill
 
 NOTEBOOKS = ("0_Dataset.ipynb", "1_Preliminaries.ipynb", "2_Training.ipynb", "3_Inference.ipynb")
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the repository, where the notebooks are
 
 
 def quick_parameters(work: str) -> dict[str, dict]:
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         existing = [name for name in ("best.pt", "last.pt") if (ROOT / "models" / name).exists()]
         if existing and not args.overwrite:  # checked here, not after two notebooks have run
             print(f"error: models/ holds a trained run already ({', '.join(existing)}): move it away, or replace "
-                  f"it with 'make demo DEMO_FLAGS=--overwrite' (python demo.py --overwrite)", file=sys.stderr)
+                  f"it with 'make demo DEMO_FLAGS=--overwrite' (python tools/demo.py --overwrite)", file=sys.stderr)
             return 2
         if args.overwrite:
             parameters = {"2_Training.ipynb": {"overwrite": True}}

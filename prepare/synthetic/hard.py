@@ -27,9 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from synthetic_common import SHAPES as _EASY_SHAPES
-from synthetic_common import (BACKGROUNDS, CLEAR, COLOURS, MAX_SIDE, MIN_SIDE, RandomWording, Shape, boxes_apart,
-                              distinct_captions, draw_shape, plural_of, relation_families, unit_outline, with_article)
+from prepare.synthetic.common import SHAPES as _EASY_SHAPES
+from prepare.synthetic.common import (BACKGROUNDS, CLEAR, COLOURS, MAX_SIDE, MIN_SIDE, RandomWording, Shape,
+                                      boxes_apart, distinct_captions, draw_shape, plural_of, relation_families,
+                                      unit_outline, with_article)
 
 # Stored in the annotation files of this variety instead of synthetic_data.GENERATOR_VERSION: bump it when the
 # drawing or captioning here changes.

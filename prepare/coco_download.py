@@ -47,8 +47,8 @@ from typing import BinaryIO
 from PIL import Image
 from tqdm import tqdm
 
-from annotations import load_coco
-from files import atomic_write, check_file, sha256_file, write_json_atomic
+from captioning.annotations import load_coco
+from captioning.files import atomic_write, check_file, sha256_file, write_json_atomic
 
 DEFAULT_BASE_URL = "http://images.cocodataset.org"
 YEARS = ("2014", "2017")

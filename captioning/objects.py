@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from annotations import annotation_path, load_coco, load_instances, object_files
+from captioning.annotations import annotation_path, load_coco, load_instances, object_files
 
 COCO_SYNONYMS = Path(__file__).resolve().parent / "coco_synonyms.txt"
 SET_SYNONYMS = "synonyms.txt"  # in a set's annotations folder

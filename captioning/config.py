@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from files import check_file
+from captioning.files import check_file
 
 CHOICES = {
     "pretrained": ("yes", "no", "auto"),
@@ -37,6 +37,22 @@ RANGES = {
     "val_beam_size": (1, None), "val_max_images": (0, None), "num_workers": (0, None), "seed": (0, None),
     "log_every": (1, None), "max_steps_per_epoch": (0, None), "bow_loss_weight": (0, None),
     "pretrain_epochs": (0, None), "pretrain_batch_size": (1, None),
+}
+# A recipe groups its settings as the dataclass below does, each group an object ("data": {...}); flat keys are read
+# too. The checkpoint stores them flat.
+SECTIONS = {
+    "data": ("data_dir", "train_split", "val_split", "vocab_threshold", "vocab_file", "vocab_from_file", "image_size",
+             "resize_size", "image_fit", "random_crop", "hflip", "max_caption_length"),
+    "model": ("backbone", "pretrained", "weights", "train_backbone", "embed_size", "hidden_size", "num_layers",
+              "dropout", "bow_loss_weight", "attention", "query_word", "coverage", "object_features"),
+    "pretraining": ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size"),
+    "training": ("epochs", "batch_size", "lr", "backbone_lr", "weight_decay", "grad_clip", "lr_schedule",
+                 "lr_patience", "lr_factor", "early_stop_patience", "fine_tune_after", "fine_tune_blocks",
+                 "scheduled_sampling"),
+    "self_critical": ("scst_epochs", "scst_lr", "scst_samples"),
+    "validation": ("val_metric", "val_beam_size", "val_max_images", "max_len"),
+    "runtime": ("device", "precision", "feature_cache", "num_workers", "seed", "out", "log_every",
+                "max_steps_per_epoch", "recipe"),
 }
 VAL_METRICS = ("CIDEr", "Bleu_4", "Bleu_3", "Bleu_2", "Bleu_1", "loss")  # what validation computes
 
@@ -68,11 +84,6 @@ class Config:
     weights: str = "DEFAULT"  # which: torchvision's DEFAULT, IMAGENET1K_V1 or IMAGENET1K_V2, or a local file holding
     # them as a torchvision state dict (offline machines, shared clusters)
     train_backbone: str = "auto"  # auto: freeze a pretrained backbone, train a randomly initialised one
-    pretrain_epochs: int = 0  # synthetic data: first train the CNN from scratch this many epochs to name each image's
-    # background, colours, shapes and colour-shape pairs (pretrain_encoder.py), then caption with it as with ImageNet
-    # weights
-    pretrain_lr: float = 4e-3  # Adam for that pretraining, held, then down to 0 over the last fifth
-    pretrain_batch_size: int = 16  # images per pretraining step
     embed_size: int = 256  # word embedding and projected image feature size
     hidden_size: int = 512  # LSTM state size
     num_layers: int = 1  # LSTM layers
@@ -88,7 +99,13 @@ class Config:
     # object's centre in each cell, and how many of each pair: model.EncoderCNN), which the run's pretraining learns
     # (pretrain_epochs), or which a weights file from `pretrain_encoder.py --centres` holds
 
-    # --- optimisation ---------------------------------------------------------------------------------------
+    # --- stage: the CNN's pretraining on the set's objects (a set with instance files and no ImageNet weights) ---
+    pretrain_epochs: int = 0  # first train the CNN from scratch this many epochs on the set's instances and stuff
+    # files (captioning/pretraining.py), then caption with it as with ImageNet weights; 0 = no such stage
+    pretrain_lr: float = 4e-3  # Adam for that pretraining, held, then down to 0 over the last fifth
+    pretrain_batch_size: int = 16  # images per pretraining step
+
+    # --- training (cross-entropy) --------------------------------------------------------------------------
     epochs: int = 3  # cross-entropy epochs (the self-critical ones, scst_epochs, come after them)
     batch_size: int = 32  # images per batch, all their captions (~5x); under torchrun, shared by the processes
     lr: float = 1e-3  # Adam, for the decoder and the projection layers
@@ -102,6 +119,8 @@ class Config:
     fine_tune_after: int = -1  # unfreeze the last `fine_tune_blocks` ResNet stages after this epoch; -1 = never
     fine_tune_blocks: int = 1
     scheduled_sampling: float = 0.0  # max probability of feeding the model its own prediction (ramped per epoch)
+
+    # --- stage: self-critical training, after the cross-entropy epochs --------------------------------------
     scst_epochs: int = 0  # after `epochs`, this many epochs train the decoder by self-critical sequence training
     scst_lr: float = 3e-5  # Adam learning rate of the decoder in those epochs
     scst_samples: int = 5  # captions sampled per image in those epochs; each one's baseline is the others' mean
@@ -193,8 +212,29 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"recipe file {path} is not valid JSON: {error}") from None
     if not isinstance(values, dict):
         raise ValueError(f"recipe file {path} must hold a JSON object of hyperparameters")
-    values = {key: value for key, value in values.items() if not key.startswith("_")}  # "_comment" keys
-    return {**values, "recipe": str(path)}
+    return {**flatten_sections(values, path), "recipe": str(path)}
+
+
+def flatten_sections(values: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """A recipe's settings as one flat dict: each section's ("model": {...}) merged in, after checking that its keys
+    belong there; "_comment" keys dropped, wherever they are."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if key.startswith("_"):
+            continue
+        if key not in SECTIONS:
+            flat[key] = value
+            continue
+        if not isinstance(value, dict):
+            raise ValueError(f"recipe file {path}: the section {key!r} must be an object of settings")
+        misplaced = [name for name in value if not name.startswith("_") and name not in SECTIONS[key]]
+        if misplaced:
+            home = {name: section for section, names in SECTIONS.items() for name in names}
+            where = ", ".join(f"{name} (in {home[name]!r})" if name in home else f"{name} (no such setting)"
+                              for name in misplaced)
+            raise ValueError(f"recipe file {path}: the section {key!r} holds {where}")
+        flat.update({name: setting for name, setting in value.items() if not name.startswith("_")})
+    return flat
 
 
 def make_config(recipe: str | Path | None = None, check: bool = True, **overrides: Any) -> Config:
