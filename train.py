@@ -50,6 +50,7 @@ from config import Config, add_config_arguments, config_from_args, read_value
 from data_loader import Batch, ImageLoadError, Preprocess, get_loader, load_image
 from files import check_file, write_json_atomic
 from model import DecoderRNN, EncoderCNN, PretrainedWeightsUnavailable, decode, object_classes, weights_resize
+from progress import progress as progress_bar
 from runtime import autocast, autocast_dtype, check_precision, describe_precision, resolve_device
 from vocabulary import Vocabulary, get_vocabulary, is_punctuation
 
@@ -490,8 +491,8 @@ def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
     loader.batch_sampler.set_epoch(run.epoch, start_batch=run.batches_done)
     limit = run.config.max_steps_per_epoch or len(loader.batch_sampler)
     steps = min(limit, len(loader.batch_sampler))  # in this epoch
-    bar = tqdm(total=steps - run.batches_done, desc=f"epoch {run.epoch + 1}",
-               disable=not progress, leave=False)
+    bar = progress_bar(total=steps - run.batches_done, desc=f"epoch {run.epoch + 1}", disable=not progress,
+                       leave=False, summary=False)  # the epoch's line follows
     for batch in loader:
         if run.batches_done >= limit:
             break
@@ -540,7 +541,8 @@ def validate(run: Run, loader, progress: bool = True) -> dict[str, float]:
     run.decoder.eval()
     limit = math.ceil(run.config.val_max_images / run.config.batch_size) if run.config.val_max_images else None
     loss_sum, words, captions = 0.0, 0, {}
-    for index, batch in enumerate(tqdm(loader, desc="validate", disable=not progress, leave=False)):
+    batches = progress_bar(loader, desc="validate", disable=not progress, leave=False, summary=False)
+    for index, batch in enumerate(batches):
         if limit is not None and index >= limit:
             break
         if not batch.image_ids:

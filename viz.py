@@ -19,6 +19,7 @@ import torch
 
 from annotations import annotation_path, image_files, image_path, load_coco
 from data_loader import IMAGENET_MEAN, IMAGENET_STD, load_image
+from progress import in_live_jupyter
 from vocabulary import Vocabulary, build_vocabulary, is_punctuation, tokenize
 
 if TYPE_CHECKING:  # the model's modules; the notebooks' other pictures do not need them
@@ -271,17 +272,6 @@ def show_image_glob(captioner: Captioner, pattern: str, beam_size: int = 1) -> p
         print(f"error: no file matches {pattern!r}: give a glob of image files, e.g. 'photos/*.jpg'")
         return None
     return show_image_files(captioner, paths, beam_size)
-
-
-def in_live_jupyter() -> bool:
-    """Whether a person is at a Jupyter front end: papermill and nbconvert (nbclient) run the kernel without stdin,
-    JupyterLab, Notebook and VS Code with it."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    kernel = getattr(get_ipython(), "kernel", None)
-    return bool(getattr(kernel, "_allow_stdin", False))  # set from each execute request
 
 
 def show_uploaded(captioner: Captioner, files: Sequence[dict], beam_size: int = 1) -> plt.Figure | None:
