@@ -45,7 +45,8 @@ def test_the_demo_leaves_an_earlier_demo_run_alone_unless_asked(tmp_path, monkey
     assert "DEMO_FLAGS=--overwrite" in capsys.readouterr().err and not ran
     assert (models / "best.pt").read_bytes() == b"an earlier run"
     assert demo.main(["--overwrite"]) == 0
-    assert ran == [{"2_Training.ipynb": {"overwrite": True}}]  # training is told it may replace the run
+    assert ran[-1]["2_Training.ipynb"] == {"overwrite": True}  # training is told it may replace the run
+    assert ran[-1]["3_Inference.ipynb"] == {"figure_path": "images/demo_captions.png"}  # the README's picture
 
 
 def test_saved_notebooks_show_no_progress_bar_short_of_100_percent(tmp_path):
