@@ -13,10 +13,10 @@ from pathlib import Path
 from nltk.tokenize.destructive import NLTKWordTokenizer
 from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
 from pycocotools.coco import COCO
-from tqdm import tqdm
 
 from captioning.annotations import load_coco
 from captioning.files import atomic_write, check_file, write_json_atomic
+from captioning.progress import progress
 
 TOKEN_CACHE_VERSION = 1  # bump when tokenize() changes, so cached tokens are rebuilt
 
@@ -238,7 +238,8 @@ def tokenized_captions(coco: COCO, path: Path, cache_dir: Path | None) -> dict[i
             cached = json.loads(cache_file.read_text())
             if cached.get("key") == key:
                 return {int(ann_id): tokens for ann_id, tokens in cached["tokens"].items()}
-    tokens = {ann_id: tokenize(ann["caption"]) for ann_id, ann in tqdm(coco.anns.items(), desc="tokenizing captions")}
+    annotations = progress(coco.anns.items(), desc="tokenizing captions", summary=False)
+    tokens = {ann_id: tokenize(ann["caption"]) for ann_id, ann in annotations}
     if cache_file:
         try:
             write_json_atomic(cache_file, {"key": key, "tokens": tokens})

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from captioning import distributed
 from captioning.annotations import annotation_path
@@ -26,6 +25,7 @@ from captioning.config import Config
 from data_loader import DRAFT_TOLERANCE, Preprocess, get_loader
 from captioning.files import atomic_write, write_json_atomic
 from model import COUNT_FEATURES, EncoderCNN
+from captioning.progress import progress as progress_bar
 from captioning.runtime import autocast_dtype
 
 CACHE_VERSION = 2
@@ -167,7 +167,8 @@ def extract_features(encoder: EncoderCNN, config: Config, split: str, device: to
     missing: list[int] = []
     was_training = encoder.training
     encoder.eval()
-    for batch in tqdm(loader, desc=f"caching {split} features", disable=not progress or not distributed.is_main()):
+    for batch in progress_bar(loader, desc=f"caching {split} features", unit="batch",
+                      disable=not progress or not distributed.is_main()):
         missing += batch.skipped_ids
         if not batch.image_ids:
             continue

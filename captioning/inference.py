@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
-from tqdm.auto import tqdm
 
 from captioning.checkpoint import build_models, load_checkpoint
 from data_loader import ImageLoadError, Preprocess, get_loader, load_image
 from model import decode
+from captioning.progress import progress as progress_bar
 from captioning.runtime import resolve_device
 
 T = TypeVar("T")
@@ -88,7 +88,7 @@ class Captioner:
                             data_dir=data_dir, split=split, pin_memory=self.device.type == "cuda")
         captions: dict[int, str] = {}
         skipped: list[str] = []
-        for batch in tqdm(loader, desc=f"captioning {split}", disable=not progress):
+        for batch in progress_bar(loader, desc=f"captioning {split}", unit="batch", disable=not progress):
             skipped += batch.skipped or []
             if batch.image_ids:
                 captions.update(zip(batch.image_ids, self.caption_tensors(batch.images, beam_size)))

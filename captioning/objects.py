@@ -361,6 +361,36 @@ def split_report(data_dir: str | Path, split: str, references: Mapping[int, Sequ
             "human": score_captions(human, objects, vocabulary, others).to_dict()}
 
 
+def caption_errors(named: Counter[str], image: ImageObjects) -> dict[str, Counter[str]]:
+    """What one caption got right about its image's objects, what it invented (a category not in the image, or more
+    of one than there are) and what it missed, as counts per category, the way ObjectScore counts them (a crowd
+    stands for any number and counts one)."""
+    right: Counter[str] = Counter()
+    invented: Counter[str] = Counter()
+    for category, count in named.items():
+        there = count if category in image.crowds else image.counts[category]
+        right[category], invented[category] = min(count, there), count - min(count, there)
+    objects = image.counts + Counter({category: 1 for category in image.crowds - set(image.counts)})
+    missed = Counter({category: count - min(count, right[category]) for category, count in objects.items()})
+    return {"right": +right, "invented": +invented, "missed": +missed}
+
+
+def error_count(errors: dict[str, Counter[str]]) -> int:
+    """Objects invented plus objects missed."""
+    return sum(errors["invented"].values()) + sum(errors["missed"].values())
+
+
+def split_errors(data_dir: str | Path, split: str, captions: Mapping[int, str], synonyms: str | Path | None = None
+                 ) -> dict[int, dict[str, Counter[str]]] | None:
+    """caption_errors of each captioned image of a split, or None when the split has no instances file."""
+    read = split_objects(data_dir, split, captions, synonyms)
+    if read is None:
+        return None
+    objects, vocabulary = read
+    return {image_id: caption_errors(named_objects(caption, vocabulary), objects[image_id])
+            for image_id, caption in captions.items()}
+
+
 def pointed_mentions(words: Sequence[str], vocabulary: Vocabulary) -> Iterator[tuple[int, str]]:
     """(position of the noun, category) for each phrase of generated words that names a category: the word whose
     map the pointing game reads."""

@@ -12,13 +12,15 @@ import tempfile
 import textwrap
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from captioning.annotations import annotation_path, image_files, image_path, load_coco
 from data_loader import IMAGENET_MEAN, IMAGENET_STD, load_image
+from captioning.progress import in_live_jupyter
 from vocabulary import Vocabulary, build_vocabulary, is_punctuation, tokenize
 
 if TYPE_CHECKING:  # the model's modules; the notebooks' other pictures do not need them
@@ -30,30 +32,86 @@ if TYPE_CHECKING:  # the model's modules; the notebooks' other pictures do not n
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 
-def _wrap(text: str, width: int = 38) -> str:
-    return "\n".join(textwrap.wrap(text, width))
+# Sizes for a figure read in a notebook. Jupyter and GitHub show a figure at 100 dpi (matplotlib's default) and shrink
+# one wider than the page to its width: figures here are at most PAGE_INCHES wide, so that FONT points are about 14
+# pixels on screen, the size of the notebook's own text.
+PAGE_INCHES = 9.0
+FONT = 10.5  # points: every text of a figure, at least
+TITLE = 12
+LINE_INCHES = FONT * 1.3 / 72  # the height of a line of text
+CHAR_INCHES = FONT * 0.6 / 72  # the width of a character, generously (DejaVu Sans)
+COLOURS = {"right": "tab:green", "invented": "tab:red", "missed": "tab:orange"}
 
 
-def _grid(count: int, columns: int, cell: tuple[float, float]) -> tuple[plt.Figure, list[plt.Axes]]:
-    rows = max(1, -(-count // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(cell[0] * columns, cell[1] * rows), squeeze=False)
-    axes = list(axes.flat)
-    for axis in axes:
-        axis.axis("off")
-    return figure, axes
+def _wrap(text: str, inches: float, size: float = FONT) -> list[str]:
+    """text wrapped into lines that fit a width in inches at a font size."""
+    return textwrap.wrap(text, max(8, int(inches / (CHAR_INCHES * size / FONT)))) or [""]
+
+
+def _readable(figure: plt.Figure) -> plt.Figure:
+    """Tick labels and legends at FONT (titles and labels are given their size where they are made)."""
+    for axis in figure.axes:
+        axis.tick_params(labelsize=FONT)
+        axis.xaxis.label.set_size(max(axis.xaxis.label.get_size(), FONT))
+        axis.yaxis.label.set_size(max(axis.yaxis.label.get_size(), FONT))
+        axis.title.set_size(max(axis.title.get_size(), FONT))
+        legend = axis.get_legend()
+        for text in legend.get_texts() if legend else []:
+            text.set_size(FONT)
+    return figure
+
+
+Paragraph = tuple[str, dict]  # a text and its matplotlib text properties (colour, weight)
+
+
+def _lines(paragraphs: Sequence[Paragraph], inches: float) -> list[Paragraph]:
+    """Paragraphs wrapped to a width: one (line, properties) each."""
+    return [(line, style) for text, style in paragraphs for line in _wrap(text, inches, style.get("size", FONT))]
+
+
+def _write(axis: plt.Axes, lines: Sequence[Paragraph]) -> None:
+    """Lines from the top of an empty axis made tall enough for them (_caption_grid)."""
+    axis.axis("off")
+    height = axis.get_position().height * axis.figure.get_figheight()  # inches
+    for number, (line, style) in enumerate(lines):
+        axis.text(0, 1 - (number + 0.15) * LINE_INCHES / height, line, transform=axis.transAxes, va="top",
+                  fontsize=FONT, **style)
+
+
+def _caption_grid(above: Sequence[Sequence[Paragraph]], below: Sequence[Sequence[Paragraph]], columns: int
+                  ) -> tuple[plt.Figure, list[plt.Axes]]:
+    """A grid of images, each with text above and below in rows tall enough for it: nothing overlaps and nothing
+    is cut. Returns the figure and the image axes (to imshow on), in order."""
+    count, width = len(above), PAGE_INCHES / columns
+    side = width * 0.94
+    wrapped = [(_lines(top, width), _lines(bottom, width)) for top, bottom in zip(above, below)]
+    heights = []
+    for row in range(-(-count // columns)):
+        cells = wrapped[row * columns:(row + 1) * columns]
+        heights += [max(len(top) for top, _ in cells) * LINE_INCHES + 0.05, side,
+                    max(len(bottom) for _, bottom in cells) * LINE_INCHES + 0.25]
+    figure = plt.figure(figsize=(PAGE_INCHES, sum(heights)))
+    grid = figure.add_gridspec(len(heights), columns, height_ratios=heights, hspace=0, wspace=0.06,
+                               left=0, right=1, top=1, bottom=0)
+    images = []
+    for number, (top, bottom) in enumerate(wrapped):
+        row, column = divmod(number, columns)
+        _write(figure.add_subplot(grid[3 * row, column]), top)
+        images.append(figure.add_subplot(grid[3 * row + 1, column]))
+        images[-1].axis("off")
+        _write(figure.add_subplot(grid[3 * row + 2, column]), bottom)
+    return figure, images
 
 
 def show_samples(data_dir: str | Path, split: str, count: int = 6, columns: int = 3, seed: int = 0) -> plt.Figure:
-    """A grid of images of a split with their human captions underneath."""
+    """A grid of images of a split with all their human captions underneath."""
     coco = load_coco(annotation_path(data_dir, split))
     image_ids = sorted(coco.imgs)
     image_ids = [image_ids[(seed + index * 7919) % len(image_ids)] for index in range(min(count, len(image_ids)))]
-    figure, axes = _grid(len(image_ids), columns, (4.2, 5.2))
+    below = [[("- " + ann["caption"], {}) for ann in coco.imgToAnns[image_id]] for image_id in image_ids]
+    figure, axes = _caption_grid([[] for _ in image_ids], below, columns)
     for axis, image_id in zip(axes, image_ids):
         axis.imshow(load_image(image_path(data_dir, split, coco.imgs[image_id]["file_name"])))
-        captions = [_wrap(ann["caption"]) for ann in coco.imgToAnns[image_id]]
-        axis.set_title("\n".join(captions), fontsize=7, loc="left", y=-0.02, va="top")
-    figure.tight_layout()
     return figure
 
 
@@ -62,14 +120,16 @@ def caption_statistics(data_dir: str | Path, split: str, top: int = 25) -> plt.F
     coco = load_coco(annotation_path(data_dir, split))
     tokens = [tokenize(ann["caption"]) for ann in coco.anns.values()]
     counts = Counter(word for words in tokens for word in words if word.isalnum())
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(PAGE_INCHES, 4), width_ratios=(1, 2))
     left.hist([len(words) for words in tokens], bins=range(0, max(map(len, tokens)) + 2), color="tab:blue")
-    left.set(title=f"caption length ({split}, {len(tokens)} captions)", xlabel="tokens", ylabel="captions")
+    left.set_title(f"caption length\n({split}, {len(tokens)} captions)", fontsize=TITLE)
+    left.set(xlabel="tokens", ylabel="captions")
     words, frequencies = zip(*counts.most_common(top))
     right.bar(range(len(words)), frequencies, color="tab:orange")
-    right.set_xticks(range(len(words)), words, rotation=70, fontsize=8)
-    right.set(title=f"{top} most frequent words ({len(counts)} distinct)", ylabel="count")
-    figure.tight_layout()
+    right.set_xticks(range(len(words)), words, rotation=70)
+    right.set_title(f"{top} most frequent words\n({len(counts)} distinct)", fontsize=TITLE)
+    right.set(ylabel="count")
+    _readable(figure).tight_layout()
     return figure
 
 
@@ -83,13 +143,21 @@ def split_sizes(data_dir: str | Path, splits: Sequence[str]) -> dict[str, dict[s
     return sizes
 
 
+def sizes_markdown(data_dir: str | Path, splits: Sequence[str]) -> str:
+    """split_sizes as a Markdown table."""
+    rows = [f"| `{split}` | {size['images']} | {size['captions']} |"
+            for split, size in split_sizes(data_dir, splits).items()]
+    return "\n".join(["| split | images | captions |", "|---|---:|---:|", *rows])
+
+
 def vocabulary_sizes(captions: Sequence[str], thresholds: Sequence[int]) -> plt.Figure:
     """How the vocabulary shrinks as the minimum word count grows."""
     sizes = [len(build_vocabulary(captions, threshold)) for threshold in thresholds]
-    figure, axis = plt.subplots(figsize=(5, 3.2))
+    figure, axis = plt.subplots(figsize=(5.5, 3.5))
     axis.plot(thresholds, sizes, marker="o")
-    axis.set(xlabel="vocab_threshold (minimum count)", ylabel="vocabulary size", title="threshold vs vocabulary")
-    figure.tight_layout()
+    axis.set(xlabel="vocab_threshold (minimum count)", ylabel="vocabulary size")
+    axis.set_title("threshold vs vocabulary", fontsize=TITLE)
+    _readable(figure).tight_layout()
     return figure
 
 
@@ -103,59 +171,105 @@ def unnormalise(images: torch.Tensor) -> torch.Tensor:
 def show_batch(batch, vocab: Vocabulary, count: int = 4) -> plt.Figure:
     """Images of a training batch (as the CNN sees them) with their captions decoded back from ids."""
     count = min(count, len(batch.image_ids))
-    figure, axes = _grid(count, count, (3.6, 4.4))
+    below = [[("- " + " ".join(vocab.decode(row)), {}) for row in batch.captions[batch.image_index == position]]
+             for position in range(count)]
+    figure, axes = _caption_grid([[] for _ in below], below, count)
     pictures = unnormalise(batch.images[:count])
-    for position, axis in enumerate(axes[:count]):
+    for position, axis in enumerate(axes):
         axis.imshow(pictures[position])
-        rows = batch.captions[batch.image_index == position]
-        axis.set_title("\n".join(_wrap(" ".join(vocab.decode(row)), 34) for row in rows), fontsize=7,
-                       loc="left", y=-0.02, va="top")
-    figure.tight_layout()
     return figure
 
 
-def plot_training(log: list[dict], smooth: int = 10) -> plt.Figure:
-    """Training loss and perplexity per step, and the per-epoch validation loss and caption scores."""
-    steps = [entry for entry in log if entry["kind"] == "step" and "loss" in entry]  # not the SCST steps
+def smooth(values: Sequence[float], window: int) -> list[float]:
+    """Centred moving mean, its window shrinking at both ends: it starts at the first value and invents no step."""
+    half = window // 2
+    return [sum(values[max(0, i - half):i + half + 1]) / len(values[max(0, i - half):i + half + 1])
+            for i in range(len(values))]
+
+
+def _steps(axis: plt.Axes, steps: list[dict], key: str, window: int, colour: str) -> None:
+    """One logged value per step: the raw points, faint, and their centred mean."""
+    x, values = [entry["step"] for entry in steps], [entry[key] for entry in steps]
+    axis.plot(x, values, alpha=0.3, color=colour, label="each logged step")
+    if len(values) > 2:
+        axis.plot(x, smooth(values, window), color=colour, label=f"centred mean of {window}")
+    axis.legend()
+
+
+def plot_training(log: list[dict], window: int = 9) -> plt.Figure:
+    """Four panels: the cross-entropy loss per logged step (perplexity on the right-hand axis), the self-critical
+    reward per logged step, and per epoch the validation loss and the scores of the captions the model generates."""
+    steps = [entry for entry in log if entry["kind"] == "step" and "loss" in entry]
+    rewards = [entry for entry in log if entry["kind"] == "step" and "reward" in entry]
     epochs = [entry for entry in log if entry["kind"] == "epoch"]
-    figure, (loss_axis, perplexity_axis, score_axis) = plt.subplots(1, 3, figsize=(15, 3.8))
-    x = [entry["step"] for entry in steps]
-    for axis, key in ((loss_axis, "loss"), (perplexity_axis, "perplexity")):
-        values = [entry[key] for entry in steps]
-        axis.plot(x, values, alpha=0.3, color="tab:blue")
-        if len(values) > smooth:
-            running = [sum(values[i - smooth:i]) / smooth for i in range(smooth, len(values) + 1)]
-            axis.plot(x[smooth - 1:], running, color="tab:blue", label=f"mean of {smooth} log points")
-            axis.legend()
-        axis.set(xlabel="step", title=f"training {key}")
-    perplexity_axis.set_yscale("log")
-    numbers = [entry["epoch"] for entry in epochs]
-    for key in ("CIDEr", "Bleu_4"):
-        if epochs and key in epochs[0]:
-            score_axis.plot(numbers, [entry[key] for entry in epochs], marker="o", label=f"val {key}")
-    if epochs:
-        score_axis.plot(numbers, [entry["val_loss"] for entry in epochs], marker="s", ls="--", label="val loss")
     first_scst = next((entry["epoch"] for entry in log if entry["kind"] == "scst"), None)
-    if first_scst is not None:  # from here the decoder trains for CIDEr, and its cross-entropy loss may rise
-        score_axis.axvline(first_scst - 0.5, color="gray", ls=":", label="self-critical from here")
-    score_axis.set(xlabel="epoch", title="validation (generated captions)")
-    score_axis.legend()
-    figure.tight_layout()
+    figure, ((loss_axis, reward_axis), (val_axis, score_axis)) = plt.subplots(2, 2, figsize=(PAGE_INCHES, 6.6))
+    if steps:
+        _steps(loss_axis, steps, "loss", window, "tab:blue")
+        perplexity = loss_axis.secondary_yaxis("right", functions=(np.exp, lambda x: np.log(np.maximum(x, 1e-9))))
+        perplexity.set_ylabel("perplexity", fontsize=FONT)
+    loss_axis.set(xlabel="step", ylabel="cross-entropy per word")
+    loss_axis.set_title("training loss (cross-entropy epochs)", fontsize=TITLE)
+    if rewards:
+        _steps(reward_axis, rewards, "reward", window, "tab:purple")
+    else:
+        reward_axis.text(0.5, 0.5, "no self-critical step logged", ha="center", va="center",
+                         transform=reward_axis.transAxes, fontsize=FONT)
+    reward_axis.set(xlabel="step", ylabel="mean CIDEr of the samples")
+    reward_axis.set_title("self-critical reward", fontsize=TITLE)
+    numbers = [entry["epoch"] for entry in epochs]
+    if epochs:
+        val_axis.plot(numbers, [entry["val_loss"] for entry in epochs], marker="s", color="tab:gray",
+                      label="validation loss")
+    for key, colour in (("CIDEr", "tab:red"), ("Bleu_4", "tab:green")):
+        if epochs and key in epochs[0]:
+            score_axis.plot(numbers, [entry[key] for entry in epochs], marker="o", color=colour, label=key)
+    for axis in (val_axis, score_axis):
+        if first_scst is not None:  # from here the decoder trains for CIDEr, no longer for this loss
+            axis.axvline(first_scst - 0.5, color="gray", ls=":", label="self-critical from here")
+        axis.set_xlabel("epoch")
+        if axis.lines:
+            axis.legend()
+    val_axis.set_ylabel("cross-entropy per word")
+    val_axis.set_title("validation loss (teacher forcing)", fontsize=TITLE)
+    score_axis.set_ylabel("score")
+    score_axis.set_title("validation captions (generated)", fontsize=TITLE)
+    _readable(figure).tight_layout()
     return figure
+
+
+def _objects_text(counts: Counter[str]) -> str:
+    return ", ".join(f"{count} {category}" if count > 1 else category for category, count in sorted(counts.items()))
 
 
 def show_captions(data_dir: str | Path, split: str, captions: dict[int, str], image_ids: Sequence[int],
-                  scores: dict[int, float] | None = None, columns: int = 4) -> plt.Figure:
-    """Images with the generated caption (bold, with its CIDEr) above the human captions."""
+                  scores: dict[int, float] | None = None, errors: dict[int, dict] | None = None,
+                  columns: int = 4) -> plt.Figure:
+    """Images with the generated caption (bold, with its CIDEr) above the human captions. With errors
+    (objects.split_errors), the objects the caption got right, invented and missed are listed under it in colour,
+    and the image's objects boxed: green where the caption names them, orange where it misses them."""
     coco = load_coco(annotation_path(data_dir, split))
-    figure, axes = _grid(len(image_ids), columns, (4.0, 6.2))  # room for five human captions under each image
+    above, boxes = [], {}
+    for image_id in image_ids:
+        score = f" (CIDEr {scores[image_id]:.2f})" if scores and image_id in scores else ""
+        lines = [(f"model{score}: {captions[image_id]}", {"fontweight": "bold"})]
+        for kind, counts in (errors or {}).get(image_id, {}).items():
+            if counts:
+                lines.append((f"{kind}: {_objects_text(counts)}", {"color": COLOURS[kind]}))
+        above.append(lines)
+    if errors:
+        from captioning.wordmaps import InstanceBoxes
+
+        boxes = InstanceBoxes(data_dir, split).boxes
+    below = [[("- " + ann["caption"], {}) for ann in coco.imgToAnns[image_id][:5]] for image_id in image_ids]
+    figure, axes = _caption_grid(above, below, columns)
     for axis, image_id in zip(axes, image_ids):
         axis.imshow(load_image(image_path(data_dir, split, coco.imgs[image_id]["file_name"])))
-        score = f"  (CIDEr {scores[image_id]:.2f})" if scores and image_id in scores else ""
-        axis.set_title(_wrap(f"model: {captions[image_id]}{score}", 36), fontsize=8, fontweight="bold")
-        human = "\n".join(_wrap("- " + ann["caption"], 40) for ann in coco.imgToAnns[image_id][:5])
-        axis.text(0, -0.03, human, transform=axis.transAxes, fontsize=6.5, va="top")
-    figure.tight_layout()
+        right = errors[image_id]["right"] if errors and image_id in errors else Counter()
+        for category, category_boxes in boxes.get(image_id, {}).items():
+            for x, y, width, height in category_boxes:
+                axis.add_patch(plt.Rectangle((x, y), width, height, fill=False, lw=2,
+                                             color=COLOURS["right" if right[category] else "missed"]))
     return figure
 
 
@@ -166,39 +280,67 @@ def metrics_markdown(report: dict) -> str:
     lines = ["| metric | model | image-blind baseline |", "|---|---:|---:|"]
     lines += [f"| {key} | {report['model'][key]:.3f} | {report['baseline'][key]:.3f} |" for key in keys]
     lines.append(f"\n{report['images']} images of split `{report['split']}`, beam size {report['beam_size']}; "
-                 f"baseline caption for every image: *{report['baseline']['caption']}*; METEOR {report['meteor']}.")
-    if "bad_endings" in report:
+                 f"baseline caption for every image: *{report['baseline']['caption']}*.")
+    if "METEOR" not in report["model"]:
+        lines[-1] += f" METEOR {report['meteor']}."
+    if report.get("bad_endings", {}).get("model"):  # worth a word only when the model cuts captions off
         lines[-1] += (f" Captions cut off (ending on 'a', 'on', 'and'...): {report['bad_endings']['model']:.1%} "
                       f"(first references: {report['bad_endings']['human']:.1%}).")
     return "\n".join(lines)
 
 
+def generated_ids(vocab: Vocabulary, ids: Sequence[int]) -> str:
+    """A generated caption's ids up to <end>, their words, and the clean sentence, one a line."""
+    ids = list(ids)
+    ids = ids[:ids.index(vocab.end_index) + 1] if vocab.end_index in ids else ids
+    return (f"ids:   {ids}\nwords: {[vocab.idx2word[index] for index in ids]}\n"
+            f"clean: {vocab.clean_sentence(ids)}")
+
+
 def show_word_maps(word_maps: Sequence[WordMaps], titles: Sequence[str] | None = None,
-                   per_row: int = 8) -> plt.Figure:
-    """The caption word by word over the image, like "Show, Attend and Tell"'s attention figures: per image the
-    image (with its caption), then one panel per word with the word's map overlaid, per_row panels to a row.
-    Punctuation gets no panel."""
+                   per_row: int = 6) -> plt.Figure:
+    """The caption word by word over the image, like "Show, Attend and Tell"'s attention figures: per image its
+    title and caption across the top, then the image and one panel per word with the word's map overlaid, per_row
+    panels to a row, and one colour bar under them all. Punctuation gets no panel."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     panels = [[position for position, word in enumerate(maps.words) if not is_punctuation(word)]
               for maps in word_maps]
-    heights = [max(1, -(-len(positions) // per_row)) for positions in panels]  # rows of panels per image
-    columns = 1 + min(per_row, max((len(positions) for positions in panels), default=0))
-    figure, axes = plt.subplots(sum(heights), columns, figsize=(1.6 * columns, 1.75 * sum(heights)), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
+    rows = [max(1, -(-len(positions) // per_row)) for positions in panels]  # rows of panels per image
+    cell = PAGE_INCHES / (1 + per_row)
+    columns = max(4, 1 + min(per_row, max((len(positions) for positions in panels), default=0)))
+    width = cell * columns
+    headers = [_lines(([(titles[number], {"fontweight": "bold"})] if titles else []) + [(maps.caption, {})], width)
+               for number, maps in enumerate(word_maps)]
+    heights = []
+    for header, count in zip(headers, rows):
+        heights += [len(header) * LINE_INCHES + 0.1] + [cell + 1.5 * LINE_INCHES] * count
+    bar_inches = 0.25 + 2.5 * LINE_INCHES  # the colour bar with its numbers and label under it
+    height = sum(heights) + bar_inches
+    figure = plt.figure(figsize=(width, height))
+    grid = figure.add_gridspec(len(heights), columns, height_ratios=heights, hspace=0, wspace=0.05, left=0,
+                               right=1, top=1, bottom=bar_inches / height)
     top = 0
-    for number, (maps, positions, height) in enumerate(zip(word_maps, panels, heights)):
+    for maps, positions, count, header in zip(word_maps, panels, rows, headers):
+        _write(figure.add_subplot(grid[top, :]), header)
         picture = unnormalise(maps.image.unsqueeze(0))[0].numpy()
-        axes[top, 0].imshow(picture)
-        title = f"{titles[number]}\n{maps.caption}" if titles else maps.caption
-        axes[top, 0].set_title(_wrap(title, 26), fontsize=6.5, loc="left")
         heat = maps.maps  # (words, H, W)
-        for count, position in enumerate(positions):
-            axis = axes[top + count // per_row, 1 + count % per_row]
+        shown = [(None, "image")] + [(heat[position].numpy(), maps.words[position]) for position in positions]
+        for number, (overlay, word) in enumerate(shown):
+            row, column = divmod(number - 1, per_row) if number else (0, -1)
+            axis = figure.add_subplot(grid[top + 1 + row, column + 1])
+            axis.axis("off")
+            axis.set_anchor("S")  # the title above the picture stays in its own row
             axis.imshow(picture)
-            axis.imshow(heat[position].numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            axis.set_title(maps.words[position], fontsize=9)
-        top += height
-    figure.tight_layout(pad=0.3)
+            if overlay is not None:
+                axis.imshow(overlay, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            axis.set_title(word, fontsize=FONT, pad=2, fontstyle="normal" if overlay is not None else "italic")
+        top += 1 + count
+    colour_bar = figure.add_axes([0.1, (0.05 + 2.2 * LINE_INCHES) / height, 0.8, 0.12 / height])
+    figure.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), cax=colour_bar, orientation="horizontal")
+    colour_bar.set_xlabel("the word's evidence (Grad-CAM, 1 = its strongest cell)", fontsize=FONT)
+    colour_bar.tick_params(labelsize=FONT)
     return figure
 
 
@@ -206,36 +348,41 @@ def plot_pointing_game(result: dict) -> plt.Figure:
     """Pointing-game hit rate of the word maps next to a random point's, over all object words and per
     supercategory (on the synthetic sets, per shape)."""
     groups = {"all": result, **{name: rates for name, rates in result["per_group"].items() if rates["words"]}}
-    figure, axis = plt.subplots(figsize=(1.1 * len(groups) + 2, 3.4))
+    figure, axis = plt.subplots(figsize=(min(PAGE_INCHES, 1.1 * len(groups) + 2.5), 4))
     positions = range(len(groups))
     axis.bar([p - 0.2 for p in positions], [rates["hit_rate"] for rates in groups.values()], 0.4,
              color="tab:blue", label="word map's maximum in the box")
     axis.bar([p + 0.2 for p in positions], [rates["random_rate"] for rates in groups.values()], 0.4,
              color="tab:gray", label="random point (boxes' share of the image)")
     axis.set_xticks(list(positions), [f"{name}\n({rates['words']} words)" for name, rates in groups.items()],
-                    fontsize=8)
-    axis.set(ylabel="hit rate", ylim=(0, 1),
-             title=f"pointing game, {result['split']} split, {result['images']} images, beam {result['beam_size']}")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
+                    rotation=45 if len(groups) > 5 else 0)
+    axis.set(ylabel="hit rate", ylim=(0, 1.3))
+    axis.set_title(f"pointing game, {result['split']} split, {result['images']} images, beam {result['beam_size']}",
+                   fontsize=TITLE)
+    axis.legend(loc="upper right")
+    _readable(figure).tight_layout()
     return figure
 
 
-def live_training_curves() -> Callable[[list[dict]], None]:
-    """A train.train on_epoch callback that redraws plot_training in one notebook output after every epoch."""
-    from IPython.display import display
+class TrainingCurves:
+    """plot_training drawn once in a cell's output: in a live Jupyter session redrawn in place after every epoch
+    (pass it as train.train's on_epoch), in a headless run (papermill) only by show(), at the end."""
 
-    handle = None
+    def __init__(self) -> None:
+        from IPython.display import display
 
-    def redraw(log: list[dict]) -> None:
-        nonlocal handle
+        self.live = in_live_jupyter()
+        self.handle = display({"text/plain": ""}, raw=True, display_id=True)  # where the figure will be
+
+    def __call__(self, log: list[dict]) -> None:
+        if self.live:
+            self.show(log)
+
+    def show(self, log: list[dict]) -> None:
+        """Draw the curves of a log (train.read_log) in the figure's place."""
         figure = plot_training(log)
-        if handle is None:
-            handle = display(figure, display_id=True)
-        else:
-            handle.update(figure)
+        self.handle.update(figure)
         plt.close(figure)  # shown through the handle; the inline backend would otherwise show it again
-    return redraw
 
 
 def show_image_files(captioner: Captioner, paths: Iterable[str | Path], beam_size: int = 1,
@@ -273,17 +420,6 @@ def show_image_glob(captioner: Captioner, pattern: str, beam_size: int = 1) -> p
     return show_image_files(captioner, paths, beam_size)
 
 
-def in_live_jupyter() -> bool:
-    """Whether a person is at a Jupyter front end: papermill and nbconvert (nbclient) run the kernel without stdin,
-    JupyterLab, Notebook and VS Code with it."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    kernel = getattr(get_ipython(), "kernel", None)
-    return bool(getattr(kernel, "_allow_stdin", False))  # set from each execute request
-
-
 def show_uploaded(captioner: Captioner, files: Sequence[dict], beam_size: int = 1) -> plt.Figure | None:
     """show_image_files for files dropped on an ipywidgets FileUpload (dicts with "name" and "content")."""
     with tempfile.TemporaryDirectory() as folder:
@@ -319,3 +455,84 @@ def upload_widget(captioner: Captioner, beam_size: int = 1):
     upload.observe(on_upload, names="value")
     display(ipywidgets.VBox([upload, output]))
     return upload
+
+
+def config_markdown(config, recipe: str | Path | None = None, cell: dict | None = None) -> str:
+    """Every setting of a Config as a Markdown table, each with where its value comes from: the notebook's cell
+    (a value that differs from the recipe's), the recipe file, or the Config's default."""
+    import dataclasses
+
+    from captioning.config import load_recipe
+
+    in_recipe = load_recipe(recipe) if recipe else {}
+    rows = []
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        given = (cell or {}).get(item.name)
+        if given is not None and given != in_recipe.get(item.name, item.default):
+            source = "cell"
+        else:
+            source = "recipe" if item.name in in_recipe else "default"
+        rows.append(f"`{item.name}` | {'`' + repr(value) + '`' if value != '' else ''} | {source}")
+    half = -(-len(rows) // 2)  # two tables side by side: half as tall
+    left, right = rows[:half], rows[half:] + [" | | "] * (2 * half - len(rows))
+    header = "| setting | value | from | setting | value | from |\n|---|---|---|---|---|---|\n"
+    return header + "\n".join(f"| {a} | {b} |" for a, b in zip(left, right))
+
+
+def epochs_markdown(history: list[dict], metric: str = "CIDEr") -> str:
+    """The epochs of a training run as a Markdown table to 3 digits, the best by metric (best.pt) in bold."""
+    if not history:
+        return "(no epoch was trained in this run)"
+    keys = [key for key in ("val_loss", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr") if key in history[0]]
+    best = max(history, key=lambda entry: entry.get(metric, float("-inf")))["epoch"]
+    lines = ["| epoch | training | train loss or reward | " + " | ".join(keys) + " | seconds |",
+             "|---:|---|---:|" + "---:|" * len(keys) + "---:|"]
+    for entry in history:
+        kind, value = ("self-critical", entry["train_reward"]) if "train_reward" in entry else \
+            ("cross-entropy", entry.get("train_loss", float("nan")))
+        cells = [f"{entry['epoch']}", kind, f"{value:.3f}", *(f"{entry[key]:.3f}" for key in keys),
+                 f"{entry.get('seconds', 0):.0f}"]
+        if entry["epoch"] == best:
+            cells = [f"**{cell}**" for cell in cells]
+            cells[0] += " (best.pt)"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def model_diagram(config, images: Sequence[int], features: Sequence[int], scores: Sequence[int]) -> plt.Figure:
+    """The model as boxes and arrows, with the shapes a batch takes at each stage: image -> CNN -> grid of cells and
+    pooled vector -> attention + LSTM -> words."""
+    cells = features[1] - 1 if len(features) == 3 else 0
+    side = round(cells ** 0.5)
+    grid = f"{side}×{side} = {cells} cells" if side * side == cells else f"{cells} cells"
+    boxes = [("image", f"{tuple(images)}\n(batch, colour,\nheight, width)"),
+             (f"CNN ({config.backbone})", "layer3's map,\nthen layer4,\npooled"),
+             ("image features", (f"{tuple(features)}:\n1 pooled vector\n+ {grid},\neach {features[-1]} wide"
+                                 if cells else f"{tuple(features)}:\none pooled vector")),
+             ("attention + LSTM" if cells else "LSTM", f"hidden {config.hidden_size};\nper word, looks at\n"
+                                                     f"the cells" if cells else f"hidden {config.hidden_size}"),
+             ("word scores", f"{tuple(scores)}\n(captions, words,\nvocabulary)")]
+    width, gap, height = 1.55, 0.3, 1.9
+    figure = plt.figure(figsize=(len(boxes) * width + (len(boxes) - 1) * gap, height))
+    axis = figure.add_axes([0, 0, 1, 1])
+    axis.set(xlim=(0, figure.get_figwidth()), ylim=(0, height))
+    axis.axis("off")
+    for number, (name, detail) in enumerate(boxes):
+        left = number * (width + gap)
+        axis.add_patch(plt.Rectangle((left, 0.05), width, height - 0.1, fill=True, facecolor="#eef3fb",
+                                     edgecolor="tab:blue", lw=1.5))
+        axis.text(left + width / 2, height - 0.2, name, ha="center", va="top", fontsize=FONT, fontweight="bold")
+        axis.text(left + width / 2, height - 0.5, detail, ha="center", va="top", fontsize=FONT)
+        if number:
+            axis.annotate("", xy=(left, height / 2), xytext=(left - gap, height / 2),
+                          arrowprops={"arrowstyle": "->", "lw": 1.5})
+    return figure
+
+
+def example_photo() -> Path:
+    """A real photograph that ships with matplotlib: Grace Hopper, an official U.S. Navy portrait (a work of the
+    U.S. government, public domain)."""
+    from matplotlib import cbook
+
+    return Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))

@@ -16,13 +16,13 @@ from typing import Collection, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from captioning import objects
 from captioning.annotations import annotation_path, load_coco, load_instances, object_files
 from data_loader import Preprocess, get_loader
 from captioning.inference import Captioner
 from model import DecoderRNN, EncoderCNN
+from captioning.progress import progress as progress_bar
 
 
 @dataclass
@@ -200,7 +200,7 @@ def pointing_game(captioner: Captioner, data_dir: str | Path | None = None, spli
     instances = InstanceBoxes(data_dir, split, synonyms)
     loader = get_loader(captioner.transform, mode="test", batch_size=batch_size, data_dir=data_dir, split=split)
     names, trials, done = instances.vocabulary.head_words, [], 0
-    for batch in tqdm(loader, desc=f"pointing game ({split})", disable=not progress):
+    for batch in progress_bar(loader, desc=f"pointing game ({split})", unit="batch", disable=not progress):
         count = min(len(batch.image_ids), max_images - done) if max_images else len(batch.image_ids)
         for image_id, maps in zip(batch.image_ids, word_maps(captioner, batch.images[:count], beam_size, only=names)):
             trials += instances.trials(maps, image_id, captioner.transform)

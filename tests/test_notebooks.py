@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import nbformat
 
@@ -18,6 +19,7 @@ def test_notebooks_run_in_order_and_produce_their_artefacts(tmp_path):
         parameters = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
         assert len(parameters) == 1, f"{name} needs exactly one parameters cell"
         assert "widgets" not in notebook.metadata, f"{name} keeps the progress bars' widget state"
+        assert not log_walls(notebook), f"{name}: {log_walls(notebook)[:3]}"
     assert (tmp_path / "data" / "annotations" / "captions_train.json").exists()
     assert (tmp_path / "models" / "vocab.pkl").exists()
     assert (tmp_path / "models" / "best.pt").exists() and (tmp_path / "models" / "last.pt").exists()
@@ -45,7 +47,8 @@ def test_the_demo_leaves_an_earlier_demo_run_alone_unless_asked(tmp_path, monkey
     assert "DEMO_FLAGS=--overwrite" in capsys.readouterr().err and not ran
     assert (models / "best.pt").read_bytes() == b"an earlier run"
     assert demo.main(["--overwrite"]) == 0
-    assert ran == [{"2_Training.ipynb": {"overwrite": True}}]  # training is told it may replace the run
+    assert ran[-1]["2_Training.ipynb"] == {"overwrite": True}  # training is told it may replace the run
+    assert ran[-1]["3_Inference.ipynb"] == {"figure_path": "images/demo_captions.png"}  # the README's picture
 
 
 def test_saved_notebooks_show_no_progress_bar_short_of_100_percent(tmp_path):
@@ -68,3 +71,55 @@ def test_saved_notebooks_show_no_progress_bar_short_of_100_percent(tmp_path):
     assert not demo.drop_frozen_bars(notebook)  # nothing more to remove
     for name in demo.NOTEBOOKS:  # the committed notebooks, as make demo leaves them
         assert not demo.drop_frozen_bars(nbformat.read(demo.ROOT / name, as_version=4)), name
+
+
+PROGRESS_BAR = re.compile(r"\d+%\||\|\s*\d+/\d+ \[")  # "epoch 3:   0%|   | 0/94", "| 0/16 [00:00<?"
+
+
+def log_walls(notebook: nbformat.NotebookNode) -> list[str]:
+    """What a reader of a saved notebook should not see: progress bars (frozen or finished), stderr output,
+    widgets (their text stand-in is their first frame), <pad> words and "METEOR computed." noise."""
+    found = []
+    for number, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            text = output.get("text") or str(output.get("data", {}).get("text/plain", ""))
+            text += str(output.get("data", {}).get("text/markdown", ""))
+            if output.get("name") == "stderr":
+                found.append(f"cell {number}: stderr {text[:60]!r}")
+            if "application/vnd.jupyter.widget-view+json" in output.get("data", {}):
+                found.append(f"cell {number}: a widget")
+            for noise in (PROGRESS_BAR, re.compile(re.escape("<pad>")), re.compile("METEOR computed")):
+                if noise.search(text):
+                    found.append(f"cell {number}: {noise.search(text).group()!r} in {text[:60]!r}")
+    return found
+
+
+def test_the_log_wall_check_finds_bars_stderr_and_pad():
+    notebook = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("train()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="epoch 3:   0%|          | 0/94\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="warning\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="words: ['.', '<end>', '<pad>']\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="epoch 1/7: CIDEr 2.9; 50 s, 5 min left\n"),
+                    nbformat.v4.new_output("display_data", data={"text/plain": "caching: 100%|####| 47/47 [00:03]"})]
+    notebook.cells.append(cell)
+    assert len(log_walls(notebook)) == 4
+
+
+def test_committed_notebooks_show_no_log_wall():
+    """Needs notebooks saved by make demo after captioning/progress.py (the bars' summary lines) came in."""
+    for name in demo.NOTEBOOKS:
+        notebook = nbformat.read(demo.ROOT / name, as_version=4)
+        assert not log_walls(notebook), f"{name}: {log_walls(notebook)[:3]}"
+
+
+def test_the_training_cell_shows_the_values_it_runs_with():
+    """Notebook 2's parameter cell spells out the synthetic recipe's values, and they are the recipe's."""
+    notebook = nbformat.read(demo.ROOT / "2_Training.ipynb", as_version=4)
+    cell = next(cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", []))
+    values: dict = {}
+    exec(cell.source, {}, values)  # noqa: S102 -- the notebook's own parameter cell: assignments only
+    recipe = json.loads((demo.ROOT / values["recipe"]).read_text())
+    settings = {name: value for name, value in values.items() if name in recipe and name != "data_dir"}
+    assert len(settings) >= 10 and None not in settings.values()
+    assert settings == {name: recipe[name] for name in settings}

@@ -18,6 +18,7 @@ import papermill
 
 NOTEBOOKS = ("0_Dataset.ipynb", "1_Preliminaries.ipynb", "2_Training.ipynb", "3_Inference.ipynb")
 ROOT = Path(__file__).resolve().parents[1]  # the repository, where the notebooks are
+README_FIGURE = "images/demo_captions.png"  # rewritten by the full demo only
 
 
 def quick_parameters(work: str) -> dict[str, dict]:
@@ -132,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: models/ holds a trained run already ({', '.join(existing)}): move it away, or replace "
                   f"it with 'make demo DEMO_FLAGS=--overwrite' (python tools/demo.py --overwrite)", file=sys.stderr)
             return 2
+        parameters = {"3_Inference.ipynb": {"figure_path": README_FIGURE}}  # the README's picture, refreshed
         if args.overwrite:
-            parameters = {"2_Training.ipynb": {"overwrite": True}}
+            parameters["2_Training.ipynb"] = {"overwrite": True}
     try:
         seconds = run_notebooks(parameters, args.output_dir, echo=True)
     except papermill.PapermillExecutionError as error:

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from captioning import distributed, metrics
 from captioning.checkpoint import remove_partial_saves, save_checkpoint
 from captioning.config import Config, read_value
+from captioning.progress import progress as progress_bar
 from captioning.runtime import check_precision, describe_precision, resolve_device
 from data_loader import Batch
 from model import decode
@@ -44,8 +45,8 @@ def train_one_epoch(run: Run, loader, log, progress: bool = True) -> float:
     loader.batch_sampler.set_epoch(run.epoch, start_batch=run.batches_done)
     limit = run.config.max_steps_per_epoch or len(loader.batch_sampler)
     steps = min(limit, len(loader.batch_sampler))  # in this epoch
-    bar = tqdm(total=steps - run.batches_done, desc=f"epoch {run.epoch + 1}",
-               disable=not progress, leave=False)
+    bar = progress_bar(total=steps - run.batches_done, desc=f"epoch {run.epoch + 1}", disable=not progress,
+                       leave=False, summary=False)  # the epoch's line follows
     for batch in loader:
         if run.batches_done >= limit:
             break
@@ -94,7 +95,8 @@ def validate(run: Run, loader, progress: bool = True) -> dict[str, float]:
     run.decoder.eval()
     limit = math.ceil(run.config.val_max_images / run.config.batch_size) if run.config.val_max_images else None
     loss_sum, words, captions = 0.0, 0, {}
-    for index, batch in enumerate(tqdm(loader, desc="validate", disable=not progress, leave=False)):
+    batches = progress_bar(loader, desc="validate", disable=not progress, leave=False, summary=False)
+    for index, batch in enumerate(batches):
         if limit is not None and index >= limit:
             break
         if not batch.image_ids:

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import ImageDraw
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
 
 from captioning.annotations import annotation_path
 from captioning.files import atomic_write, write_json_atomic
+from captioning.progress import progress
 
 SPLITS = ("train", "val", "test")
 # Each split draws from its own random streams, and its image ids start at a fixed base, so that changing the
@@ -371,7 +371,8 @@ def _generate_split(out_dir: Path, split: str, count: int, seed: int, width: int
     pair_ids = _pair_ids(variety)
     background_ids = {category["name"]: category["id"] for category in background_categories}
     images, instances, stuff, captions = [], [], [], []
-    for index in tqdm(range(1, count + 1), desc=f"synthetic {split}", disable=not verbose, leave=False):
+    for index in progress(range(1, count + 1), desc=f"synthetic {split}", disable=not verbose, leave=False,
+                          summary=False):  # the split's line follows
         # One stream per image: image i is the same whatever the split size, and splits never share a stream.
         rng = np.random.default_rng([seed, _SPLIT_STREAMS[split], index])
         scene = variety.sample(rng, width, height)
