@@ -145,10 +145,10 @@ def test_evaluate_reports_object_scores_beside_cider(trained_checkpoint, synthet
     for word in ("objects", "precision", "recall", "CHAIRi", "CHAIRs", "cut off"):
         assert word in captured.err
     assert report["bad_endings"]["human"] == 0 and 0 <= report["bad_endings"]["model"] <= 1  # every reference ends
-    from captioning import viz  # notebook 3's table says it too
-    assert ("Captions cut off" in viz.metrics_markdown(report)) == (report["bad_endings"]["model"] > 0)
+    from captioning import tables  # notebook 3's table says it too
+    assert ("Captions cut off" in tables.metrics_markdown(report)) == (report["bad_endings"]["model"] > 0)
     report["bad_endings"]["model"] = 0.25  # said only when the model cuts captions off
-    assert "Captions cut off (ending on 'a', 'on', 'and'...): 25.0%" in viz.metrics_markdown(report)
+    assert "Captions cut off (ending on 'a', 'on', 'and'...): 25.0%" in tables.metrics_markdown(report)
 
 
 # ------------------------------------------------------------------------------------- COCO splits (CHAIR)

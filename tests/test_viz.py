@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from captioning import objects  # noqa: E402
-from captioning import viz  # noqa: E402
+from captioning import tables, viz  # noqa: E402
 from captioning.annotations import annotation_path, load_coco  # noqa: E402
 from captioning.wordmaps import WordMaps  # noqa: E402
 
@@ -149,12 +149,12 @@ def test_tables_show_every_setting_with_its_source_and_scores_to_three_digits(tm
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({"epochs": 4, "hidden_size": 512}))
     config = make_config(recipe, epochs=2, hidden_size=512)
-    table = viz.config_markdown(config, recipe, {"epochs": 2, "hidden_size": 512, "lr": None})
+    table = tables.config_markdown(config, recipe, {"epochs": 2, "hidden_size": 512, "lr": None})
     assert "| `epochs` | `2` | cell |" in table and "| `hidden_size` | `512` | recipe |" in table
     assert "| `lr` |" in table and "| default |" in table
     history = [{"epoch": 1, "train_loss": 1.23456, "val_loss": 0.8, "CIDEr": 2.91234},
                {"epoch": 2, "train_reward": 3.4, "val_loss": 1.3, "CIDEr": 3.61789}]
-    epochs = viz.epochs_markdown(history)
+    epochs = tables.epochs_markdown(history)
     assert "**3.618**" in epochs and "(best.pt)" in epochs and "2.912" in epochs and "2.91234" not in epochs
     assert "self-critical" in epochs
 
@@ -165,5 +165,5 @@ def test_generated_ids_stop_at_end(trained_checkpoint):
     from vocabulary import Vocabulary
 
     vocab = Vocabulary.from_dict(load_checkpoint(trained_checkpoint)["vocab"])
-    text = viz.generated_ids(vocab, [4, 5, vocab.end_index, vocab.pad_index, vocab.pad_index])
+    text = tables.generated_ids(vocab, [4, 5, vocab.end_index, vocab.pad_index, vocab.pad_index])
     assert "<end>" in text and "<pad>" not in text
