@@ -73,7 +73,7 @@ DOCS_BENCH = Path(__file__).resolve().parent / "docs" / "bench"  # --write-doc's
 
 @dataclass
 class BenchSettings:
-    """Sizes of one benchmark run; the defaults take about three minutes on a 2-core CPU."""
+    """Sizes of one benchmark run; the defaults take a few minutes on a 2-core CPU."""
 
     images: int = 96  # synthetic training images
     width: int = 640  # COCO images are about 640x480
