@@ -1,8 +1,15 @@
 """Benchmark: each speed-up of the pipeline measured against the original way, side by side, on the same data.
 
-    python tools/bench.py                      # about three minutes on a 2-core CPU
+    python tools/bench.py                      # a few minutes on a 2-core CPU
     python tools/bench.py --quick              # tiny sizes, a smoke test of under a minute
     python tools/bench.py --device cuda --data-dir data/bench
+    python tools/bench.py --write-doc          # also writes its output to docs/bench/<the CPU's flags>.txt
+
+It first measures the machine's own large matrix-product rate (fp32, and bf16 where the CPU computes it natively)
+and prints the CPU's capability (AVX2, AVX-512, AVX512-BF16, AMX; held to AVX2 by ATEN_CPU_CAPABILITY,
+ONEDNN_MAX_CPU_ISA and MKL_ENABLE_INSTRUCTIONS, or not). Each stage's rate is then printed as FLOP/s (counted with
+torch.utils.flop_counter on one call) and as a share of that matrix-product rate in the stage's precision, as soon as
+the stage is timed. Where bf16 is emulated (no AVX512-BF16 or AMX), it is timed once, briefly, in section 6.
 
 It writes a COCO-like synthetic set (640x480 JPEGs) to a temporary folder (or --data-dir, kept), then times:
 1. training (captions/s): projection + decoder from cached ResNet-50 features vs the original's step, where the
@@ -14,7 +21,8 @@ It writes a COCO-like synthetic set (640x480 JPEGs) to a temporary folder (or --
 4. captioning (images/s): batched greedy vs one image at a time, and batched beam search, decoder only;
 5. loader start-up: the token cache warm vs tokenizing every caption again;
 6. one training step of the synthetic recipe (its CNN trained from scratch at 96 px): fp32 vs bf16 autocast, the
-   one `precision auto` picks marked, and the same step with a ResNet-50 when the recipe's CNN is another.
+   one `precision auto` picks marked, and the same step with a ResNet-50 when the recipe's CNN is another;
+7. one self-critical step (sampled captions, CIDEr rewards, the decoder's backward) from the feature cache.
 Old and new ways are timed in alternating rounds and the median round is reported, so a change in machine load
 hits both alike. The last line printed is one JSON object of the figures (ratios are new/old: higher is better).
 """
@@ -43,29 +51,31 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
+from tools import cpu_capability
 from captioning import pretraining
 from prepare import synthetic
 from prepare.synthetic import easy
 from captioning import training
-from captioning.training import loop, losses
+from captioning.training import loop, losses, self_critical
 from captioning.annotations import annotation_path, load_coco
 from captioning.config import Config, make_config
 from data_loader import IMAGENET_MEAN, IMAGENET_STD, CocoCaptionDataset, Preprocess, get_loader, load_image
-from captioning.files import write_json_atomic
+from captioning.files import atomic_write, check_file, write_json_atomic
 from captioning.features import EXTRACT_BATCH, FeatureStore, feature_store
 from captioning.backbone import layer3_side
 from model import DecoderRNN, build_decoder
-from captioning.runtime import autocast_dtype, resolve_device
+from captioning.runtime import autocast_dtype, choose_precision, resolve_device
 from vocabulary import Vocabulary, build_vocabulary
 
 
 COCO_TRAIN_CAPTIONS = 414_113  # captions in captions_train2014.json
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "synthetic.json"  # the demo's recipe (section 6)
+DOCS_BENCH = Path(__file__).resolve().parents[1] / "docs" / "bench"  # --write-doc's folder
 
 
 @dataclass
 class BenchSettings:
-    """Sizes of one benchmark run; the defaults take about three minutes on a 2-core CPU."""
+    """Sizes of one benchmark run; the defaults take a few minutes on a 2-core CPU."""
 
     images: int = 96  # synthetic training images
     width: int = 640  # COCO images are about 640x480
@@ -85,13 +95,17 @@ class BenchSettings:
     beam_size: int = 3
     recipe_image_size: int = 0  # training-step section: 0 = the synthetic recipe's image size and batch
     recipe_batch_size: int = 0
+    matmul_size: int = 2048  # the matrix product whose rate each stage is a share of
+    emulated_steps: int = 2  # timed steps of emulated bf16 (one untimed first), in a batch 1/8 of the recipe's
+    scst_samples: int = 5  # captions sampled per image in the self-critical step (config.scst_samples)
 
     @classmethod
     def quick(cls) -> "BenchSettings":
         """Tiny sizes: checks that every part runs, in seconds; the figures mean little."""
         return cls(images=8, width=320, height=240, image_size=112, resize_size=128, batch_size=4, extract_batch=8,
                    caption_batch=8, single_images=4, vocab_size=1000, token_captions=500, rounds=2,
-                   round_seconds=0.05, recipe_image_size=32, recipe_batch_size=4)
+                   round_seconds=0.05, recipe_image_size=32, recipe_batch_size=4, matmul_size=1024,
+                   emulated_steps=1, scst_samples=2)
 
 
 @dataclass
@@ -104,6 +118,8 @@ class Row:
     unit: str
     speedup: float | None = None  # vs the section's old way
     note: str = ""
+    flops: float | None = None  # FLOP/s (matrix products and convolutions)
+    share: float | None = None  # of the large matrix product's rate in the way's precision
 
 
 # ------------------------------------------------------------------------------------------------------ timing
@@ -116,14 +132,20 @@ def synchronize(device: torch.device) -> None:
 
 
 def compare(work: dict[str, Callable[[], int]], settings: BenchSettings, device: torch.device,
-            warmup: int | None = None) -> dict[str, float]:
+            warmup: int | None = None, flops: dict[str, float] | None = None) -> dict[str, float]:
     """Median items/s of each way; ways alternate round by round so that a change in load hits all of them alike.
 
-    Each callable does one unit of work and returns how many items (images, captions) it processed.
+    Each callable does one unit of work and returns how many items (images, captions) it processed. Given `flops`,
+    the first warm-up call of each way is counted, and flops[way] set to its FLOPs per item.
     """
-    for function in work.values():
-        for _ in range(settings.warmup if warmup is None else warmup):
-            function()
+    for name, function in work.items():
+        for index in range(settings.warmup if warmup is None else warmup):
+            if flops is not None and index == 0:
+                with cpu_capability.flop_counter() as counter:
+                    items = function()
+                flops[name] = counter.get_total_flops() / max(items, 1)
+            else:
+                function()
     synchronize(device)
     rates: dict[str, list[float]] = {name: [] for name in work}
     for _ in range(settings.rounds):
@@ -158,15 +180,54 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def bench_precision(device: torch.device) -> str:
+    """The precision the pipeline's stages are timed in: precision auto's pick, except that a CPU runs bf16 only
+    where cpu_capability finds it native in this process (runtime's pick reads the flags and misses a hold to AVX2)."""
+    if device.type == "cpu":
+        return "bf16" if cpu_capability.capability().native_bf16 else "fp32"
+    return choose_precision(device, "auto")[0]
+
+
+def reduced_native(device: torch.device) -> bool:
+    """Whether this device computes its reduced precision (bf16; CUDA: AMP's) in hardware, so bench times it fully."""
+    return device.type != "cpu" or cpu_capability.capability().native_bf16
+
+
+def bench_matmul(settings: BenchSettings, device: torch.device) -> dict[str, float]:
+    """The large matrix product's FLOP/s in fp32 and in the reduced precision; an emulated bf16 is measured once,
+    on a product an eighth the size, within a few seconds."""
+    reduced = "bf16" if device.type == "cpu" else precision_name(autocast_dtype(device, "auto"))
+    rates = {"fp32": cpu_capability.matmul_rate(torch.float32, settings.matmul_size, device=device)}
+    if reduced_native(device):
+        rates[reduced] = cpu_capability.matmul_rate(PRECISIONS[reduced], settings.matmul_size, device=device)
+    else:
+        rates[reduced] = cpu_capability.matmul_rate(torch.bfloat16, settings.matmul_size // 4, repeats=1,
+                                                    seconds=5.0, device=device)
+    return rates
+
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def rated(row: Row, items_per_second: float, flops_per_item: float | None, precision: str,
+          matmul: dict[str, float]) -> Row:
+    """The row with its FLOP/s and their share of the matrix product's rate in `precision` (nothing counted: none)."""
+    if flops_per_item:
+        row.flops = items_per_second * flops_per_item
+        row.share = row.flops / matmul[precision] if precision in matmul else None
+    return row
+
+
 # ---------------------------------------------------------------------------------------------------- set-up
 
 
 def bench_config(settings: BenchSettings, data_dir: Path, work: Path, device: str, pretrained: str) -> Config:
-    """The product's model (ResNet-50, embed 256, LSTM 512) with a frozen backbone, sized by the settings."""
+    """The product's model (ResNet-50, embed 256, LSTM 512) with a frozen backbone, sized by the settings, in the
+    precision bench_precision picks."""
     return Config(data_dir=str(data_dir), train_split="train", val_split="train", backbone="resnet50",
                   pretrained=pretrained, train_backbone="no", image_size=settings.image_size,
                   resize_size=settings.resize_size, batch_size=settings.batch_size, vocab_threshold=1,
-                  max_len=settings.max_len,
+                  max_len=settings.max_len, precision=bench_precision(torch.device(device)),
                   device=device, out=str(work / "run")).validate()
 
 
@@ -214,8 +275,8 @@ def original_train_step(run: training.Run, batch) -> None:
     run.optimizer.step()
 
 
-def bench_training(settings: BenchSettings, config: Config, vocab: Vocabulary, device: torch.device, work: Path
-                   ) -> tuple[list[Row], dict, training.Run, FeatureStore]:
+def bench_training(settings: BenchSettings, config: Config, vocab: Vocabulary, device: torch.device, work: Path,
+                   matmul: dict[str, float]) -> tuple[list[Row], dict, training.Run, FeatureStore]:
     """Training captions/s: from the feature cache vs the encoder in the loop. Returns the new run and its cache."""
     new_run = training.build_run(config, vocab)
     started = time.perf_counter()
@@ -249,12 +310,16 @@ def bench_training(settings: BenchSettings, config: Config, vocab: Vocabulary, d
         original_train_step(old_run, batch)
         return 0 if batch.captions is None else batch.captions.size(0)
 
-    rates = compare({"old": old_step, "new": new_step}, settings, device)
+    flops: dict[str, float] = {}
+    rates = compare({"old": old_step, "new": new_step}, settings, device, flops=flops)
     captions = sum(new_loader.dataset.caption_counts())
     first_epoch = captions / (build_seconds + captions / rates["new"])  # the cache built within the first epoch
     dtype = precision_name(autocast_dtype(device, config.precision))
-    rows = [Row("1 training", "original: ResNet-50 fp32 per caption + Pillow", rates["old"], "captions/s"),
-            Row("", "feature cache: projection + decoder", rates["new"], "captions/s", rates["new"] / rates["old"]),
+    rows = [rated(Row("1 training", "original: ResNet-50 fp32 per caption + Pillow", rates["old"], "captions/s"),
+                  rates["old"], flops["old"], "fp32", matmul),
+            rated(Row("", f"feature cache: projection + decoder, {config.precision}", rates["new"], "captions/s",
+                      rates["new"] / rates["old"], "the captioner's step"),
+                  rates["new"], flops["new"], config.precision, matmul),
             Row("", f"building the cache ({len(store)} images, {dtype})", len(store) / build_seconds,
                 "images/s", note="once per split and backbone"),
             Row("", "first epoch including the cache build", first_epoch, "captions/s", first_epoch / rates["old"],
@@ -265,7 +330,8 @@ def bench_training(settings: BenchSettings, config: Config, vocab: Vocabulary, d
     figures = {"coco_epoch_seconds_cache": COCO_TRAIN_CAPTIONS / rates["new"],
                "coco_epoch_seconds_original": COCO_TRAIN_CAPTIONS / rates["old"],
                "train_cache_speedup": rates["new"] / rates["old"], "train_captions_per_s_old": rates["old"],
-               "train_captions_per_s_new": rates["new"], "cache_build_images_per_s": len(store) / build_seconds}
+               "train_captions_per_s_new": rates["new"], "cache_build_images_per_s": len(store) / build_seconds,
+               "share_captioner_step": rows[1].share}
     return rows, figures, new_run, store
 
 
@@ -283,16 +349,16 @@ def precision_ways(device: torch.device) -> dict[str, tuple[torch.dtype | None, 
 
 
 def auto_way(device: torch.device, ways: dict[str, tuple[torch.dtype | None, bool, bool]]) -> str:
-    """The name of the way that precision auto runs on this device."""
-    dtype = autocast_dtype(device, "auto")
+    """The name of the way that precision auto runs on this device (as bench_precision sees it)."""
+    dtype = autocast_dtype(device, bench_precision(device))
     return next(name for name, (autocast, weights, channels_last) in ways.items()
                 if autocast is dtype and not weights and channels_last)
 
 
-def bench_encoder(settings: BenchSettings, config: Config, run: training.Run, device: torch.device
-                  ) -> tuple[list[Row], dict]:
+def bench_encoder(settings: BenchSettings, config: Config, run: training.Run, device: torch.device,
+                  matmul: dict[str, float]) -> tuple[list[Row], dict]:
     """Feature extraction images/s in each precision and layout, the one precision auto picks marked, and whether
-    the captions stay the same in bf16.
+    the captions stay the same in bf16. Where bf16 is emulated, only the fp32 ways (section 6 times bf16 once).
 
     Batches are as large as features.extract_features makes them (settings.extract_batch), not training batches.
     """
@@ -319,8 +385,25 @@ def bench_encoder(settings: BenchSettings, config: Config, run: training.Run, de
             return images.size(0)
         return run_once
 
-    rates = compare({name: timed(name, *way) for name, way in ways.items()}, settings, device)
+    if not reduced_native(device):
+        ways = {name: way for name, way in ways.items() if way[0] is None}
+    flops: dict[str, float] = {}
+    rates = compare({name: timed(name, *way) for name, way in ways.items()}, settings, device, flops=flops)
     auto, fastest = auto_way(device, ways), max(rates, key=rates.get)
+    rows = [rated(Row("2 encoder" if index == 0 else "", f"ResNet-50 {name}" + (" (auto)" if name == auto else ""),
+                      rates[name], "images/s", None if index == 0 else rates[name] / rates[list(ways)[0]],
+                      "; ".join(note for note, present in (("fastest", name == fastest),
+                                                           ("inference", name == auto)) if present)),
+                  rates[name], flops[name], precision_name(ways[name][0]), matmul)
+            for index, name in enumerate(ways)]
+    figures = {"encoder_auto": auto, "encoder_fastest": fastest,
+               "encoder_auto_vs_fastest": rates[auto] / rates[fastest],
+               "encoder_auto_speedup": rates[auto] / rates[list(ways)[0]],
+               "encoder_images_per_s": rates, "encoder_dtype": precision_name(autocast_dtype(device, config.precision)),
+               "share_encoder_inference": rows[list(ways).index(auto)].share}
+    if len(ways) < 3:
+        return rows + [Row("", "bf16 ways not timed: emulated on this CPU", math.nan, "",
+                           note="section 6 times an emulated bf16 step once")], figures
     original, bf16_autocast = list(ways)[0], list(ways)[2]
     reference, reduced = outputs[original].float(), outputs[bf16_autocast].float()
     cosine = torch.nn.functional.cosine_similarity(reference, reduced, dim=1)  # (batch,)
@@ -332,10 +415,6 @@ def bench_encoder(settings: BenchSettings, config: Config, run: training.Run, de
     untrained = build_decoder(config, run.vocab).to(device)  # random logits: its argmax flips at the least change
     trained_same, trained_distinct = caption_agreement(run, run.decoder, reference, reduced)
     untrained_same, untrained_distinct = caption_agreement(run, untrained, reference, reduced)
-    rows = [Row("2 encoder" if index == 0 else "", f"ResNet-50 {name}" + (" (auto)" if name == auto else ""),
-                rates[name], "images/s", None if index == 0 else rates[name] / rates[original],
-                "fastest" if name == fastest else "")
-            for index, name in enumerate(ways)]
     rows += [Row("", f"feature cosine, {bf16_autocast.split(' +')[0]} vs fp32 (min)", cosine.min().item(), "",
                  note=f"mean {cosine.mean().item():.5f}, {images.size(0)} images"),
              Row("", "... of the image-specific part (batch mean removed)", centred.min().item(), "",
@@ -344,30 +423,29 @@ def bench_encoder(settings: BenchSettings, config: Config, run: training.Run, de
                  note=f"{trained_distinct} distinct captions among {images.size(0)}"),
              Row("", "same greedy caption, untrained decoder", untrained_same, "fraction",
                  note=f"{untrained_distinct} distinct captions among {images.size(0)}")]
-    figures = {"encoder_auto": auto, "encoder_fastest": fastest,
-               "encoder_auto_vs_fastest": rates[auto] / rates[fastest],
-               "encoder_auto_speedup": rates[auto] / rates[original],
-               "encoder_images_per_s": rates, "encoder_dtype": precision_name(autocast_dtype(device, "auto")),
-               "feature_cosine_min": cosine.min().item(), "feature_centred_cosine_min": centred.min().item(),
-               "greedy_caption_agreement": trained_same,
-               "greedy_caption_agreement_untrained": untrained_same}
+    figures.update({"feature_cosine_min": cosine.min().item(), "feature_centred_cosine_min": centred.min().item(),
+                    "greedy_caption_agreement": trained_same, "greedy_caption_agreement_untrained": untrained_same})
     return rows, figures
 
 
-def bench_training_step(settings: BenchSettings, device: torch.device) -> tuple[list[Row], dict]:
+def bench_training_step(settings: BenchSettings, device: torch.device, matmul: dict[str, float]
+                        ) -> tuple[list[Row], dict]:
     """One step of the synthetic recipe's pretraining (its CNN from scratch on the object labels, about half of
     `make demo`; the captioner then trains from cached features, section 1): seconds a step in fp32 and in bf16
     autocast (CUDA: its AMP dtype), the one precision auto picks marked; and, when the recipe's CNN is not the
-    product's ResNet-50, the same step with a ResNet-50 (what the recipe would cost with it)."""
+    product's ResNet-50, the same step with a ResNet-50 (what the recipe would cost with it). Where bf16 is emulated,
+    its step is timed once, briefly, on an eighth of the batch: enough to show why it is not chosen."""
     recipe = make_config(RECIPE, device=device.type)
     if settings.recipe_image_size:  # --quick
         recipe = recipe.replace(image_size=settings.recipe_image_size, resize_size=settings.recipe_image_size,
                                 pretrain_batch_size=settings.recipe_batch_size)
     reduced = "bf16" if device.type == "cpu" else precision_name(autocast_dtype(device, "auto"))
+    chosen = bench_precision(device)
     precisions = {"fp32": (recipe.backbone, "fp32"), f"{reduced} autocast": (recipe.backbone, reduced)}
     ways = dict(precisions)
     if recipe.backbone != "resnet50":
-        ways["ResNet-50 instead, auto"] = ("resnet50", "auto")
+        ways["ResNet-50 instead, auto"] = ("resnet50", chosen)
+    emulated = {} if reduced_native(device) else {f"{reduced} autocast": ways.pop(f"{reduced} autocast")}
     generator = torch.Generator().manual_seed(0)
     colours, shapes = len(easy.COLOURS), len(easy.SHAPES)  # the easy set's labels, as pretrained
     labels = len(easy.BACKGROUNDS) + colours + shapes + colours * shapes
@@ -378,27 +456,41 @@ def bench_training_step(settings: BenchSettings, device: torch.device) -> tuple[
     centres = torch.randint(colours * shapes + 1, (recipe.pretrain_batch_size, grid, grid), generator=generator) \
         if recipe.object_features else None  # the recipe's captioner reads a centre head, which is pretrained too
 
-    def step(backbone: str, precision: str) -> Callable[[], int]:
+    def step(backbone: str, precision: str, batch: int = recipe.pretrain_batch_size) -> Callable[[], int]:
         model, optimizer, scaler = pretraining.build(backbone, labels, colours * shapes, recipe.pretrain_lr,
                                                           device, precision, recipe.object_features)
         model.train()
-        return lambda: (pretraining.train_step(model, optimizer, scaler, images, targets, cells, device,
-                                                    precision, centres), 1)[1]
+        return lambda: (pretraining.train_step(model, optimizer, scaler, images[:batch], targets[:batch],
+                                                    cells[:batch], device, precision,
+                                                    None if centres is None else centres[:batch]), batch)[1]
 
-    rates = compare({name: step(*way) for name, way in ways.items()}, settings, device)
-    chosen = precision_name(autocast_dtype(device, "auto"))
+    flops: dict[str, float] = {}  # per image
+    rates = compare({name: step(*way) for name, way in ways.items()}, settings, device, flops=flops)  # images/s
+    small = max(2, recipe.pretrain_batch_size // 8)  # BatchNorm needs two images
+    for name, way in emulated.items():
+        say(f"   {name}: emulated here, timed briefly on {small} images")
+        rates[name] = compare({name: step(*way, batch=small)}, dataclasses.replace(
+            settings, rounds=settings.emulated_steps, round_seconds=0.0, warmup=1), device, flops=flops)[name]
+    # An emulated precision is measured against fp32's rate: what this machine computes instead.
+    precision_of = {name: "fp32" if name in emulated else way[1] for name, way in {**ways, **emulated}.items()}
     auto = next(name for name in precisions if name.startswith(chosen))
     fastest = max(precisions, key=rates.get)
-    notes = {"fp32": f"{recipe.backbone}, batch of {recipe.pretrain_batch_size} images at {recipe.image_size} px; ",
-             "ResNet-50 instead, auto": "the product's encoder, same batch; "}
-    rows = [Row("6 training step" if index == 0 else "",
-                f"synthetic recipe's pretraining, {name}" + (" (auto)" if name == auto else ""), 1.0 / rates[name],
-                "s/step", None if index == 0 else rates[name] / rates["fp32"],
-                notes.get(name, "") + ("fastest precision" if name == fastest else ""))
-            for index, name in enumerate(ways)]
+    batch = recipe.pretrain_batch_size
+    notes = {"fp32": f"synthetic recipe's {recipe.backbone}, batch of {batch} images at {recipe.image_size} px",
+             "ResNet-50 instead, auto": "the product's encoder, same batch"}
+    for name in emulated:
+        notes[name] = f"emulated: timed briefly on {small} images, scaled to {batch}; of mm: of fp32's rate"
+    rows = [rated(Row("6 training step" if index == 0 else "",
+                      f"pretraining, {name}" + (" (auto)" if name == auto else ""),
+                      batch / rates[name], "s/step", None if index == 0 else rates[name] / rates["fp32"],
+                      "; ".join(note for note in (notes.get(name), name == fastest and "fastest precision")
+                                if note)),
+                  rates[name], flops.get(name), precision_of[name], matmul)
+            for index, name in enumerate(rates)]
     figures = {"train_step_auto": auto, "train_step_fastest": fastest,
                "train_step_auto_vs_fastest": rates[auto] / rates[fastest],
-               "train_step_seconds": {name: 1.0 / rate for name, rate in rates.items()}}
+               "train_step_seconds": {name: batch / rate for name, rate in rates.items()},
+               "share_pretraining_step": rows[list(rates).index(auto)].share}
     return rows, figures
 
 
@@ -473,8 +565,9 @@ def bench_loading(settings: BenchSettings, config: Config) -> tuple[list[Row], d
 
 
 def bench_captioning(settings: BenchSettings, config: Config, run: training.Run, store: FeatureStore,
-                     device: torch.device) -> tuple[list[Row], dict]:
-    """Captioning images/s from cached features (decoder only, so the CNN does not dominate)."""
+                     device: torch.device, matmul: dict[str, float]) -> tuple[list[Row], dict]:
+    """Captioning images/s from cached features (decoder only, so the CNN does not dominate; fp32, as decoding
+    runs)."""
     with torch.no_grad():
         rows = [store.get(image_id) for image_id in store.meta["image_ids"]]
         pooled = torch.stack([row for row in rows if row is not None])  # (images, feature_size)
@@ -498,16 +591,45 @@ def bench_captioning(settings: BenchSettings, config: Config, run: training.Run,
             decoder.beam_search(chunk, beam_size=settings.beam_size, max_len=config.max_len)
         return features.size(0)
 
-    rates = compare({"old": single_greedy, "new": batched_greedy, "beam": batched_beam}, settings, device)
+    flops: dict[str, float] = {}
+    rates = compare({"old": single_greedy, "new": batched_greedy, "beam": batched_beam}, settings, device,
+                    flops=flops)
     note = f"decoder only, {run.decoder.vocab_size} words, mean {torch.stack(lengths).mean().item():.1f} tokens"
     rows = [Row("4 captioning", "greedy, one image at a time", rates["old"], "images/s", note=note),
             Row("", f"greedy, batches of {settings.caption_batch}", rates["new"], "images/s",
                 rates["new"] / rates["old"]),
             Row("", f"beam {settings.beam_size}, batches of {settings.caption_batch}", rates["beam"], "images/s",
-                rates["beam"] / rates["old"])]
+                rates["beam"] / rates["old"], "decoding (evaluation)")]
+    rows = [rated(row, rates[key], flops[key], "fp32", matmul) for row, key in zip(rows, ("old", "new", "beam"))]
     figures = {"batched_caption_speedup": rates["new"] / rates["old"], "caption_images_per_s_single": rates["old"],
-               "caption_images_per_s_batched": rates["new"], "beam_images_per_s_batched": rates["beam"]}
+               "caption_images_per_s_batched": rates["new"], "beam_images_per_s_batched": rates["beam"],
+               "share_decoding": rows[2].share}
     return rows, figures
+
+
+def bench_scst(settings: BenchSettings, config: Config, run: training.Run, store: FeatureStore, device: torch.device,
+               matmul: dict[str, float]) -> tuple[list[Row], dict]:
+    """Self-critical training images/s from the feature cache: sampling settings.scst_samples captions per image,
+    their CIDEr rewards and the decoder's backward (training.self_critical.scst_step; the decoder in fp32, as it samples)."""
+    run.config = run.config.replace(scst_samples=settings.scst_samples)
+    loader = get_loader(None, mode="train", batch_size=config.batch_size, data_dir=config.data_dir,
+                        split=config.train_split, vocab=run.vocab, features=store, seed=config.seed,
+                        pin_memory=device.type == "cuda")
+    self_critical.start_scst(run, loader)
+    batches = endless(loader)
+    run.decoder.train()
+
+    def step() -> int:
+        batch = next(batches).to(device, non_blocking=True)
+        self_critical.scst_step(run, batch)
+        return len(batch.image_ids)
+
+    flops: dict[str, float] = {}
+    rates = compare({"scst": step}, settings, device, flops=flops)
+    rows = [rated(Row("7 self-critical", f"step from the cache, {settings.scst_samples} samples an image",
+                      rates["scst"], "images/s", note="sampling, CIDEr rewards, the decoder's backward; fp32"),
+                  rates["scst"], flops["scst"], "fp32", matmul)]
+    return rows, {"scst_images_per_s": rates["scst"], "share_self_critical_step": rows[0].share}
 
 
 def bench_token_cache(settings: BenchSettings, vocab: Vocabulary, work: Path) -> tuple[list[Row], dict]:
@@ -569,16 +691,45 @@ def load_average() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
-def print_table(rows: list[Row]) -> None:
-    """A fixed-width table: section, way, figure, unit, speed-up vs the old way, note."""
-    print(f"{'section':<18}{'way':<52}{'figure':>11}  {'unit':<11}{'vs old':>8}  note")
+def print_header() -> None:
+    """The table's columns: section, way, figure, unit, speed-up vs the old way, GFLOP/s and their share of the
+    matrix product's rate in the way's precision, note."""
+    print(f"{'section':<18}{'way':<52}{'figure':>11}  {'unit':<11}{'vs old':>8}{'GFLOP/s':>9}{'of mm':>7}  note",
+          flush=True)
+
+
+def print_rows(rows: list[Row]) -> None:
+    """A section's rows of the fixed-width table, printed as soon as the section is timed."""
     for row in rows:
         if row.section:
-            print("-" * 120)
-        figure = f"{row.rate:.5f}" if row.unit in ("", "fraction") else f"{row.rate:.3f}" if row.unit == "s/step" \
-            else f"{row.rate:.1f}"
+            print("-" * 130)
+        figure = "" if math.isnan(row.rate) else f"{row.rate:.5f}" if row.unit in ("", "fraction") \
+            else f"{row.rate:.3f}" if row.unit == "s/step" else f"{row.rate:.1f}"
         speedup = f"{row.speedup:.2f}x" if row.speedup is not None else ""
-        print(f"{row.section:<18}{row.way:<52}{figure:>11}  {row.unit:<11}{speedup:>8}  {row.note}")
+        flops = f"{row.flops / 1e9:.1f}" if row.flops is not None else ""
+        share = f"{row.share:.2f}" if row.share is not None else ""
+        print(f"{row.section:<18}{row.way:<52}{figure:>11}  {row.unit:<11}{speedup:>8}{flops:>9}{share:>7}  "
+              f"{row.note}")
+    sys.stdout.flush()
+
+
+def print_machine(device: torch.device, matmul: dict[str, float], settings: BenchSettings) -> None:
+    """The device, its capability as held in this process, and its large matrix product's rate in each precision."""
+    print(f"device: {device_name(device)}; torch {torch.__version__}")
+    if device.type == "cpu":
+        held = cpu_capability.capability()
+        print(held.describe())
+        auto = choose_precision(device, "auto")[0]
+        if auto != bench_precision(device):
+            print(f"note: precision auto picks {auto} here from the CPU's flags, which a hold does not change; "
+                  f"this benchmark times {bench_precision(device)}, what the held CPU computes natively")
+    native = reduced_native(device)
+    size = settings.matmul_size
+    print("matrix product rate: " + ", ".join(
+        f"{name} {rate / 1e9:.1f} GFLOP/s " + (f"({size}x{size}, best of 3)" if name == "fp32" or native else
+                                               f"(emulated: {size // 4}x{size // 4}, once; not chosen)")
+        for name, rate in matmul.items()) + "; 'of mm' below: a stage's FLOP/s over the rate in its precision",
+          flush=True)
 
 
 BENCH_SET = "bench_set.json"  # in a --data-dir that bench.py wrote: the sizes of its set, and whether it is whole
@@ -616,49 +767,76 @@ def write_bench_set(data_dir: Path, settings: BenchSettings) -> None:
 
 def run_benchmark(settings: BenchSettings, data_dir: Path, work: Path, device: torch.device,
                   pretrained: str) -> dict:
-    """Generate the data (unless data_dir holds it already), run every section, print the table; returns the JSON
-    figures."""
+    """Generate the data (unless data_dir holds it already), measure the matrix product, run every section and print
+    its rows as it finishes; returns the JSON figures."""
     started, load_before = time.perf_counter(), load_average()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    say("matrix product rate")
+    matmul = bench_matmul(settings, device)
+    print_machine(device, matmul, settings)
+    if device.type == "cpu" and load_before is not None and load_before > 0.5:
+        print(f"note: other processes were using the CPU (load {load_before:.2f} before the run); threads that wait "
+              "for each other slow small operations most, so figures vary between runs (--threads 1 is steadier)")
     data_dir.mkdir(parents=True, exist_ok=True)
     if not data_dir_ready(data_dir, settings):
         write_bench_set(data_dir, settings)
     config = bench_config(settings, data_dir, work, device.type, pretrained)
     vocab = padded_vocabulary(config, settings.vocab_size)
-    say("1/6 training throughput")
-    rows, figures, run, store = bench_training(settings, config, vocab, device, work)
-    say("2/6 encoder feature extraction")
-    more_rows, more = bench_encoder(settings, config, run, device)
-    rows, figures = rows + more_rows, {**figures, **more}
-    say("3/6 image loading")
-    more_rows, more = bench_loading(settings, config)
-    rows, figures = rows + more_rows, {**figures, **more}
-    say("4/6 captioning")
-    more_rows, more = bench_captioning(settings, config, run, store, device)
-    rows, figures = rows + more_rows, {**figures, **more}
-    say("5/6 loader start-up")
-    more_rows, more = bench_token_cache(settings, vocab, work)
-    rows, figures = rows + more_rows, {**figures, **more}
-    say("6/6 training step of the synthetic recipe")
-    more_rows, more = bench_training_step(settings, device)
-    rows, figures = rows + more_rows, {**figures, **more}
+    print(f"ResNet-50 weights: {'ImageNet' if pretrained == 'yes' else 'random (timings do not depend on them)'}; "
+          f"vocabulary {len(vocab)} words; {settings.rounds} alternating rounds per comparison, median shown")
+    print_header()
+    figures: dict = {"matmul_flops": matmul}
+    say("1/7 training throughput")
+    rows, more, run, store = bench_training(settings, config, vocab, device, work, matmul)
+    sections = [("2/7 encoder feature extraction", lambda: bench_encoder(settings, config, run, device, matmul)),
+                ("3/7 image loading", lambda: bench_loading(settings, config)),
+                ("4/7 captioning", lambda: bench_captioning(settings, config, run, store, device, matmul)),
+                ("5/7 loader start-up", lambda: bench_token_cache(settings, vocab, work)),
+                ("6/7 training step of the synthetic recipe", lambda: bench_training_step(settings, device, matmul)),
+                ("7/7 self-critical step", lambda: bench_scst(settings, config, run, store, device, matmul))]
+    print_rows(rows)
+    figures.update(more)
+    for title, section in sections:
+        say(title)
+        rows, more = section()
+        print_rows(rows)
+        figures.update(more)
     memory = peak_memory_mb(device)
     loads = (load_before, load_average())
+    print("-" * 130)
     load_text = f"; load average {loads[0]:.2f} before, {loads[1]:.2f} after" if loads[0] is not None else ""
-    print(f"device: {device_name(device)}; torch {torch.__version__}{load_text}")
-    if device.type == "cpu" and loads[0] is not None and loads[0] > 0.5:
-        print(f"note: other processes were using the CPU (load {loads[0]:.2f} before the run); threads that wait "
-              "for each other slow small operations most, so figures vary between runs (--threads 1 is steadier)")
-    print(f"ResNet-50 weights: {'ImageNet' if run.encoder.pretrained else 'random (timings do not depend on them)'}; "
-          f"vocabulary {len(vocab)} words; {settings.rounds} alternating rounds per comparison, median shown")
-    print_table(rows)
-    print("-" * 120)
     print(", ".join(f"{key} {value:.0f} MiB" for key, value in memory.items())
-          + f"; total {time.perf_counter() - started:.0f} s")
-    return {**figures, "device": device_name(device),
+          + f"; total {time.perf_counter() - started:.0f} s{load_text}")
+    capability = dataclasses.asdict(cpu_capability.capability()) if device.type == "cpu" else {}
+    return {**figures, "device": device_name(device), "capability": capability,
             "device_type": device.type, **memory, "load_average": loads, "settings": dataclasses.asdict(settings),
             "seconds": time.perf_counter() - started}
+
+
+def doc_path(directory: Path, device: torch.device) -> Path:
+    """Where --write-doc writes: the folder, then the CPU's flags (avx512_bf16.txt, avx2_held.txt, ...) or the GPU."""
+    if device.type == "cuda":
+        name = "".join(c if c.isalnum() else "_" for c in torch.cuda.get_device_name(device).lower()).strip("_")
+        return directory / f"cuda_{name}.txt"
+    return directory / cpu_capability.capability().doc_name
+
+
+class Tee:
+    """Stdout that also keeps what is printed, for --write-doc."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.parts = stream, []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -675,6 +853,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="images per training batch (default 16; a GPU wants more, e.g. 64)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (default: torch's choice; 1 avoids stalls on a busy machine)")
+    parser.add_argument("--write-doc", type=Path, nargs="?", const=DOCS_BENCH, metavar="DIR",
+                        help="also write the output to DIR (default docs/bench)/<the CPU's flags>.txt, e.g. "
+                             "avx512_bf16.txt, avx2.txt, avx2_held.txt (held to AVX2 by the environment)")
+    parser.add_argument("--replace-doc", action="store_true",
+                        help="let --write-doc replace a file of that name (it refuses to by default)")
     args = parser.parse_args(argv)
     if args.threads < 0:
         parser.error("--threads must be 0 (torch's choice) or more")
@@ -691,6 +874,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.data_dir:
             args.data_dir.mkdir(parents=True, exist_ok=True)
             data_dir_ready(args.data_dir, settings)  # refuses a folder it did not write, before any work
+        doc = check_file(doc_path(args.write_doc, device), "--write-doc's file") if args.write_doc else None
+        if doc and doc.exists() and not args.replace_doc:
+            raise ValueError(f"{doc} exists and this run did not write it: move it away, or add --replace-doc")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -698,10 +884,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot create --data-dir {args.data_dir} ({error.strerror or error}); choose a writable folder",
               file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="bench_") as temporary:
-        work = Path(temporary)
-        figures = run_benchmark(settings, args.data_dir or work / "data", work, device, args.pretrained)
-    print(json.dumps(figures))
+    stdout = sys.stdout = Tee(sys.stdout) if doc else sys.stdout
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_") as temporary:
+            work = Path(temporary)
+            figures = run_benchmark(settings, args.data_dir or work / "data", work, device, args.pretrained)
+        print(json.dumps(figures), flush=True)
+    finally:
+        sys.stdout = stdout.stream if doc else stdout
+    if doc:
+        with atomic_write(doc, "w") as handle:
+            handle.write(stdout.text())
+        say(f"wrote {doc}")
     return 0
 
 
