@@ -300,8 +300,8 @@ def train_step(model: Pretrainer, optimizer: torch.optim.Optimizer, scaler: torc
 
 
 def pretrain(data_dir: str | Path, image_size: int, epochs: int, backbone: str = "resnet18",
-             lr: float = Config.pretrain_lr, batch_size: int = Config.pretrain_batch_size, resize_size: int = 0, max_images: int = 0, seed: int = 0,
-             device: str = "auto", precision: str = "auto", centres: bool = False, train_split: str = "train",
+             lr: float = Config.pretrain_lr, batch_size: int = Config.pretrain_batch_size, resize_size: int = 0,
+             max_images: int = 0, seed: int = 0, device: str = "auto", precision: str = "auto", centres: bool = False, train_split: str = "train",
              val_split: str = "val", fit: str = "crop", say=lambda line: print(line, flush=True)
              ) -> tuple[Pretrainer, list[dict[str, float]]]:
     """Train a ResNet from scratch on the split's labels and object maps; returns it (net: the ResNet, with its label
@@ -337,7 +337,8 @@ def pretrain(data_dir: str | Path, image_size: int, epochs: int, backbone: str =
             loss = train_step(model, optimizer, scaler, train_x[index], train_y[index], train_cells[index], device,
                               precision, None if train_centres is None else train_centres[index])
             if not math.isfinite(loss):
-                raise FloatingPointError(f"pretraining loss is {loss} at epoch {epoch + 1}: lower --lr")
+                raise FloatingPointError(f"pretraining loss is {loss} at epoch {epoch + 1}: lower the pretraining's "
+                                         f"learning rate ({lr:g}: --pretrain-lr, or pretrain_encoder.py --lr)")
             step += 1
         report = {"epoch": epoch + 1, **accuracy(model, val_x, val_y, val_counts, labels, device, precision),
                   "seconds": round(time.time() - started, 1)}
