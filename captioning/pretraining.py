@@ -301,8 +301,8 @@ def train_step(model: Pretrainer, optimizer: torch.optim.Optimizer, scaler: torc
 
 def pretrain(data_dir: str | Path, image_size: int, epochs: int, backbone: str = "resnet18",
              lr: float = Config.pretrain_lr, batch_size: int = Config.pretrain_batch_size, resize_size: int = 0,
-             max_images: int = 0, seed: int = 0, device: str = "auto", precision: str = "auto", centres: bool = False, train_split: str = "train",
-             val_split: str = "val", fit: str = "crop", say=lambda line: print(line, flush=True)
+             max_images: int = 0, seed: int = 0, device: str = "auto", precision: str = "auto", centres: bool = False,
+             train_split: str = "train", val_split: str = "val", fit: str = "crop", say=lambda line: print(line, flush=True)
              ) -> tuple[Pretrainer, list[dict[str, float]]]:
     """Train a ResNet from scratch on the split's labels and object maps; returns it (net: the ResNet, with its label
     classifier as fc) and one report per epoch. precision as for training (runtime.py: bf16 autocast only on CPUs

@@ -68,7 +68,8 @@ IMAGE_SIZES = ((80, 60), (60, 80), (72, 72), (80, 54))  # small JPEGs, landscape
 STOP_VARIABLE = "REHEARSE_COCO_STOP"  # "<phase>:<n>": the train stage sends itself SIGTERM after that step
 NO_JAVA_VARIABLE = "REHEARSE_COCO_NO_JAVA"  # "1": evaluate scores as on a machine without Java (the test's choice)
 MARKER = ".rehearse_coco"  # inside WORK: the folder is this tool's and may be cleared by it
-BOOTSTRAP = "import sys; from tools import rehearse_coco; sys.exit(rehearse_coco.timed_main())"  # a stage's process runs this
+# What a stage's process runs:
+BOOTSTRAP = "import sys; from tools import rehearse_coco; sys.exit(rehearse_coco.timed_main())"
 GENERATOR_VERSION = 3  # bump when the stand-in or its stand_in.json changes
 RECIPE = ROOT / "configs" / "coco.json"
 

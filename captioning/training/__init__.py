@@ -1,6 +1,6 @@
 """Training a captioner, along its seams: the run and its models (run.py), the cross-entropy step (losses.py), the
-self-critical step (self_critical.py), learning-rate schedules (schedules.py), the run folder (run_folder.py: files, lock,
-log, signals), --resume (resume.py), the CNN's pretraining stage (pretrained.py), and the epoch loop (loop.py).
+self-critical step (self_critical.py), learning-rate schedules (schedules.py), the run folder (run_folder.py: files,
+lock, log, signals), --resume (resume.py), the CNN's pretraining stage (pretrained.py), and the epoch loop (loop.py).
 
 `train(config)` is what train.py and the notebooks call.
 """

@@ -1,4 +1,4 @@
-"""Training schedules: the cosine learning rate, the epochs of each phase (cross-entropy, fine-tuning, self-critical)."""
+"""Training schedules: the cosine learning rate, and the epochs of each phase (cross-entropy, then self-critical)."""
 from __future__ import annotations
 
 import math

@@ -54,7 +54,8 @@ def _variety(variety: str) -> Variety:
     if variety == "easy":
         return Variety("easy", easy.sample_scene, easy.draw_scene, easy.label_scene, easy.caption_scene,
                        easy.GENERATOR_VERSION,
-                       "Synthetic coloured shapes with five true captions per image", easy.SHAPES, tuple(easy.BACKGROUNDS),
+                       "Synthetic coloured shapes with five true captions per image", easy.SHAPES,
+                       tuple(easy.BACKGROUNDS),
                        easy.SHAPE_NOUNS)
     if variety != "hard":
         raise ValueError(f"variety must be one of {', '.join(VARIETIES)}, got {variety!r}.")
