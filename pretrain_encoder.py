@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                             args.backbone or recipe.backbone, args.lr or recipe.pretrain_lr,
                             args.batch_size or recipe.pretrain_batch_size, recipe.resize_size,
                             max_images=args.max_images, device=args.device, precision=args.precision,
-                            centres=args.centres, fit=recipe.image_fit)
+                            centres=args.centres, fit=recipe.image_fit,
+                            small_epochs=recipe.pretrain_small_epochs if not args.image_size else 0,
+                            small_size=recipe.pretrain_small_size)
     except KeyboardInterrupt:
         print("interrupted: nothing was saved", file=sys.stderr)
         return 130

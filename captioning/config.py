@@ -37,6 +37,7 @@ RANGES = {
     "val_beam_size": (1, None), "val_max_images": (0, None), "num_workers": (0, None), "seed": (0, None),
     "log_every": (1, None), "max_steps_per_epoch": (0, None), "bow_loss_weight": (0, None),
     "pretrain_epochs": (0, None), "pretrain_batch_size": (1, None),
+    "pretrain_small_epochs": (0, None), "pretrain_small_scale": (0.25, 1),
 }
 # A recipe groups its settings as the dataclass below does, each group an object ("data": {...}); flat keys are read
 # too. The checkpoint stores them flat.
@@ -45,7 +46,8 @@ SECTIONS = {
              "resize_size", "image_fit", "random_crop", "hflip", "max_caption_length"),
     "model": ("backbone", "pretrained", "weights", "train_backbone", "embed_size", "hidden_size", "num_layers",
               "dropout", "bow_loss_weight", "attention", "query_word", "coverage", "object_features"),
-    "pretraining": ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size"),
+    "pretraining": ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_small_epochs",
+                    "pretrain_small_scale"),
     "training": ("epochs", "batch_size", "lr", "backbone_lr", "weight_decay", "grad_clip", "lr_schedule",
                  "lr_patience", "lr_factor", "early_stop_patience", "fine_tune_after", "fine_tune_blocks",
                  "scheduled_sampling"),
@@ -104,6 +106,8 @@ class Config:
     # files (captioning/pretraining.py), then caption with it as with ImageNet weights; 0 = no such stage
     pretrain_lr: float = 4e-3  # Adam for that pretraining, held, then down to 0 over the last fifth
     pretrain_batch_size: int = 16  # images per pretraining step
+    pretrain_small_epochs: int = 0  # the first this many of those epochs see the images scaled by pretrain_small_scale
+    pretrain_small_scale: float = 0.67  # (progressive resizing: the same steps on fewer pixels, 96 px -> 64 px)
 
     # --- training (cross-entropy) --------------------------------------------------------------------------
     epochs: int = 3  # cross-entropy epochs (the self-critical ones, scst_epochs, come after them)
@@ -195,6 +199,11 @@ class Config:
     def replace(self, **overrides: Any) -> "Config":
         """A copy with some fields changed (unknown names are refused)."""
         return Config.from_dict({**self.to_dict(), **overrides})
+
+    @property
+    def pretrain_small_size(self) -> int:
+        """The side of the images the first pretrain_small_epochs see (at least 16 pixels)."""
+        return max(16, round(self.image_size * self.pretrain_small_scale))
 
     @property
     def vocab_path(self) -> Path:

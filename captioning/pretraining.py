@@ -299,52 +299,84 @@ def train_step(model: Pretrainer, optimizer: torch.optim.Optimizer, scaler: torc
     return loss.item()
 
 
+@dataclass
+class Prepared:
+    """A set's images preprocessed at one size, with what the pretraining learns from them."""
+
+    train_x: torch.Tensor  # (N, 3, S, S)
+    train_y: torch.Tensor  # (N, labels)
+    train_cells: torch.Tensor  # (N, classes, G, G): the share of each layer3 cell each category covers
+    train_centres: torch.Tensor | None  # (N, G, G): the category whose object has its centre in each cell
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    val_counts: torch.Tensor
+
+
+def prepare_size(data_dir: Path, splits: tuple[str, str], objects: tuple[SplitObjects, SplitObjects], labels: Labels,
+                 image_size: int, resize_size: int, fit: str, centres: bool) -> Prepared:
+    """Both splits preprocessed at image_size (resized to resize_size first), and the train split's targets."""
+    train_x, train_y, _ = load_split(data_dir, splits[0], objects[0], labels, image_size, resize_size, fit)
+    val_x, val_y, val_counts = load_split(data_dir, splits[1], objects[1], labels, image_size, resize_size, fit)
+    grid, transform = layer3_side(image_size), Preprocess(image_size, resize_size, fit=fit)
+    return Prepared(train_x, train_y, cell_targets(objects[0], labels, transform, grid),
+                    centre_targets(objects[0], labels, transform, grid) if centres else None, val_x, val_y,
+                    val_counts)
+
+
 def pretrain(data_dir: str | Path, image_size: int, epochs: int, backbone: str = "resnet18",
              lr: float = Config.pretrain_lr, batch_size: int = Config.pretrain_batch_size, resize_size: int = 0,
              max_images: int = 0, seed: int = 0, device: str = "auto", precision: str = "auto", centres: bool = False,
-             train_split: str = "train", val_split: str = "val", fit: str = "crop", say=lambda line: print(line, flush=True)
-             ) -> tuple[Pretrainer, list[dict[str, float]]]:
+             train_split: str = "train", val_split: str = "val", fit: str = "crop", small_epochs: int = 0,
+             small_size: int = 0, say=lambda line: print(line, flush=True)) -> tuple[Pretrainer, list[dict[str, float]]]:
     """Train a ResNet from scratch on the split's labels and object maps; returns it (net: the ResNet, with its label
     classifier as fc) and one report per epoch. precision as for training (runtime.py: bf16 autocast only on CPUs
     that compute bf16 natively). centres adds the centre head (centre_targets), which the captioner reads with
-    object_features."""
+    object_features. The first small_epochs see the images at small_size (progressive resizing: the same steps at a
+    fraction of the pixels while the CNN learns coarse things; its heads are 1x1 convolutions, so they fit any grid);
+    the rest at image_size, as the captioner will see them."""
     data_dir = Path(data_dir)
     device = resolve_device(device)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    train_objects = SplitObjects(data_dir, train_split, max_images)
-    val_objects = SplitObjects(data_dir, val_split, max_images)
-    labels = Labels(train_objects)
+    objects = (SplitObjects(data_dir, train_split, max_images), SplitObjects(data_dir, val_split, max_images))
+    labels = Labels(objects[0])
     started = time.time()
-    train_x, train_y, _ = load_split(data_dir, train_split, train_objects, labels, image_size, resize_size, fit)
-    val_x, val_y, val_counts = load_split(data_dir, val_split, val_objects, labels, image_size, resize_size, fit)
-    grid, transform = layer3_side(image_size), Preprocess(image_size, resize_size or image_size, fit=fit)
-    train_cells = cell_targets(train_objects, labels, transform, grid)
-    train_centres = centre_targets(train_objects, labels, transform, grid) if centres else None
-    model, optimizer, scaler = build(backbone, len(labels.names), train_cells.size(1) - 1, lr, device, precision,
-                                     centres)
-    steps_per_epoch = len(train_x) // batch_size
+    resize_size = resize_size or image_size
+
+    def at(size: int) -> Prepared:
+        resize = resize_size if size == image_size else round(resize_size * size / image_size)
+        return prepare_size(data_dir, (train_split, val_split), objects, labels, size, resize, fit, centres)
+    small_epochs = min(small_epochs, epochs) if small_size and small_size != image_size else 0
+    sizes = {size: at(size) for size in ([small_size] if small_epochs else []) + [image_size]}
+    full = sizes[image_size]
+    model, optimizer, scaler = build(backbone, len(labels.names), full.train_cells.size(1) - 1, lr, device,
+                                     precision, centres)
+    steps_per_epoch = len(full.train_x) // batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"the train split has {len(train_x)} images, fewer than one batch ({batch_size})")
+        raise ValueError(f"the train split has {len(full.train_x)} images, fewer than one batch ({batch_size})")
     reports, step, total = [], 0, epochs * steps_per_epoch
     for epoch in range(epochs):
+        size = small_size if epoch < small_epochs else image_size
+        data = sizes[size]
         model.train()
-        order = torch.randperm(len(train_x), generator=generator)
+        order = torch.randperm(len(data.train_x), generator=generator)
         for start in range(0, steps_per_epoch * batch_size, batch_size):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(lr, step, total)
             index = order[start:start + batch_size]
-            loss = train_step(model, optimizer, scaler, train_x[index], train_y[index], train_cells[index], device,
-                              precision, None if train_centres is None else train_centres[index])
+            loss = train_step(model, optimizer, scaler, data.train_x[index], data.train_y[index],
+                              data.train_cells[index], device, precision,
+                              None if data.train_centres is None else data.train_centres[index])
             if not math.isfinite(loss):
                 raise FloatingPointError(f"pretraining loss is {loss} at epoch {epoch + 1}: lower the pretraining's "
                                          f"learning rate ({lr:g}: --pretrain-lr, or pretrain_encoder.py --lr)")
             step += 1
-        report = {"epoch": epoch + 1, **accuracy(model, val_x, val_y, val_counts, labels, device, precision),
+        report = {"epoch": epoch + 1, "size": size,
+                  **accuracy(model, data.val_x, data.val_y, data.val_counts, labels, device, precision),
                   "seconds": round(time.time() - started, 1)}
-        say(f"pretraining the CNN, epoch {report['epoch']}/{epochs}: val background {report['background']:.2f}, "
-            f"category of one-object images {report['category']:.2f}, objects {report['objects']:.2f} "
-            f"({report['seconds']:.0f} s)")
+        say(f"pretraining the CNN, epoch {report['epoch']}/{epochs} at {size} px: val background "
+            f"{report['background']:.2f}, category of one-object images {report['category']:.2f}, objects "
+            f"{report['objects']:.2f} ({report['seconds']:.0f} s)")
         reports.append(report)
     return model, reports
 

@@ -257,3 +257,23 @@ def test_the_recipe_runs_on_a_coco_format_set_made_by_another_program(tmp_path, 
                        str(tmp_path / "other"), "--captions-only", "--image-size", "32", "--resize-size", "32",
                        "--embed-size", "16", "--hidden-size", "16", "--epochs", "1", "--scst-epochs", "0",
                        "--vocab-threshold", "1", "--batch-size", "2", "--no-progress"]) == 0
+
+
+def test_progressive_resizing_pretrains_the_first_epochs_on_smaller_images(synthetic_dir):
+    """pretrain_small_epochs: the first epochs see smaller images (the heads fit any grid), the rest the captioner's
+    size; the learning rate follows one schedule over all of them."""
+    reports = []
+    model, reports = pretraining.pretrain(synthetic_dir, 32, epochs=2, batch_size=8, small_epochs=1, small_size=16,
+                                          say=lambda line: None)
+    assert [report["size"] for report in reports] == [16, 32]
+    assert all(0 <= report["objects"] <= 1 for report in reports)
+    with torch.no_grad():
+        assert model.net(torch.zeros(1, 3, 32, 32)).shape[0] == 1
+
+
+def test_the_recipe_sizes_its_progressive_resizing_from_the_image_size(tmp_path):
+    config = tiny_config(tmp_path, tmp_path / "run", image_size=96, resize_size=96, pretrain_small_epochs=2,
+                         pretrain_small_scale=0.67)
+    assert config.pretrain_small_size == 64
+    with pytest.raises(ValueError, match="pretrain_small_scale"):
+        tiny_config(tmp_path, tmp_path / "run", pretrain_small_scale=2.0).validate()

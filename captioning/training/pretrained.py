@@ -17,7 +17,8 @@ from captioning.training.run_folder import PRETRAINED_CONFIG, PRETRAINED_NAME
 
 # What the pretraining depends on: a CNN pretrained by an earlier start of a run is reused only if they agree.
 PRETRAINING = ("data_dir", "backbone", "image_size", "resize_size", "pretrain_epochs", "pretrain_lr",
-               "pretrain_batch_size", "object_features", "seed", "train_split", "val_split", "image_fit")
+               "pretrain_batch_size", "pretrain_small_epochs", "pretrain_small_scale", "object_features", "seed",
+               "train_split", "val_split", "image_fit")
 
 
 def check_weights_read(config: Config) -> None:
@@ -51,7 +52,9 @@ def pretrain_stage(config: Config, overwrite: bool) -> Path:
                                              config.backbone, config.pretrain_lr, config.pretrain_batch_size, resize,
                                              seed=config.seed, device=config.device, precision=config.precision,
                                              centres=config.object_features, train_split=config.train_split,
-                                             val_split=config.val_split, fit=config.image_fit)
+                                             val_split=config.val_split, fit=config.image_fit,
+                                             small_epochs=config.pretrain_small_epochs,
+                                             small_size=config.pretrain_small_size)
     except KeyboardInterrupt:
         print(f"interrupted while pretraining the CNN (pretrain_epochs): nothing was saved in {config.out}; run the "
               f"same command again (without --resume) to start over", file=sys.stderr)
