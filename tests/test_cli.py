@@ -363,7 +363,7 @@ def test_train_reports_a_malicious_vocabulary_file_in_one_line(synthetic_dir, tm
 def test_ctrl_c_ends_caption_and_evaluate_with_one_line(cli, trained_checkpoint, synthetic_dir, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr("inference.Captioner.caption_tensors", interrupted)
+    monkeypatch.setattr("captioning.inference.Captioner.caption_tensors", interrupted)
     image = next((synthetic_dir / "images" / "test").iterdir())
     argv = ["--checkpoint", str(trained_checkpoint), str(image)] if cli is caption else \
         ["--checkpoint", str(trained_checkpoint), "--data-dir", str(synthetic_dir), "--split", "test"]
@@ -404,7 +404,7 @@ def test_evaluate_checks_that_it_can_write_out_before_captioning(trained_checkpo
     read_only.mkdir()
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == read_only else real_access(path, mode))
-    monkeypatch.setattr("inference.Captioner.caption_split", lambda *args, **kwargs: pytest.fail("captioned first"))
+    monkeypatch.setattr("captioning.inference.Captioner.caption_split", lambda *args, **kwargs: pytest.fail("captioned first"))
     assert evaluate.main(["--checkpoint", str(trained_checkpoint), "--data-dir", str(synthetic_dir), "--split",
                           "test", "--out", str(read_only / "results.json"), "--device", "cpu"]) == 2
     assert "cannot be written" in one_line_error(capsys.readouterr().err)

@@ -112,7 +112,7 @@ def test_the_probe_finds_that_an_avx2_cpu_cannot_run_the_lstm_in_bf16_or_fp16():
     # oneDNN and ATen limited to AVX2, as on a CPU without AVX-512: the first training step would fail there.
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
            "MKL_ENABLE_INSTRUCTIONS": "AVX2", "OMP_NUM_THREADS": "1"}
-    probe = "import runtime; print([runtime.cpu_runs(p) for p in ('fp32', 'bf16', 'fp16')])"
+    probe = "from captioning import runtime; print([runtime.cpu_runs(p) for p in ('fp32', 'bf16', 'fp16')])"
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.stdout.strip() == "[True, False, False]", result.stderr[-2000:]

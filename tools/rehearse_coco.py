@@ -8,7 +8,7 @@ The stand-in (under WORK/source/): 82,783 train and 40,504 val JPEGs named COCO_
 COCO_val2014_%012d.jpg inside train2014.zip / val2014.zip (top folders train2014/ and val2014/, as served under
 /zips/), captions_{train,val}2014.json inside annotations_trainval2014.zip (under /annotations/), with five captions
 per image and a few with six or seven, like the real files (~414k and ~203k), and Karpathy's dataset_coco.json
-(splits train, restval, val 5,000, test 5,000). Each caption is a true synthetic_data.py caption of the drawn
+(splits train, restval, val 5,000, test 5,000). Each caption is a true easy-synthetic-set caption of the drawn
 scene followed by a few words drawn from a Zipf law over made-up words, calibrated so that the Karpathy training
 captions give about 10,000 words at threshold 5, as real COCO does. --scale shrinks every count (not the Zipf law).
 

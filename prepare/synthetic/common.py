@@ -1,8 +1,8 @@
 """What both synthetic varieties share: the palette, the shapes and how they are drawn, the caption wording
 machinery, and the writer of a set's files (images, COCO captions, instances and stuff, synonyms).
 
-synthetic_data.py (the easy variety, and the `prepare_data.py synthetic` front) and synthetic_hard.py (the hard
-variety) build on this module; it imports neither. The writer takes a Variety: a variety's drawing, labelling and
+easy.py and hard.py (the two varieties) build on this module; it imports neither, and the front that picks a variety
+(__init__.py, which `prepare_data.py synthetic` runs) hands one to the writer. The writer takes a Variety: a variety's drawing, labelling and
 captioning functions and its names.
 """
 from __future__ import annotations
@@ -212,7 +212,8 @@ def distinct_captions(rng: np.random.Generator, captioner: object, templates: Se
 
 # ------------------------------------------------------------------------------------------------- writing
 
-# Every file records the generator's command module as its contributor: a rerun replaces only such files.
+# Every file records the generator as its contributor: a rerun replaces only such files. The name is the module the
+# generator was before the package layout, kept so that the sets it wrote are still known as the generator's own.
 _CONTRIBUTOR = "synthetic_data.py"
 # The first line of the synonyms file: it says who wrote the file, so that a rerun knows it may replace it.
 _SYNONYMS_HEADER = f"# Written by {_CONTRIBUTOR}: the words its captions name each object category with."

@@ -1,6 +1,6 @@
 """The harder synthetic set: textured backgrounds, camouflaged objects, counts, relations, varied image sizes.
 
-The easy set (synthetic_data.py) draws one to three flat shapes on a flat light background, which a captioner can
+The easy set (easy.py) draws one to three flat shapes on a flat light background, which a captioner can
 describe well without learning much about shapes. This variety adds what COCO has and the easy set lacks:
 
 - textured or cluttered backgrounds: grass, sand, a sky gradient with clouds, stripes, a checkerboard, noise;
@@ -14,8 +14,8 @@ describe well without learning much about shapes. This variety adds what COCO ha
 
 Captions state no absolute position, only relations between objects. A centre crop of a wide image leaves some of
 its objects out: the recipe's `image_fit` decides what the CNN sees (data_loader.Preprocess, docs/EXPERIMENTS.md).
-Deterministic like the easy set and written by the same writer (synthetic_common.py), which synthetic_data.py's
-`generate(variety="hard")` and the command line hand this variety to:
+Deterministic like the easy set and written by the same writer (common.py), which the front's
+`generate(variety="hard")` (prepare/synthetic/__init__.py) and the command line hand this variety to:
 
     python prepare_data.py synthetic --variety hard --out data/synthetic_hard
 """
@@ -32,7 +32,7 @@ from prepare.synthetic.common import (BACKGROUNDS, CLEAR, COLOURS, MAX_SIDE, MIN
                                       boxes_apart, distinct_captions, draw_shape, plural_of, relation_families,
                                       unit_outline, with_article)
 
-# Stored in the annotation files of this variety instead of synthetic_data.GENERATOR_VERSION: bump it when the
+# Stored in the annotation files of this variety instead of easy.GENERATOR_VERSION: bump it when the
 # drawing or captioning here changes.
 GENERATOR_VERSION = 3
 SHAPES = _EASY_SHAPES + ("hexagon",)
