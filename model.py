@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captioning.backbone import (STAGES, PretrainedWeightsUnavailable, layer3_side, load_backbone, object_classes,
-                                 object_head_of, zero_init_residual)
+from captioning.backbone import (STAGES, PretrainedWeightsUnavailable, load_backbone, object_classes, object_head_of,
+                                 stage_side, zero_init_residual)
 from captioning.config import Config
 from captioning.runtime import autocast
 
@@ -24,8 +24,8 @@ def count_features(count: torch.Tensor) -> torch.Tensor:
 class EncoderCNN(nn.Module):
     """ResNet without its classifier, global-pooled and flattened, then a Linear projection to embed_size.
 
-    With attention, the image is also the cells of layer3's map, each projected to embed_size, for the decoder to
-    attend over; the pooled last stage stays the image's summary. An image's features, as the feature cache holds
+    With attention, the image is also the cells of layer3's map (attention_stage; or layer4's), each projected to
+    embed_size, for the decoder to attend over; the pooled last stage stays the image's summary. An image's features, as the feature cache holds
     them, are then the pooled vector followed by the flattened cells.
 
     With objects (the synthetic recipe; weights from `pretrain_encoder.py --centres`), the CNN's centre head is read
@@ -40,14 +40,18 @@ class EncoderCNN(nn.Module):
 
     def __init__(self, embed_size: int, backbone: str = "resnet50", pretrained: str = "auto",
                  train_backbone: str = "auto", weights: str = "DEFAULT", attention: bool = False,
-                 objects: int = 0) -> None:
-        """objects: the classes of the centre head (pairs + 1) to read, 0 for none; needs attention, and its weights
-        come from the weights file (pretrained) or the checkpoint (build_models)."""
+                 objects: int = 0, attention_stage: str = "layer3") -> None:
+        """objects: the classes of the centre head (pairs + 1) to read, 0 for none; needs attention over layer3, and
+        its weights come from the weights file (pretrained) or the checkpoint (build_models). attention_stage: the
+        stage whose cells are attended over, layer3 or layer4."""
         super().__init__()
-        if objects and not attention:
-            raise ValueError("the centre head (objects) is read on layer3's cells: it needs attention")
+        if objects and not (attention and attention_stage == "layer3"):
+            raise ValueError("the centre head (objects) is read on layer3's cells: it needs attention over layer3")
+        if attention_stage not in ("layer3", "layer4"):
+            raise ValueError(f"attention_stage must be layer3 or layer4, got {attention_stage!r}")
         resnet, self.pretrained = load_backbone(backbone, pretrained, weights)
         layer3 = resnet.layer4[0].conv1.in_channels  # layer3's channels: 1024 for ResNet-50, 256 for ResNet-18
+        self.attention_stage = attention_stage if attention else ""
         self.objects = nn.Conv2d(layer3, objects, kernel_size=1) if objects else None
         if self.objects is not None and self.pretrained:
             found = object_classes(weights)  # PretrainedWeightsUnavailable when the file has no centre head
@@ -57,7 +61,8 @@ class EncoderCNN(nn.Module):
         # The pooled vector (with objects: then each pair's count), and each cell (then its pair probabilities and
         # its pair's count).
         self.feature_size = resnet.fc.in_features + max(objects - 1, 0)  # 2048 for ResNet-50
-        self.cell_size = layer3 + (objects + COUNT_FEATURES if objects else 0) if attention else 0
+        channels = layer3 if attention_stage == "layer3" else resnet.fc.in_features
+        self.cell_size = channels + (objects + COUNT_FEATURES if objects else 0) if attention else 0
         self.backbone = nn.Sequential(*list(resnet.children())[:-1])  # everything up to and including avgpool
         self.embed = nn.Linear(self.feature_size, embed_size)
         self.embed_cells = nn.Linear(self.cell_size, embed_size) if attention else None
@@ -73,7 +78,8 @@ class EncoderCNN(nn.Module):
 
     def features_width(self, image_size: int) -> int:
         """Numbers per image in pooled_features() (and in a row of the feature cache) at that crop size."""
-        return self.feature_size + self.cell_size * layer3_side(image_size) ** 2
+        return self.feature_size + (self.cell_size * stage_side(image_size, self.attention_stage) ** 2
+                                    if self.attention else 0)
 
     def set_backbone_trainable(self, trainable: bool, last_stages: int | None = None) -> None:
         """Freeze or unfreeze the backbone; with last_stages, unfreeze only the deepest ResNet stages."""
@@ -113,23 +119,24 @@ class EncoderCNN(nn.Module):
 
     def feature_map(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """(batch, 3, H, W) images -> (batch, C, h, w): the map the features are made of, the last convolutional
-        stage's output (H/32 x W/32), or layer3's (H/16 x W/16) with attention. Word maps are drawn on it.
+        stage's output (H/32 x W/32), or layer3's (H/16 x W/16) with attention over it. Word maps are drawn on it.
 
         The one way the CNN runs, in training, captioning, word maps and the feature cache alike: on channels_last
         images (what oneDNN and cuDNN convolve fastest), under the autocast that precision picks for the device.
         """
         images = images.contiguous(memory_format=torch.channels_last)
         with autocast(images.device, precision):
-            return self.backbone[:-2 if self.attention else -1](images)
+            return self.backbone[:-2 if self.attention_stage == "layer3" else -1](images)
 
     def pool(self, feature_map: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-        """(batch, C, h, w) feature map -> (batch, features_width): averaged over space; with attention, layer3's
-        map goes through layer4 first, and its cells follow the average. Layer4 and the centre head run under the
+        """(batch, C, h, w) feature map -> (batch, features_width): averaged over space; with attention, its cells
+        follow the average (layer3's map goes through layer4 before it is averaged). Layer4 and the centre head run under the
         same autocast as feature_map(): in bf16 its map is bf16, which fp32 weights outside autocast refuse."""
         if not self.attention:
             return self.backbone[-1](feature_map).flatten(1)
         with autocast(feature_map.device, precision):
-            pooled = self.backbone[-1](self.backbone[-2](feature_map)).flatten(1)
+            last = self.backbone[-2](feature_map) if self.attention_stage == "layer3" else feature_map
+            pooled = self.backbone[-1](last).flatten(1)
             cells = feature_map.flatten(2).transpose(1, 2)  # (batch, cells, channels)
             if self.objects is not None:
                 found = self.objects(feature_map).float().softmax(dim=1).flatten(2).transpose(1, 2)  # (batch, cells, K)
@@ -420,7 +427,8 @@ def build_encoder(config: Config, pretrained: str | None = None, train_backbone:
     return EncoderCNN(config.embed_size, config.backbone,
                       config.pretrained if pretrained is None else pretrained,
                       config.train_backbone if train_backbone is None else train_backbone,
-                      config.weights if weights is None else weights, config.attention, objects)
+                      config.weights if weights is None else weights, config.attention, objects,
+                      config.attention_stage)
 
 
 def build_decoder(config: Config, vocab) -> DecoderRNN:

@@ -158,6 +158,12 @@ def zero_init_residual(resnet: nn.Module) -> None:
 def layer3_side(image_size: int) -> int:
     """Side of a ResNet's layer3 map for an image of image_size pixels: conv1, the max pool, layer2 and layer3 each
     halve it, rounding up (14 at 224 px, 6 at 96 px)."""
-    for _ in range(4):
+    return stage_side(image_size, "layer3")
+
+
+def stage_side(image_size: int, stage: str) -> int:
+    """Side of a ResNet stage's map for an image of image_size pixels: conv1 and the max pool halve it, then each
+    stage after layer1 (rounding up): layer3 14 and layer4 7 at 224 px."""
+    for _ in range(2 + STAGES.index(stage)):
         image_size = -(-image_size // 2)
     return image_size

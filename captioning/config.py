@@ -23,6 +23,7 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "lr_schedule": ("plateau", "cosine"),
     "image_fit": ("crop", "squash", "pad"),
+    "attention_stage": ("layer3", "layer4"),
 }
 
 # Numeric settings: (lowest, highest) allowed, inclusive; None = no upper bound. Checked before any work starts.
@@ -45,7 +46,8 @@ SECTIONS = {
     "data": ("data_dir", "train_split", "val_split", "vocab_threshold", "vocab_file", "vocab_from_file", "image_size",
              "resize_size", "image_fit", "random_crop", "hflip", "max_caption_length"),
     "model": ("backbone", "pretrained", "weights", "train_backbone", "embed_size", "hidden_size", "num_layers",
-              "dropout", "bow_loss_weight", "attention", "query_word", "coverage", "object_features"),
+              "dropout", "bow_loss_weight", "attention", "attention_stage", "query_word", "coverage",
+              "object_features"),
     "pretraining": ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_small_epochs",
                     "pretrain_small_scale"),
     "training": ("epochs", "batch_size", "lr", "backbone_lr", "weight_decay", "grad_clip", "lr_schedule",
@@ -93,6 +95,8 @@ class Config:
     bow_loss_weight: float = 0.0  # weight of the auxiliary "which words are in this image's captions" loss
     attention: bool = False  # the decoder also attends, word by word, over the cells of the CNN's third stage
     # (layer3: 14 x 14 at 224 px, as in Show, Attend and Tell); the pooled last stage stays its first input
+    attention_stage: str = "layer3"  # attention: the ResNet stage whose cells it attends over, layer3 (14 x 14 at
+    # 224 px) or layer4 (7 x 7, the last stage, whose mean is the pooled feature; half the feature cache's size)
     query_word: bool = False  # attention: where to look is asked by the word just read too, not the state alone, so
     # that once "red" is read the decoder looks at the red object for its shape (model.DecoderRNN.look_for)
     coverage: bool = False  # attention: where to look also sees how much attention each cell has had so far, so
@@ -175,6 +179,12 @@ class Config:
             raise ValueError("coverage is of the attention over the CNN's cells: it needs attention true")
         if self.object_features and not self.attention:
             raise ValueError("object_features are read on the CNN's cells: they need attention true")
+        if self.attention_stage != "layer3" and not self.attention:
+            raise ValueError(f"attention_stage ({self.attention_stage}) is where the attention looks: it needs "
+                             "attention true")
+        if self.object_features and self.attention_stage != "layer3":
+            raise ValueError(f"object_features come from a centre head on layer3's cells: they need attention_stage "
+                             f"layer3, not {self.attention_stage}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.resize_size and self.resize_size < self.image_size:

@@ -82,7 +82,7 @@ def cache_key(encoder: EncoderCNN, config: Config, split: str, device: torch.dev
             "decode": f"jpeg draft >= {DRAFT_TOLERANCE} x resize_size",
             "precision": str(autocast_dtype(device, config.precision)), "annotations": annotations.name,
             "annotations_size": stat.st_size, "annotations_mtime_ns": stat.st_mtime_ns,
-            **({"cells": "layer3"} if encoder.attention else {}),
+            **({"cells": encoder.attention_stage} if encoder.attention else {}),
             **({"objects": f"{encoder.objects.out_channels} classes, {COUNT_FEATURES} count features"}
                if encoder.objects is not None else {})}
 

@@ -33,6 +33,17 @@ def test_settings_of_the_attention_are_refused_without_it(name):
     Config(**{name: True, "attention": True}).validate()
 
 
+def test_attention_over_layer4_needs_attention_and_leaves_the_centre_head_to_layer3():
+    assert Config().attention_stage == "layer3"  # what every recipe and checkpoint before the setting attended over
+    Config(attention=True, attention_stage="layer4").validate()
+    with pytest.raises(ValueError, match="attention_stage.*attention true"):
+        Config(attention_stage="layer4").validate()
+    with pytest.raises(ValueError, match="object_features.*layer3"):
+        Config(attention=True, attention_stage="layer4", object_features=True).validate()
+    with pytest.raises(ValueError, match="attention_stage must be one of"):
+        Config(attention=True, attention_stage="layer2").validate()
+
+
 def test_the_recipes_and_the_defaults_are_valid():
     from captioning.config import make_config
     from conftest import ROOT

@@ -58,6 +58,21 @@ def test_with_attention_an_image_is_its_pooled_feature_and_its_layer3_cells(offl
     assert torch.allclose(features[:, 0], encoder.embed(flat[:, :512]))
 
 
+def test_attending_over_layer4_an_image_is_its_pooled_feature_and_the_cells_it_is_the_mean_of(offline_hub):
+    encoder = EncoderCNN(24, "resnet18", pretrained="no", attention=True, attention_stage="layer4").eval()
+    images = torch.randn(2, 3, 64, 64)
+    flat = encoder.pooled_features(images)  # 512 pooled, then 2 x 2 cells of layer4's 512 channels
+    assert flat.shape == (2, encoder.features_width(64)) == (2, 512 + 4 * 512)
+    layer4 = torch.nn.Sequential(*encoder.backbone[:-1])(images)
+    assert encoder.feature_map(images).shape == layer4.shape == (2, 512, 2, 2)  # word maps are drawn on it
+    cells = flat[:, 512:].view(2, 4, 512)
+    torch.testing.assert_close(cells, layer4.flatten(2).transpose(1, 2), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(flat[:, :512], cells.mean(dim=1), atol=1e-5, rtol=1e-5)
+    assert encoder(images).shape == (2, 5, 24)
+    with pytest.raises(ValueError, match="layer3"):
+        EncoderCNN(8, "resnet18", pretrained="no", attention=True, attention_stage="layer4", objects=5)
+
+
 def test_with_objects_each_cell_adds_its_centre_probabilities_and_the_pooled_vector_their_sums(offline_hub, tmp_path):
     reference, head = torchvision.models.resnet18(), torch.nn.Conv2d(256, 5, kernel_size=1)  # 4 pairs and "none"
     path = tmp_path / "pretrained.pth"  # as pretrain_encoder.save_backbone writes it with the centre head

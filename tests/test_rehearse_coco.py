@@ -70,6 +70,38 @@ def test_rehearsal_runs_end_to_end_at_a_tiny_scale(tmp_path):
     assert rehearse_coco.prepare_work(work, 0.002, 0) is False and not (work / "source").exists()
 
 
+def test_the_attention_recipe_is_rehearsed_through_its_self_critical_stage_at_a_tiny_scale(tmp_path):
+    work = tmp_path / "work"
+    args = rehearse_coco.parse_arguments(["--work", str(work), "--scale", "0.001", "--steps", "2",
+                                          "--num-workers", "0", "--generate-workers", "1", "--threads", "1",
+                                          "--recipe", str(rehearse_coco.ROOT / "configs" / "coco_attention.json")])
+    report = rehearse_coco.rehearse(args, extra_train_flags=("--embed-size", "32", "--hidden-size", "32",
+                                                             "--image-size", "64", "--resize-size", "64"), java=False)
+    assert report["recipe"] == "configs/coco_attention.json"
+    assert [stage["stage"] for stage in report["stages"]] == STAGES
+    stopped = {stage["stage"]: stage["stopped_after"] for stage in report["stages"][1:]}
+    assert stopped == {"prepare": None, "train": "frozen:1", "train_resume_1": "self-critical:1",
+                       "train_resume_2": None, "evaluate": None}
+    units = report["units"]
+    assert {"train_step_frozen", "train_step_self-critical", "validation_frozen", "validation_self-critical",
+            "reward_setup", "evaluate_captioning"} <= set(units) and "train_step_fine-tune" not in units
+    assert units["train_step_self-critical"]["steps"] == 2 and "mean_reward" in units["train_step_self-critical"]
+    scst_steps = [entry for stage in report["stages"] for entry in stage.get("timings", [])
+                  if entry["event"] == "train_step" and entry["phase"] == "self-critical"]
+    assert all(entry["captions"] % 5 == 0 and entry["captions"] <= 10 * 5 for entry in scst_steps)  # 5 samples
+    assert units["validation_self-critical"]["beam_size"] == 3
+    # ResNet-18's layer4 at 64 px: 2 x 2 cells of 512 after the pooled 512, in float16
+    assert units["feature_cache_karpathy_train"]["numbers_per_image"] == 512 + 4 * 512
+    assert units["feature_cache_karpathy_train"]["kb_per_image"] == pytest.approx(2 * (512 + 4 * 512) / 1e3, abs=0.1)
+    # the reward's document frequencies were counted once in each process that trained self-critical steps
+    assert units["reward_setup"]["images"] == report["stages"][0]["counts"]["karpathy_train"] + \
+        report["stages"][0]["counts"]["karpathy_restval"]
+    assert [stage["stage"] for stage in report["stages"] for entry in stage.get("timings", [])
+            if entry["event"] == "reward_setup"] == ["train_resume_1", "train_resume_2"]
+    log = [json.loads(line) for line in (work / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert sum(entry["kind"] == "resume" for entry in log) == 2 and sum(entry["kind"] == "scst" for entry in log) == 2
+
+
 def test_refuses_a_work_folder_it_did_not_make(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     assert rehearse_coco.main(["--work", str(tmp_path), "--scale", "0.001"]) == 1

@@ -1,7 +1,11 @@
-"""The shipped synthetic recipe, with its own stages and switches at tiny sizes, is interrupted and resumes.
+"""The shipped recipes, with their own stages and switches at tiny sizes, are interrupted, resume and caption.
 
-Its stages: the CNN's pretraining (pretrain_epochs), then cross-entropy epochs of an attention decoder that reads the
-pretrained centre head (object_features, query_word, coverage), then self-critical epochs.
+The synthetic recipe's stages: the CNN's pretraining (pretrain_epochs), then cross-entropy epochs of an attention
+decoder that reads the pretrained centre head (object_features, query_word, coverage), then self-critical epochs.
+The COCO attention recipe's: a frozen "ImageNet" CNN (a saved random ResNet-18 stands in for the weights file) whose
+layer4 cells are cached once, cross-entropy epochs of an attention decoder, then self-critical epochs, on a small
+COCO-format set written as another program would (object_sets.py). configs/coco.json runs, stopped and resumed
+in both its phases, in the COCO-scale rehearsal's test (test_rehearse_coco.py).
 """
 from __future__ import annotations
 
@@ -9,17 +13,25 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 import caption
 from captioning import pretraining
 import train
 from captioning import training
 from captioning.training import loop
+import torchvision
+
+from captioning import features, metrics
 from captioning.checkpoint import load_checkpoint
 from captioning.config import make_config
 from conftest import ROOT
+from object_sets import write_object_set
 
 RECIPE = ROOT / "configs" / "synthetic.json"
+COCO_ATTENTION = ROOT / "configs" / "coco_attention.json"
+# Where each shipped recipe is trained, interrupted, resumed and made to caption.
+TESTED = {"synthetic.json": "this file", "coco_attention.json": "this file", "coco.json": "test_rehearse_coco.py"}
 # Only sizes and lengths differ from the recipe; every switch is its own.
 TINY = {"image_size": 32, "resize_size": 32, "embed_size": 32, "hidden_size": 64, "batch_size": 8,
         "vocab_threshold": 1, "precision": "fp32", "pretrain_epochs": 1, "epochs": 1, "scst_epochs": 1,
@@ -120,3 +132,82 @@ def test_ctrl_c_while_pretraining_says_so_in_one_line(data, tmp_path, monkeypatc
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "pretraining" in error and "nothing was saved" in error
     assert not (out / training.PRETRAINED_NAME).exists() and not (out / "last.pt").exists()
+
+
+def test_every_shipped_recipe_is_trained_interrupted_and_resumed_by_a_test():
+    assert sorted(path.name for path in (ROOT / "configs").glob("*.json")) == sorted(TESTED)
+
+
+# The COCO attention recipe at tiny sizes: a ResNet-18 at 64 px (a 2 x 2 layer4 grid) and a small decoder; its
+# stages (frozen CNN, cross-entropy, self-critical) and switches (attention over layer4, beam-3 validation, 5 samples
+# an image) are its own.
+COCO_TINY = {"backbone": "resnet18", "image_size": 64, "resize_size": 64, "embed_size": 32, "hidden_size": 64,
+             "batch_size": 2, "vocab_threshold": 1, "precision": "fp32", "epochs": 1, "scst_epochs": 1,
+             "max_steps_per_epoch": 2, "val_max_images": 4, "device": "cpu", "num_workers": 0,
+             "train_split": "train", "val_split": "val"}
+
+
+def test_the_coco_attention_recipe_is_interrupted_in_each_stage_resumes_and_captions(tmp_path, monkeypatch, capsys,
+                                                                                    one_thread):
+    recipe = make_config(COCO_ATTENTION)
+    assert (recipe.attention, recipe.attention_stage, recipe.train_backbone, recipe.val_beam_size,
+            recipe.scst_samples) == (True, "layer4", "no", 3, 5) and recipe.scst_epochs and recipe.epochs
+    data, out = write_object_set(tmp_path / "data"), tmp_path / "run"
+    weights = tmp_path / "resnet18_stand_in.pth"  # stands in for the ImageNet weights file the recipe names
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    values = {**COCO_TINY, "data_dir": data, "out": out, "weights": weights}
+    flags = ["--config", str(COCO_ATTENTION), *[item for name, value in values.items()
+                                                 for item in ("--" + name.replace("_", "-"), str(value))],
+             "--no-progress"]
+    resume = ["--config", str(COCO_ATTENTION), "--out", str(out), "--resume", "--no-progress"]
+    extracted, rewards, steps = [], [], []
+    real_extract, real_cider, real_train, real_scst = (features.extract_features, metrics.CorpusCider,
+                                                       loop.train_step, loop.scst_step)
+    monkeypatch.setattr(features, "extract_features", lambda encoder, config, split, *args, **kwargs: extracted.append(
+        (split, encoder.features_width(config.image_size))) or real_extract(encoder, config, split, *args, **kwargs))
+
+    def counted_cider(references):
+        references = list(references)  # one list of references an image
+        rewards.append(len(references))
+        return real_cider(references)
+    monkeypatch.setattr(metrics, "CorpusCider", counted_cider)
+
+    def interrupting(real, at):
+        def step(run, batch):
+            steps.append(batch.images.shape)
+            if len(steps) == at:
+                raise KeyboardInterrupt  # what train.main makes of SIGTERM too
+            return real(run, batch)
+        return step
+    # Stopped at the cross-entropy stage's second step, then at the self-critical stage's second step.
+    monkeypatch.setattr(loop, "train_step", interrupting(real_train, 2))
+    assert train.main(flags) == 130, capsys.readouterr().err
+    assert (load_checkpoint(out / "last.pt")["epoch"], load_checkpoint(out / "last.pt")["batches_done"]) == (0, 1)
+    monkeypatch.setattr(loop, "train_step", real_train)
+    steps.clear()
+    monkeypatch.setattr(loop, "scst_step", interrupting(real_scst, 2))
+    assert train.main(resume) == 130, capsys.readouterr().err
+    state = load_checkpoint(out / "last.pt")
+    assert (state["epoch"], state["batches_done"]) == (1, 1) and "train_loss" in state["history"][-1]
+    monkeypatch.setattr(loop, "scst_step", real_scst)
+    assert train.main(resume) == 0, capsys.readouterr().err
+    state = load_checkpoint(out / "last.pt")
+    assert state["epoch"] == 2 and state["global_step"] == 4 and "train_reward" in state["history"][-1]
+    assert state["config"]["attention_stage"] == "layer4" and state["config"]["scst_samples"] == 5
+
+    # The layer4 grid (2 x 2 cells of 512 after the pooled 512) was cached once for each split, and read by both
+    # stages and both resumes; the reward's document frequencies were counted once in each process that trained a
+    # self-critical step, over the training split's four images.
+    assert extracted == [("train", 512 + 4 * 512), ("val", 512 + 4 * 512)]
+    assert rewards == [4, 4]
+    assert steps[0] == (2, 512 + 4 * 512)  # self-critical steps read the cache too
+    log = training.read_log(out)
+    assert [entry["kind"] for entry in log].count("scst") == 2 and [entry["kind"] for entry in log].count(
+        "resume") == 2
+
+    capsys.readouterr()
+    image = sorted((data / "images" / "test").iterdir())[0]
+    assert caption.main(["--checkpoint", str(out / "best.pt"), "--device", "cpu", "--beam-size", "3",
+                         str(image)]) == 0
+    assert capsys.readouterr().out.startswith(f"{image}\t")

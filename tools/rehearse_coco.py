@@ -3,6 +3,7 @@
 Prepare, train (stopped and resumed in each phase) and evaluate run as the docs say, each timed and measured.
 
     python tools/rehearse_coco.py --work /tmp/rehearsal [--scale 1.0] [--steps 200] [--num-workers 2]
+        [--recipe configs/coco_attention.json]
 
 The stand-in (under WORK/source/): 82,783 train and 40,504 val JPEGs named COCO_train2014_%012d.jpg and
 COCO_val2014_%012d.jpg inside train2014.zip / val2014.zip (top folders train2014/ and val2014/, as served under
@@ -15,13 +16,16 @@ captions give about 10,000 words at threshold 5, as real COCO does. --scale shri
 The commands run as separate processes against a loopback HTTP server, with the stand-in's own SHA-256 and sizes
 passed through --checksums (verification stays on):
   prepare   prepare_data.py coco --base-url URL --checksums FILE --karpathy-split dataset_coco.json
-  train     train.py --config configs/coco.json, the CNN shrunk by flags (ResNet-18 at 56 px, random weights saved
-            as a local weights file where train.py takes one: see shrink_flags), two epochs bounded to --steps steps
-            each, frozen (cached features) then fine-tuning the last ResNet stage; each stopped by SIGTERM half-way
-            and resumed with --resume
+  train     train.py --config configs/coco.json (or --recipe), the CNN shrunk by flags (ResNet-18 at 56 px, random
+            weights saved as a local weights file where train.py takes one: see shrink_flags), two epochs bounded to
+            --steps steps each: frozen (cached features) then fine-tuning the last ResNet stage, or, for a recipe
+            with self-critical epochs (configs/coco_attention.json), one cross-entropy epoch from the cache then one
+            self-critical epoch (its reward's document frequencies counted over the training captions first); each
+            stopped by SIGTERM half-way and resumed with --resume
   evaluate  evaluate.py --split karpathy_test --beam-size 3
 Each runs the project's own entry point (train.main, ...) inside a small wrapper that times the functions that
-matter (vocabulary, token cache, feature extraction, one training step, validation, captioning, scoring) without
+matter (vocabulary, token cache, feature extraction, one training or self-critical step, the reward's set-up,
+validation, captioning, scoring) without
 changing them. Peak memory: the largest process's peak RSS (wait4), and the peak PSS summed over the process and its
 DataLoader workers (Linux /proc). The table is printed and written to WORK/rehearsal.json.
 """
@@ -368,8 +372,12 @@ def _timed_train(timings: Timings, argv: list[str]) -> int:
     steps_in_phase: dict[str, int] = {}
 
     def train_step(arguments: dict, result: float) -> dict:
-        return {"phase": "fine-tune" if arguments["run"].fine_tuning else "frozen",
-                "captions": int(arguments["batch"].captions.shape[0])}
+        return {"phase": _phase(arguments["run"]), "captions": int(arguments["batch"].captions.shape[0])}
+
+    def scst_step(arguments: dict, result: float) -> dict:
+        run = arguments["run"]  # captions sampled: each image's, scst_samples times
+        return {"phase": _phase(run), "captions": len(arguments["batch"].image_ids) * run.config.scst_samples,
+                "reward": result}
 
     def stop(entry: dict) -> None:
         steps_in_phase[entry["phase"]] = steps_in_phase.get(entry["phase"], 0) + 1
@@ -380,13 +388,23 @@ def _timed_train(timings: Timings, argv: list[str]) -> int:
     timings.wrap(vocabulary.Vocabulary, "from_annotations", "vocabulary", lambda a, r: {"words": len(r)})
     timings.wrap(data_loader, "tokenized_captions", "token_cache", token_cache)
     timings.wrap(features, "extract_features", "feature_cache",
-                 lambda a, r: {"split": a["split"], "images": len(r["image_ids"])})
+                 lambda a, r: {"split": a["split"], "images": len(r["image_ids"]), "numbers_per_image": r[
+                     "feature_size"], "bytes": Path(a["array_path"]).stat().st_size})
     timings.wrap(loop, "train_step", "train_step", train_step, after=stop)
+    timings.wrap(loop, "scst_step", "train_step", scst_step, after=stop)
+    timings.wrap(loop, "start_scst", "reward_setup",
+                 lambda a, r: {"images": len(a["loader"].dataset.image_ids)})
     timings.wrap(loop, "validate", "validation",
-                 lambda a, r: {"phase": "fine-tune" if a["run"].fine_tuning else "frozen",
-                               "images": _validated_images(a["run"], a["loader"])})
+                 lambda a, r: {"phase": _phase(a["run"]), "images": _validated_images(a["run"], a["loader"]),
+                               "beam_size": a["run"].config.val_beam_size})
     timings.wrap(loop, "save_checkpoint", "checkpoint_save", lambda a, r: {"file": Path(a["path"]).name})
     return train.main(argv)
+
+
+def _phase(run: Any) -> str:
+    """The training phase a step or a validation belongs to: frozen, fine-tune or self-critical."""
+    from captioning.training.run import in_scst
+    return "self-critical" if in_scst(run) else "fine-tune" if run.fine_tuning else "frozen"
 
 
 def _validated_images(run: Any, loader: Any) -> int:
@@ -549,7 +567,8 @@ def rehearse(args: argparse.Namespace, extra_train_flags: tuple[str, ...] = (), 
     finally:
         server.shutdown()
         server.server_close()
-    report = {"scale": args.scale, "seed": args.seed, "steps_per_phase": args.steps, "num_workers": args.num_workers,
+    report = {"recipe": _shown(args.recipe), "scale": args.scale, "seed": args.seed, "steps_per_phase": args.steps,
+              "num_workers": args.num_workers,
               "cpu": cpu_description(), "stages": stages, "units": unit_figures(stages, counts),
               "disk_mb": disk_use(work)}
     (work / "rehearsal.json").write_text(json.dumps(report, indent=1))
@@ -566,21 +585,36 @@ def run_pipeline(args: argparse.Namespace, work: Path, source: Path, base_url: s
         "coco", "--out", str(coco), "--year", "2014", "--base-url", base_url,
         "--checksums", str(source / "checksums.json"), "--karpathy-split", str(source / "dataset_coco.json")])]
     train_images = counts["karpathy_train"] + counts["karpathy_restval"]
-    steps = min(args.steps, math.ceil(train_images / load_recipe(RECIPE)["batch_size"]))
+    steps = min(args.steps, math.ceil(train_images / load_recipe(args.recipe)["batch_size"]))
     stop_at = max(steps // 2, 1)
-    recipe = ["--config", str(RECIPE.relative_to(ROOT)), "--out", str(run), "--no-progress", *workers]
+    first, second = phases(args.recipe)
+    epochs = ["--epochs", "1", "--scst-epochs", "1"] if second == "self-critical" else \
+        ["--epochs", "2", "--fine-tune-after", "1"]
+    recipe = ["--config", _shown(args.recipe), "--out", str(run), "--no-progress", *workers]
     stages.append(stage("train", "train.py", recipe + [
-        "--data-dir", str(coco), *shrink_flags(work), "--epochs", "2", "--fine-tune-after", "1",
-        "--max-steps-per-epoch", str(args.steps), *extra_train_flags], stop_after=f"frozen:{stop_at}"))
-    stages.append(stage("train_resume_1", "train.py", recipe + ["--resume"], stop_after=f"fine-tune:{stop_at}"))
+        "--data-dir", str(coco), *shrink_flags(work), *epochs, "--max-steps-per-epoch", str(args.steps),
+        *extra_train_flags], stop_after=f"{first}:{stop_at}"))
+    stages.append(stage("train_resume_1", "train.py", recipe + ["--resume"], stop_after=f"{second}:{stop_at}"))
     stages.append(stage("train_resume_2", "train.py", recipe + ["--resume"]))
     stages.append(stage("evaluate", "evaluate.py", [
         "--checkpoint", str(run / "best.pt"), "--split", "karpathy_test", "--beam-size", "3",
         "--out", str(work / "results_test.json"), *workers]))
     for entry in stages:  # the report says under which thread setting it was measured
         entry["threads"] = args.threads
-    check_outcome(work, stages, steps)
+    check_outcome(work, stages, steps, (first, second))
     return stages
+
+
+def phases(recipe: Path) -> tuple[str, str]:
+    """The two phases the rehearsal trains of a recipe: frozen then fine-tune, or, for a recipe with self-critical
+    epochs, frozen (cross-entropy from the cache) then self-critical."""
+    return ("frozen", "self-critical") if load_recipe(recipe).get("scst_epochs") else ("frozen", "fine-tune")
+
+
+def _shown(path: Path) -> str:
+    """A recipe's path as the docs write it: relative to the repository when it lies there."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def shrink_flags(work: Path) -> list[str]:
@@ -604,7 +638,7 @@ def shrink_flags(work: Path) -> list[str]:
     return flags + ["--pretrained", "yes", "--weights", str(path)]
 
 
-def check_outcome(work: Path, stages: list[dict], steps: int) -> None:
+def check_outcome(work: Path, stages: list[dict], steps: int, trained_phases: tuple[str, str]) -> None:
     """The run must have trained both phases for their full step budget across the stops, and evaluated."""
     log = [json.loads(line) for line in (work / "run" / "train_log.jsonl").read_text().splitlines() if line.strip()]
     epochs = [entry for entry in log if entry.get("kind") == "epoch"]
@@ -615,7 +649,7 @@ def check_outcome(work: Path, stages: list[dict], steps: int) -> None:
         for entry in stage.get("timings", []):
             if entry.get("event") == "train_step":
                 trained[entry["phase"]] = trained.get(entry["phase"], 0) + 1
-    if trained != {"frozen": steps, "fine-tune": steps}:
+    if trained != {phase: steps for phase in trained_phases}:
         raise RehearsalError(f"steps trained per phase {trained}, expected {steps} in each (a resume repeated or "
                              "skipped batches)")
     results = json.loads((work / "results_test.json").read_text())
@@ -650,18 +684,26 @@ def unit_figures(stages: list[dict], counts: dict[str, int]) -> dict[str, Any]:
         units[f"feature_cache_{entry['split']}"] = {
             "seconds": round(seconds, 2), "images": entry["images"],
             "seconds_per_1000_images": round(seconds / max(entry["images"], 1) * 1000, 2),
-            "peak_rss_mb": entry["peak_rss_mb"]}
-    for phase in ("frozen", "fine-tune"):
+            "peak_rss_mb": entry["peak_rss_mb"], **({"numbers_per_image": entry["numbers_per_image"],
+                                                     "kb_per_image": round(entry["bytes"] / entry["images"] / 1e3, 1)}
+                                                    if "bytes" in entry else {})}
+    for entry in events.get("reward_setup", [])[:1]:
+        units["reward_setup"] = {"seconds": round(entry["seconds"], 2), "images": entry["images"],
+                                 "peak_rss_mb": entry["peak_rss_mb"]}
+    for phase in ("frozen", "fine-tune", "self-critical"):
         steps = [entry for entry in events.get("train_step", []) if entry["phase"] == phase]
         if steps:
             units[f"train_step_{phase}"] = {"steps": len(steps), "median_seconds": round(statistics.median(
                 entry["seconds"] for entry in steps), 4), "wall_seconds_per_step": _wall_per_step(steps),
-                "captions_per_step": round(statistics.fmean(entry["captions"] for entry in steps), 1)}
+                "captions_per_step": round(statistics.fmean(entry["captions"] for entry in steps), 1),
+                **({"mean_reward": round(statistics.fmean(entry["reward"] for entry in steps), 4)}
+                   if "reward" in steps[0] else {})}
         validations = [entry for entry in events.get("validation", []) if entry["phase"] == phase]
         for entry in validations[:1]:
             per_5000 = round(entry["seconds"] / entry["images"] * 5000, 2)
             units[f"validation_{phase}"] = {"seconds": round(entry["seconds"], 2), "images": entry["images"],
-                                            "seconds_per_5000_images": per_5000}
+                                            "seconds_per_5000_images": per_5000,
+                                            "beam_size": entry.get("beam_size", 1)}
     for event in ("captioning", "scoring", "baseline_caption"):
         for entry in events.get(event, [])[:1]:
             units[f"evaluate_{event}"] = {key: round(value, 2) if isinstance(value, float) else value
@@ -717,7 +759,7 @@ def cpu_description() -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     """The stages and the per-unit figures as text."""
-    lines = [f"COCO-scale rehearsal, scale {report['scale']}, {report['cpu']}",
+    lines = [f"COCO-scale rehearsal of {report['recipe']}, scale {report['scale']}, {report['cpu']}",
              f"{'stage':<16}{'seconds':>10}{'peak RSS MB':>13}{'tree PSS MB':>13}"]
     for stage in report["stages"]:
         lines.append(f"{stage['stage']:<16}{stage['seconds']:>10.1f}{_cell(stage.get('peak_rss_mb')):>13}"
@@ -747,8 +789,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="PyTorch CPU threads of each stage (OMP_NUM_THREADS; default: PyTorch's choice). On a "
                              "CPU shared with other jobs, 1 avoids threads spinning while waiting for each other")
     parser.add_argument("--generate-workers", type=int, default=2, help="processes drawing the stand-in (default 2)")
+    parser.add_argument("--recipe", type=Path, default=RECIPE,
+                        help="the recipe to rehearse (default configs/coco.json; configs/coco_attention.json "
+                             "rehearses its cross-entropy and self-critical stages)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if not args.recipe.is_file():
+        parser.error(f"--recipe {args.recipe}: no such file")
     if not 0 < args.scale <= 1:
         parser.error(f"--scale must be in (0, 1], got {args.scale}")
     if args.steps < 2 or args.generate_workers < 1 or (args.num_workers is not None and args.num_workers < 0) \
