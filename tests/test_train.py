@@ -637,3 +637,20 @@ def test_a_checkpoint_with_nan_weights_is_refused_rather_than_captioning_nothing
     assert caption.main(["--checkpoint", str(crafted), str(image)]) != 0
     error = capsys.readouterr().err
     assert "fc.weight holds NaN" in error and error.count("\n") == 1
+
+
+def test_a_run_interrupted_with_augmentation_on_resumes_as_if_never_stopped(synthetic_dir, tmp_path, monkeypatch):
+    # Random crops and flips drawn for a batch that the interruption kept from training must be drawn again, the
+    # same, by the resumed run: the augmentation is a function of (seed, epoch, image), not of a stream's state.
+    config = dict(epochs=2, max_steps_per_epoch=3, resize_size=40, random_crop=True, hflip=True, attention=False)
+    training.train(tiny_config(synthetic_dir, tmp_path / "straight", **config), progress=False)
+    real_step = interrupt_step(monkeypatch, 2)  # the batch is loaded, its crops drawn, and not trained
+    with pytest.raises(KeyboardInterrupt):
+        training.train(tiny_config(synthetic_dir, tmp_path / "split", **config), progress=False)
+    monkeypatch.setattr(loop, "train_step", real_step)
+    training.train(tiny_config(synthetic_dir, tmp_path / "split", **config), resume=True, progress=False)
+    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    assert a["global_step"] == b["global_step"] == 6
+    for part in ("encoder", "decoder"):
+        for key in a[part]:
+            assert torch.allclose(a[part][key].float(), b[part][key].float(), atol=1e-6), (part, key)
