@@ -66,6 +66,19 @@ def test_a_checkpoint_asking_for_endless_captions_is_refused(trained_checkpoint,
         Captioner(crafted, "cpu")
 
 
+def test_an_image_size_beyond_any_photo_is_refused_in_a_checkpoint_and_on_the_command_line(trained_checkpoint,
+                                                                                           tmp_path, capsys):
+    state = load_checkpoint(trained_checkpoint)
+    state["config"]["image_size"] = 100_000
+    crafted = tmp_path / "crafted.pt"
+    torch.save(state, crafted)
+    with pytest.raises(CheckpointError, match="image_size must be between 1 and 1024"):
+        Captioner(crafted, "cpu")
+    assert train.main(["--config", "configs/synthetic.json", "--out", str(tmp_path / "run"), "--image-size",
+                       "100000", "--no-progress"]) == 2
+    assert "image_size must be between 1 and 1024" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flag, value", [("--beam-size", "0"), ("--beam-size", "-1"), ("--batch-size", "0"),
                                          ("--max-images", "-1")])
 def test_evaluate_refuses_bad_numbers_before_captioning(flag, value, trained_checkpoint, capsys):
