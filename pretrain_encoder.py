@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except FloatingPointError as error:
+        print(f"error: {error}: lower --lr; nothing was saved", file=sys.stderr)
+        return 1
     if save:
         print(f"wrote {save_backbone(model, save)}")
     return 0

@@ -337,7 +337,8 @@ def pretrain(data_dir: str | Path, image_size: int, epochs: int, backbone: str =
             loss = train_step(model, optimizer, scaler, train_x[index], train_y[index], train_cells[index], device,
                               precision, None if train_centres is None else train_centres[index])
             if not math.isfinite(loss):
-                raise FloatingPointError(f"pretraining loss is {loss} at epoch {epoch + 1}: lower --lr")
+                raise FloatingPointError(f"the CNN's pretraining loss became {loss} at epoch {epoch + 1}: it diverged "
+                                         f"at the learning rate {lr:g}")  # the caller names its flag
             step += 1
         report = {"epoch": epoch + 1, **accuracy(model, val_x, val_y, val_counts, labels, device, precision),
                   "seconds": round(time.time() - started, 1)}

@@ -498,3 +498,13 @@ def test_pretrain_encoder_takes_its_defaults_from_the_recipe(synthetic_dir, tmp_
     with pytest.raises(SystemExit) as exit_:
         pretrain_encoder.main(["--config", "configs/coco.json", "--data-dir", str(synthetic_dir)])
     assert exit_.value.code == 2 and "pretrain_epochs 0" in capsys.readouterr().err
+
+
+def test_a_diverging_pretraining_names_the_pretraining_rate(synthetic_dir, tmp_path, capsys):
+    flags = list(TINY_FLAGS)
+    flags[flags.index("--pretrain-epochs") + 1] = "1"
+    assert train.main([*flags, "--data-dir", str(synthetic_dir), "--out", str(tmp_path / "run"),
+                       "--pretrained", "no", "--pretrain-lr", "1e300", "--pretrain-batch-size", "8"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and "diverged" in error and "--pretrain-lr" in error
+    assert "--lr " not in error and "--lr;" not in error

@@ -11,7 +11,7 @@ from captioning.checkpoint import CheckpointError
 from captioning.config import Config
 from captioning.files import check_file, write_json_atomic
 from captioning.training.resume import resumed_settings
-from captioning.training.run import default_resize
+from captioning.training.run import TrainingFailed, default_resize
 from captioning.training.run_folder import PRETRAINED_CONFIG, PRETRAINED_NAME
 
 
@@ -52,6 +52,8 @@ def pretrain_stage(config: Config, overwrite: bool) -> Path:
                                              seed=config.seed, device=config.device, precision=config.precision,
                                              centres=config.object_features, train_split=config.train_split,
                                              val_split=config.val_split, fit=config.image_fit)
+    except FloatingPointError as error:
+        raise TrainingFailed(f"{error}: lower --pretrain-lr (pretrain_lr); nothing was saved in {config.out}") from None
     except KeyboardInterrupt:
         print(f"interrupted while pretraining the CNN (pretrain_epochs): nothing was saved in {config.out}; run the "
               f"same command again (without --resume) to start over", file=sys.stderr)
