@@ -11,6 +11,11 @@ Also a diagnostic: how fast a CNN of a given size learns to see a set.
 """
 from __future__ import annotations
 
+from captioning.interrupts import quiet_interrupts
+
+if __name__ == "__main__":  # before torch loads, which takes seconds: a Ctrl-C then ends the command quietly
+    quiet_interrupts()
+
 import argparse
 import os
 import sys

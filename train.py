@@ -10,6 +10,11 @@ captioning/training/ (`train(config)` there is what the notebooks call).
 """
 from __future__ import annotations
 
+from captioning.interrupts import quiet_interrupts
+
+if __name__ == "__main__":  # before torch loads, which takes seconds: a Ctrl-C then ends the command quietly
+    quiet_interrupts()
+
 import argparse
 import dataclasses
 import pickle

@@ -261,3 +261,26 @@ def test_a_run_resumed_on_other_data_is_refused(synthetic_dir, tmp_path, monkeyp
         training.train(quick_config(tmp_path / "other", tmp_path / "run", epochs=2, max_steps_per_epoch=1),
                        resume=True, progress=False)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+
+
+# Runs a command as python would, with a Ctrl-C arriving while it imports argparse, which every command does before
+# torch (seconds of loading): at a set point, where a signal sent after a delay would race the imports.
+CTRL_C_WHILE_IMPORTING = """
+import runpy, sys
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "argparse":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, CtrlC())
+sys.argv = [sys.argv[1], "--help"]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("command", ["train.py", "evaluate.py", "caption.py", "prepare_data.py",
+                                     "pretrain_encoder.py"])
+def test_ctrl_c_while_a_command_starts_ends_it_quietly(command, tmp_path):
+    child = Child([sys.executable, "-c", CTRL_C_WHILE_IMPORTING, command], tmp_path)
+    child.process.wait(timeout=60)
+    assert child.process.returncode in (130, -signal.SIGINT)
+    assert child.stderr_path.read_text() == ""
