@@ -32,7 +32,7 @@ from pycocotools import mask as mask_utils
 from captioning.annotations import annotation_path, image_path, load_coco, load_instances, object_files
 from data_loader import Preprocess, load_image
 from captioning.config import Config
-from captioning.files import atomic_write
+from captioning.files import atomic_write, brief
 from captioning.backbone import OBJECT_HEAD, layer3_side, zero_init_residual
 from captioning.runtime import autocast, autocast_dtype, resolve_device
 
@@ -102,7 +102,7 @@ class SplitObjects:
             pixels = mask_utils.decode(rle)
         except (TypeError, ValueError, AttributeError, KeyError) as error:
             raise ValueError(f"annotation {annotation.get('id')!r} of image {annotation['image_id']!r} has a "
-                             f"segmentation pycocotools cannot read ({error!r})") from None
+                             f"segmentation pycocotools cannot read ({brief(error)})") from None
         if pixels.shape != (height, width):
             raise ValueError(f"annotation {annotation.get('id')!r} of image {annotation['image_id']!r}: its "
                              f"segmentation is {pixels.shape[1]}x{pixels.shape[0]}, the image {width}x{height}")
