@@ -5,6 +5,11 @@
 """
 from __future__ import annotations
 
+from captioning.interrupts import quiet_interrupts
+
+if __name__ == "__main__":  # before torch loads, which takes seconds: a Ctrl-C then ends the command quietly
+    quiet_interrupts()
+
 import argparse
 import sys
 from pathlib import Path

@@ -150,7 +150,8 @@ class Preprocess:
             pixels = TF.pad(pixels, [left, top, right, bottom], fill=fill)
         return pixels
 
-    def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+    def __call__(self, image: Image.Image | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The input the CNN sees; generator draws the random crop and flip (the global stream when None)."""
         pixels = TF.pil_to_tensor(image) if isinstance(image, Image.Image) else image  # (3, H, W) uint8
         if pixels.dtype != torch.uint8 or pixels.dim() != 3 or pixels.size(0) != 3:
             raise ValueError(f"expected an RGB image or a (3, H, W) uint8 tensor, got {pixels.dtype} "
@@ -165,14 +166,19 @@ class Preprocess:
             pixels = self._fitted(pixels)
         size, (height, width) = self.image_size, pixels.shape[-2:]
         if self.random_crop:
-            top = int(torch.randint(0, height - size + 1, ()))
-            left = int(torch.randint(0, width - size + 1, ()))
+            top = int(torch.randint(0, height - size + 1, (), generator=generator))
+            left = int(torch.randint(0, width - size + 1, (), generator=generator))
             pixels = pixels[:, top:top + size, left:left + size]
         else:
             pixels = TF.center_crop(pixels, [size, size])
-        if self.hflip and torch.rand(()) < 0.5:
+        if self.hflip and torch.rand((), generator=generator) < 0.5:
             pixels = pixels.flip(-1)
         return pixels.to(torch.float32).sub_(self.mean).mul_(self.inv_std)  # (3, size, size)
+
+    @property
+    def random(self) -> bool:
+        """Whether each call draws random numbers (augmentation while training)."""
+        return self.random_crop or self.hflip
 
     def label_map(self, labels: torch.Tensor) -> torch.Tensor:
         """An (H, W) map of class numbers over the original image, as the CNN sees the image: (image_size,
@@ -218,8 +224,8 @@ class CocoCaptionDataset(Dataset):
 
     def __init__(self, data_dir: str | Path, split: str, vocab: Vocabulary | None,
                  transform: Callable | None = None, features: "FeatureStore | None" = None,
-                 max_caption_length: int = 50, cache_dir: str | Path | None = "auto") -> None:
-        self.data_dir, self.split, self.vocab = Path(data_dir), split, vocab
+                 max_caption_length: int = 50, cache_dir: str | Path | None = "auto", seed: int = 0) -> None:
+        self.data_dir, self.split, self.vocab, self.seed = Path(data_dir), split, vocab, seed
         self.transform, self.features = transform, features
         self.annotation_file = annotation_path(data_dir, split)
         self.coco = load_coco(self.annotation_file)
@@ -257,6 +263,7 @@ class CocoCaptionDataset(Dataset):
         return {image_id: [ann["caption"] for ann in self.coco.imgToAnns[image_id]] for image_id in self.image_ids}
 
     def __getitem__(self, index: int) -> dict:
+        """The item at index (an ItemIndex from the loader's sampler says for which epoch)."""
         image_id = self.image_ids[index]
         item = {"image_id": image_id, "image": None, "error": None}
         if self.vocab is not None:
@@ -267,10 +274,36 @@ class CocoCaptionDataset(Dataset):
             return item
         try:
             image = load_image(self.image_file(image_id), min_side=_min_side(self.transform))
-            item["image"] = self.transform(image) if self.transform else image
+            item["image"] = self.transform(image, *self.draws(index, image_id)) if self.transform else image
         except ImageLoadError as error:
             item["error"] = str(error)  # skipped and counted by collate / the training loop, never a crash
         return item
+
+
+    def draws(self, index: int, image_id: int) -> tuple[torch.Generator, ...]:
+        """(generator,) for a transform that augments, seeded by (seed, epoch, image): the crops and flips of an
+        epoch are the same in a run resumed mid-epoch (a batch loaded but not trained before the interruption is
+        drawn again, the same), in any worker process and on any rank; () otherwise."""
+        if not (isinstance(self.transform, Preprocess) and self.transform.random):
+            return ()
+        epoch = getattr(index, "epoch", 0)
+        state = np.random.SeedSequence([self.seed, epoch, image_id]).generate_state(1, np.uint64)[0]
+        return (torch.Generator().manual_seed(int(state)),)
+
+
+class ItemIndex(int):
+    """An item's index that also says which epoch it is drawn for (CocoCaptionDataset.draws); it reads as the
+    plain index everywhere else."""
+
+    epoch: int
+
+    def __new__(cls, index: int, epoch: int) -> "ItemIndex":
+        item = super().__new__(cls, index)
+        item.epoch = epoch
+        return item
+
+    def __reduce__(self):  # to worker processes
+        return ItemIndex, (int(self), self.epoch)
 
 
 def _min_side(transform: Callable | None) -> int | None:
@@ -374,7 +407,8 @@ class ImageBatchSampler(Sampler[list[int]]):
         return [batch[self.rank::self.world_size] for batch in self.global_batches()]
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches()[self.start_batch:]
+        for batch in self.batches()[self.start_batch:]:
+            yield [ItemIndex(index, self.epoch) for index in batch]
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.lengths), self.batch_size)
@@ -399,7 +433,7 @@ def get_loader(transform: Callable | None, mode: str = "train", batch_size: int 
         raise ValueError(f"a {mode} loader needs the vocabulary its captions are written in")
     split = split or mode
     dataset = CocoCaptionDataset(data_dir, split, vocab if mode != "test" else None, transform, features,
-                                 max_caption_length)
+                                 max_caption_length, seed=seed)
     counts = dataset.caption_counts() if mode != "test" else [1] * len(dataset)
     mean_lengths = [sum(map(len, dataset.captions[image_id])) / max(count, 1)
                     for image_id, count in zip(dataset.image_ids, counts)]

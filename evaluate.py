@@ -15,6 +15,11 @@ the category names (objects.py).
 """
 from __future__ import annotations
 
+from captioning.interrupts import quiet_interrupts
+
+if __name__ == "__main__":  # before torch loads, which takes seconds: a Ctrl-C then ends the command quietly
+    quiet_interrupts()
+
 import argparse
 import json
 import os

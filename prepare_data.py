@@ -3,6 +3,11 @@
     python prepare_data.py synthetic --out data/synthetic
     python prepare_data.py coco --out data/coco --year 2014
 """
+from captioning.interrupts import quiet_interrupts
+
+if __name__ == "__main__":  # before torch loads, which takes seconds: a Ctrl-C then ends the command quietly
+    quiet_interrupts()
+
 import argparse
 import sys
 from pathlib import Path

@@ -11,12 +11,17 @@ Also a diagnostic: how fast a CNN of a given size learns to see a set.
 """
 from __future__ import annotations
 
+from captioning.interrupts import quiet_interrupts
+
+if __name__ == "__main__":  # before torch loads, which takes seconds: a Ctrl-C then ends the command quietly
+    quiet_interrupts()
+
 import argparse
 import os
 import sys
 from pathlib import Path
 
-from captioning.config import CHOICES, at_least, make_config
+from captioning.config import CHOICES, at_least, make_config, setting_flag
 from captioning.pretraining import pretrain, save_backbone
 
 RECIPE = Path(__file__).resolve().parent / "configs" / "synthetic.json"
@@ -38,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(RECIPE),
                         help="the recipe whose pretraining settings are the defaults (default: the synthetic one)")
     parser.add_argument("--data-dir", help="the set (default: the recipe's data_dir)")
-    parser.add_argument("--image-size", type=at_least(1), help="default: the recipe's image_size")
+    parser.add_argument("--image-size", type=setting_flag("image_size"), help="default: the recipe's image_size")
     parser.add_argument("--epochs", type=at_least(1), help="default: the recipe's pretrain_epochs")
     parser.add_argument("--backbone", choices=CHOICES["backbone"], help="default: the recipe's backbone")
     parser.add_argument("--lr", type=positive_rate, help="default: the recipe's pretrain_lr")
@@ -79,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except FloatingPointError as error:
+        print(f"error: {error}: lower --lr; nothing was saved", file=sys.stderr)
+        return 1
     if save:
         print(f"wrote {save_backbone(model, save)}")
     return 0

@@ -10,6 +10,11 @@ captioning/training/ (`train(config)` there is what the notebooks call).
 """
 from __future__ import annotations
 
+from captioning.interrupts import quiet_interrupts
+
+if __name__ == "__main__":  # before torch loads, which takes seconds: a Ctrl-C then ends the command quietly
+    quiet_interrupts()
+
 import argparse
 import dataclasses
 import pickle
@@ -46,7 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args, check=False)  # train() checks it, merged with last.pt when resuming
         with distributed.process_group(resolve_device(config.device).type):  # under torchrun only
-            train(config, resume=args.resume, progress=not args.no_progress, given=given, overwrite=args.overwrite)
+            try:
+                train(config, resume=args.resume, progress=not args.no_progress, given=given,
+                      overwrite=args.overwrite)
+            except RuntimeError as error:  # said while a SIGTERM from torchrun, which follows, only sets a flag
+                if not distributed.peer_lost(error):
+                    raise
+                print(f"error: another process of this torchrun job stopped, so this one (rank {distributed.rank()})"
+                      f" stops too; {config.out}/last.pt holds the run's last saved point: run the same command "
+                      f"with --resume to continue", file=sys.stderr)
+                return 1
     except KeyboardInterrupt:
         return 130
     except distributed.PeerFailed:  # rank 0 reports the error
@@ -64,10 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error.strerror or error}: {error.filename or 'file system'}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 if __name__ == "__main__":

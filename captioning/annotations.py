@@ -17,6 +17,8 @@ from pathlib import Path
 
 from pycocotools.coco import COCO
 
+from captioning.files import brief
+
 
 def annotation_path(data_dir: str | Path, split: str) -> Path:
     """DIR/annotations/captions_<split>.json."""
@@ -49,11 +51,11 @@ def _read_coco(path: Path, what: str) -> COCO:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress chatter
             coco = COCO(str(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"annotation file {path} is not valid JSON: {str(error)[:200]}") from None
+        raise ValueError(f"annotation file {path} is not valid JSON: {brief(error)}") from None
     except RecursionError:
         raise ValueError(f"annotation file {path} is nested too deeply to be a COCO {what} file") from None
     except (KeyError, TypeError, AssertionError, AttributeError) as error:
-        raise ValueError(f"annotation file {path} is not a COCO {what} file ({error!r})") from None
+        raise ValueError(f"annotation file {path} is not a COCO {what} file ({brief(error)})") from None
     return coco
 
 

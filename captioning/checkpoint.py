@@ -28,8 +28,8 @@ RUN_COUNTERS = ("epoch", "batches_done", "global_step", "best_score", "stale_epo
                 "encoder_pretrained", "history", "skipped_images", "epoch_loss_sum", "epoch_loss_steps")
 # ... and the states of its optimizer, schedule, gradient scaler and random generator.
 RUN_STATES = ("optimizer", "scheduler", "scaler", "torch_rng")
-# Besides: "metrics" (the last epoch's scores), "world_size" (the processes it trained on, torchrun) and
-# "format_version".
+# Besides: "metrics" (the last epoch's scores), "world_size" (the processes it trained on, torchrun),
+# "data_fingerprint" (the training annotations' SHA-256, checked on resume) and "format_version".
 
 
 class CheckpointError(Exception):

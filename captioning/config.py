@@ -29,7 +29,10 @@ CHOICES = {
 # Numeric settings: (lowest, highest) allowed, inclusive; None = no upper bound. Checked before any work starts.
 RANGES = {
     "epochs": (1, None), "batch_size": (1, None), "embed_size": (1, None), "hidden_size": (1, None),
-    "num_layers": (1, None), "image_size": (1, None), "resize_size": (0, None), "vocab_threshold": (1, None),
+    "num_layers": (1, None), "vocab_threshold": (1, None),
+    # COCO's photos are at most 640 px: a larger input only costs memory (a crafted checkpoint could ask for tens of
+    # gigabytes); the resize leaves room for the 8/7 (or the weights' own) margin around the largest crop.
+    "image_size": (1, 1024), "resize_size": (0, 1280),
     "max_caption_length": (2, None),  # <start> and <end> at least
     "max_len": (1, 200),  # longest generated caption: decoding stops here even if <end> never comes
     "weight_decay": (0, None), "grad_clip": (0, None), "lr_patience": (0, None), "early_stop_patience": (0, None),
@@ -157,11 +160,8 @@ class Config:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name, (low, high) in RANGES.items():
-            value = getattr(self, name)
-            if not (value >= low and (high is None or value <= high)):  # NaN fails too
-                bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-                raise ValueError(f"{name} must be {bounds}, got {value}")
+        for name in RANGES:
+            check_range(name, getattr(self, name))
         for name in ("lr", "backbone_lr", "scst_lr", "lr_factor", "pretrain_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -334,6 +334,31 @@ def _number(value: Any) -> int | float | None:
             except ValueError:
                 pass
     return None
+
+
+def check_range(name: str, value: int | float) -> None:
+    """Refuse a numeric setting outside its RANGES, in a ValueError naming it."""
+    low, high = RANGES[name]
+    if not (value >= low and (high is None or value <= high)):  # NaN fails too
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{name} must be {bounds}, got {value}")
+
+
+def setting_flag(name: str) -> Callable[[str], Any]:
+    """An argparse type for a tool's flag that sets a Config field (pretrain_encoder.py's --image-size): read and
+    bounded as the field is, in argparse's one line."""
+    kinds = {item.name: item.type for item in dataclasses.fields(Config)}
+    reader = _flag_reader(name, kinds[name])
+
+    def read(text: str) -> Any:
+        value = reader(text)
+        try:
+            check_range(name, value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+    read.__name__ = kinds[name]
+    return read
 
 
 def read_at_least(name: str, value: Any, low: int | float, kind: str = "int") -> Any:

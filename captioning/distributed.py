@@ -66,7 +66,23 @@ def process_group(device_type: str) -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-        torch.distributed.destroy_process_group()
+        try:
+            torch.distributed.destroy_process_group()
+        except RuntimeError:  # a group whose other processes are gone (peer_lost) cannot be taken down cleanly
+            pass
+
+
+# What gloo and NCCL say when the process at the other end of a collective is gone (killed, out of memory, its
+# machine lost); torch raises them as RuntimeError, or DistError where it classifies them.
+LOST_PEER_WORDS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused",
+                   "NCCL communicator was aborted")
+
+
+def peer_lost(error: BaseException) -> bool:
+    """Whether error is a collective's failure because another process of the job is gone."""
+    if not active() or not isinstance(error, RuntimeError) or isinstance(error, PeerFailed):
+        return False
+    return isinstance(error, torch.distributed.DistError) or any(word in str(error) for word in LOST_PEER_WORDS)
 
 
 def _request_stop(number: int, frame: Any) -> None:

@@ -54,6 +54,14 @@ def check_file(path: str | Path, what: str, error: type[Exception] = ValueError)
     return path
 
 
+def brief(error: BaseException, limit: int = 300) -> str:
+    """An exception as one short line to quote in a message: its type and text, cut at limit characters (a decode
+    error's repr holds the whole file it failed on, megabytes of escaped bytes for a zip given as JSON)."""
+    text = " ".join(str(error).split())
+    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def write_json_atomic(path: str | Path, data: object) -> None:
     """Write data as JSON with atomic_write: a reader sees the old file or the whole new one."""
     with atomic_write(path, "w") as handle:

@@ -32,7 +32,7 @@ from pycocotools import mask as mask_utils
 from captioning.annotations import annotation_path, image_path, load_coco, load_instances, object_files
 from data_loader import Preprocess, load_image
 from captioning.config import Config
-from captioning.files import atomic_write
+from captioning.files import atomic_write, brief
 from captioning.backbone import OBJECT_HEAD, layer3_side, zero_init_residual
 from captioning.runtime import autocast, autocast_dtype, resolve_device
 
@@ -102,7 +102,7 @@ class SplitObjects:
             pixels = mask_utils.decode(rle)
         except (TypeError, ValueError, AttributeError, KeyError) as error:
             raise ValueError(f"annotation {annotation.get('id')!r} of image {annotation['image_id']!r} has a "
-                             f"segmentation pycocotools cannot read ({error!r})") from None
+                             f"segmentation pycocotools cannot read ({brief(error)})") from None
         if pixels.shape != (height, width):
             raise ValueError(f"annotation {annotation.get('id')!r} of image {annotation['image_id']!r}: its "
                              f"segmentation is {pixels.shape[1]}x{pixels.shape[0]}, the image {width}x{height}")
@@ -368,8 +368,8 @@ def pretrain(data_dir: str | Path, image_size: int, epochs: int, backbone: str =
                               data.train_cells[index], device, precision,
                               None if data.train_centres is None else data.train_centres[index])
             if not math.isfinite(loss):
-                raise FloatingPointError(f"pretraining loss is {loss} at epoch {epoch + 1}: lower the pretraining's "
-                                         f"learning rate ({lr:g}: --pretrain-lr, or pretrain_encoder.py --lr)")
+                raise FloatingPointError(f"the CNN's pretraining loss became {loss} at epoch {epoch + 1}: it diverged "
+                                         f"at the learning rate {lr:g}")  # the caller names its flag
             step += 1
         report = {"epoch": epoch + 1, "size": size,
                   **accuracy(model, data.val_x, data.val_y, data.val_counts, labels, device, precision),

@@ -48,7 +48,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from captioning.annotations import load_coco
-from captioning.files import atomic_write, check_file, sha256_file, write_json_atomic
+from captioning.files import atomic_write, brief, check_file, sha256_file, write_json_atomic
 
 DEFAULT_BASE_URL = "http://images.cocodataset.org"
 YEARS = ("2014", "2017")
@@ -569,7 +569,7 @@ def _read_karpathy(path: Path) -> list[dict]:
     except FileNotFoundError:
         raise CocoDownloadError(f"Karpathy split file {path} does not exist; fix --karpathy-split.") from None
     except (ValueError, KeyError, TypeError) as error:
-        raise CocoDownloadError(f"Karpathy split file {path} is not a valid dataset_coco.json ({error!r}).") from None
+        raise CocoDownloadError(f"Karpathy split file {path} is not a valid dataset_coco.json ({brief(error)}).") from None
     if problems:
         raise CocoDownloadError(f"Karpathy split file {path} has {len(problems)} image entries without an integer "
                                 f"cocoid, filepath, filename or a split from {', '.join(KARPATHY_SPLITS)}; "

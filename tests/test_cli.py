@@ -461,7 +461,7 @@ def test_a_weights_file_that_would_never_be_read_is_refused_in_one_line(flags, s
 
 
 @pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--epochs", "-2"), ("--batch-size", "0"),
-                                         ("--batch-size", "-1"), ("--image-size", "0"), ("--max-images", "-1")])
+                                         ("--batch-size", "-1"), ("--max-images", "-1")])
 def test_pretrain_encoder_refuses_numbers_that_train_nothing_before_starting(flag, value, synthetic_dir, tmp_path,
                                                                             capsys):
     import pretrain_encoder
@@ -474,7 +474,9 @@ def test_pretrain_encoder_refuses_numbers_that_train_nothing_before_starting(fla
 
 @pytest.mark.parametrize("flag, value, message", [("--lr", "1e300", "must be above 0 and at most 1"),
                                                   ("--lr", "nan", "must be above 0 and at most 1"),
-                                                  ("--backbone", "vgg16", "invalid choice")])
+                                                  ("--backbone", "vgg16", "invalid choice"),
+                                                  ("--image-size", "0", "image_size must be between 1 and 1024"),
+                                                  ("--image-size", "100000", "image_size must be between 1 and 1024")])
 def test_pretrain_encoder_refuses_a_rate_or_cnn_it_cannot_train(flag, value, message, synthetic_dir, tmp_path,
                                                                capsys):
     import pretrain_encoder
@@ -496,3 +498,13 @@ def test_pretrain_encoder_takes_its_defaults_from_the_recipe(synthetic_dir, tmp_
     with pytest.raises(SystemExit) as exit_:
         pretrain_encoder.main(["--config", "configs/coco.json", "--data-dir", str(synthetic_dir)])
     assert exit_.value.code == 2 and "pretrain_epochs 0" in capsys.readouterr().err
+
+
+def test_a_diverging_pretraining_names_the_pretraining_rate(synthetic_dir, tmp_path, capsys):
+    flags = list(TINY_FLAGS)
+    flags[flags.index("--pretrain-epochs") + 1] = "1"
+    assert train.main([*flags, "--data-dir", str(synthetic_dir), "--out", str(tmp_path / "run"),
+                       "--pretrained", "no", "--pretrain-lr", "1e300", "--pretrain-batch-size", "8"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and "diverged" in error and "--pretrain-lr" in error
+    assert "--lr " not in error and "--lr;" not in error

@@ -547,3 +547,15 @@ def test_notebook_0_writes_the_karpathy_split_of_a_downloaded_coco_without_fetch
         data = json.loads((tmp_path / "coco" / "annotations" / f"captions_{split}.json").read_text())
         assert [image["id"] for image in data["images"]] == [image_id]
     assert len(server.requests) == fetched
+
+
+def test_a_binary_file_given_as_json_is_named_in_a_short_message(tmp_path):
+    from captioning.annotations import load_instances
+    binary = tmp_path / "dataset_coco.zip"
+    binary.write_bytes(bytes(range(128, 256)) * 4000)  # not UTF-8, half a megabyte
+    with pytest.raises(coco_download.CocoDownloadError) as refused:
+        coco_download._read_karpathy(binary)
+    assert "not a valid dataset_coco.json" in str(refused.value) and len(str(refused.value)) < 500
+    with pytest.raises(ValueError) as refused:
+        load_instances(binary)
+    assert "not valid JSON" in str(refused.value) and len(str(refused.value)) < 500

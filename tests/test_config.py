@@ -68,13 +68,22 @@ def test_train_refuses_a_bad_setting_before_creating_anything(synthetic_dir, tmp
     assert "lr must be positive" in capsys.readouterr().err and not out.exists()
 
 
-def test_a_checkpoint_asking_for_endless_captions_is_refused(trained_checkpoint, tmp_path):
+@pytest.mark.parametrize("name, value, message", [
+    ("max_len", 1_000_000_000, "max_len must be between 1 and 200"),  # endless captions
+    ("image_size", 100_000, "image_size must be between 1 and 1024")])  # tens of gigabytes of input
+def test_a_checkpoint_asking_for_endless_work_is_refused(name, value, message, trained_checkpoint, tmp_path):
     state = load_checkpoint(trained_checkpoint)
-    state["config"]["max_len"] = 1_000_000_000
+    state["config"][name] = value
     crafted = tmp_path / "crafted.pt"
     torch.save(state, crafted)
-    with pytest.raises(CheckpointError, match="max_len must be between 1 and 200"):
+    with pytest.raises(CheckpointError, match=message):
         Captioner(crafted, "cpu")
+
+
+def test_an_image_size_beyond_any_photo_is_refused_on_the_command_line(tmp_path, capsys):
+    assert train.main(["--config", "configs/synthetic.json", "--out", str(tmp_path / "run"), "--image-size",
+                       "100000", "--no-progress"]) == 2
+    assert "image_size must be between 1 and 1024" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag, value", [("--beam-size", "0"), ("--beam-size", "-1"), ("--batch-size", "0"),

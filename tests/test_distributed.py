@@ -208,3 +208,36 @@ def test_the_synthetic_recipe_resumes_under_torchrun(synthetic_dir, tmp_path, on
     assert job.returncode == 0, output[-3000:]
     state = load_checkpoint(out / "last.pt")
     assert state["epoch"] == 3 and state["world_size"] == 2 and "train_reward" in state["history"][-1]
+
+
+def worker_pids(job: subprocess.Popen) -> dict[int, int]:
+    """{rank: pid} of the train.py processes that torchrun started."""
+    found, frontier = {}, [job.pid]
+    while frontier:
+        listed = subprocess.run(["pgrep", "-P", str(frontier.pop())], capture_output=True, text=True).stdout
+        for pid in map(int, listed.split()):
+            frontier.append(pid)
+            try:
+                environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            ranks = [entry for entry in environment if entry.startswith(b"RANK=")]
+            if ranks:
+                found[int(ranks[0].removeprefix(b"RANK="))] = pid
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the workers' ranks in /proc")
+def test_a_killed_rank_leaves_the_other_saying_how_to_resume_without_a_traceback(synthetic_dir, tmp_path):
+    data, out = copy_data(synthetic_dir, tmp_path / "data"), tmp_path / "run"
+    job = torchrun(["--data-dir", str(data), "--out", str(out), "--epochs", "100", "--scst-epochs", "0"])
+    deadline = time.time() + TIMEOUT
+    while not epoch_logged(out) and time.time() < deadline and job.poll() is None:
+        time.sleep(0.2)
+    os.kill(worker_pids(job)[1], signal.SIGKILL)
+    output = finish(job)
+    survivor = [line for line in output.splitlines() if line.startswith("[rank0]") or "rank 0)" in line]
+    assert any("another process of this torchrun job stopped" in line and "--resume" in line for line in survivor), \
+        output[-3000:]
+    assert not [line for line in survivor if "Traceback" in line or "gloo" in line], output[-3000:]
+    assert load_checkpoint(out / "last.pt")["epoch"] >= 1

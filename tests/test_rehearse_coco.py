@@ -107,3 +107,13 @@ def test_refuses_a_work_folder_it_did_not_make(tmp_path, capsys):
     assert rehearse_coco.main(["--work", str(tmp_path), "--scale", "0.001"]) == 1
     assert "did not make" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file"])
+def test_a_work_path_that_cannot_be_a_folder_is_refused_in_one_line(where, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    work = tmp_path / "notes.txt" if where == "a file" else tmp_path / "notes.txt" / "work"
+    assert rehearse_coco.main(["--work", str(work), "--scale", "0.001"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "--work" in err[0]
+    assert (tmp_path / "notes.txt").read_text() == "mine"

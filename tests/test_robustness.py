@@ -4,6 +4,7 @@ The kill tests run train.py and prepare_data.py as real processes and stop them 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ import prepare_data
 from prepare import synthetic
 from captioning import training
 from captioning.training import loop
-from captioning.checkpoint import load_checkpoint
+from captioning.checkpoint import CheckpointError, load_checkpoint
 from conftest import ROOT, tiny_config
 
 pytestmark = [pytest.mark.skipif(os.name != "posix", reason="sends POSIX signals to child processes"),
@@ -245,3 +246,41 @@ def test_prepare_data_reruns_cleanly_after_a_kill(tmp_path):
     assert len(files) == 410 + 3 * 3 + 1  # images, captions, instances and stuff per split, synonyms.txt
     differing = [name for name in files if (killed / name).read_bytes() != (clean / name).read_bytes()]
     assert not differing
+
+
+def test_a_run_resumed_on_other_data_is_refused(synthetic_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "validate", fixed_scores)
+    training.train(quick_config(synthetic_dir, tmp_path / "run", epochs=1, max_steps_per_epoch=1), progress=False)
+    shutil.copytree(synthetic_dir, tmp_path / "other")
+    captions = tmp_path / "other" / "annotations" / "captions_train.json"
+    data = json.loads(captions.read_text())
+    data["annotations"] = [{**annotation, "caption": "zebras " + annotation["caption"]} for annotation in
+                           data["annotations"]]
+    captions.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="not the data the run .* was trained on"):
+        training.train(quick_config(tmp_path / "other", tmp_path / "run", epochs=2, max_steps_per_epoch=1),
+                       resume=True, progress=False)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+
+
+# Runs a command as python would, with a Ctrl-C arriving while it imports argparse, which every command does before
+# torch (seconds of loading): at a set point, where a signal sent after a delay would race the imports.
+CTRL_C_WHILE_IMPORTING = """
+import runpy, sys
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "argparse":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, CtrlC())
+sys.argv = [sys.argv[1], "--help"]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("command", ["train.py", "evaluate.py", "caption.py", "prepare_data.py",
+                                     "pretrain_encoder.py"])
+def test_ctrl_c_while_a_command_starts_ends_it_quietly(command, tmp_path):
+    child = Child([sys.executable, "-c", CTRL_C_WHILE_IMPORTING, command], tmp_path)
+    child.process.wait(timeout=60)
+    assert child.process.returncode in (130, -signal.SIGINT)
+    assert child.stderr_path.read_text() == ""

@@ -265,15 +265,21 @@ def test_cosine_schedule_sets_the_rate_before_each_step(synthetic_dir, tmp_path)
     assert [entry["lr"] for entry in steps] == pytest.approx([1e-3, 8.5355e-4, 5e-4, 1.4645e-4], rel=1e-4)
 
 
-def test_interrupted_cosine_run_resumes_on_the_same_curve(synthetic_dir, tmp_path, monkeypatch):
-    config = dict(epochs=2, max_steps_per_epoch=3, lr_schedule="cosine")
+def straight_and_interrupted(synthetic_dir, tmp_path, monkeypatch, step: int, **config) -> tuple[dict, dict]:
+    """last.pt of a run trained straight through (tmp_path/straight), and of the same run interrupted at its step-th
+    step, then resumed (tmp_path/split)."""
     training.train(tiny_config(synthetic_dir, tmp_path / "straight", **config), progress=False)
-    real_step = interrupt_step(monkeypatch, 4)  # the first step of epoch 2
+    real_step = interrupt_step(monkeypatch, step)
     with pytest.raises(KeyboardInterrupt):
         training.train(tiny_config(synthetic_dir, tmp_path / "split", **config), progress=False)
     monkeypatch.setattr(loop, "train_step", real_step)
     training.train(tiny_config(synthetic_dir, tmp_path / "split", **config), resume=True, progress=False)
-    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    return load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+
+
+def test_interrupted_cosine_run_resumes_on_the_same_curve(synthetic_dir, tmp_path, monkeypatch):
+    a, b = straight_and_interrupted(synthetic_dir, tmp_path, monkeypatch, 4,  # the first step of epoch 2
+                                    epochs=2, max_steps_per_epoch=3, lr_schedule="cosine")
     assert a["global_step"] == b["global_step"] == 6
     for key in a["decoder"]:
         assert torch.allclose(a["decoder"][key], b["decoder"][key], atol=1e-6), key
@@ -637,3 +643,15 @@ def test_a_checkpoint_with_nan_weights_is_refused_rather_than_captioning_nothing
     assert caption.main(["--checkpoint", str(crafted), str(image)]) != 0
     error = capsys.readouterr().err
     assert "fc.weight holds NaN" in error and error.count("\n") == 1
+
+
+def test_a_run_interrupted_with_augmentation_on_resumes_as_if_never_stopped(synthetic_dir, tmp_path, monkeypatch):
+    # Random crops and flips drawn for a batch that the interruption kept from training must be drawn again, the
+    # same, by the resumed run: the augmentation is a function of (seed, epoch, image), not of a stream's state.
+    # Interrupted at the second step: its batch is loaded, its crops drawn, and it is not trained.
+    a, b = straight_and_interrupted(synthetic_dir, tmp_path, monkeypatch, 2, epochs=2, max_steps_per_epoch=3,
+                                    resize_size=40, random_crop=True, hflip=True, attention=False)
+    assert a["global_step"] == b["global_step"] == 6
+    for part in ("encoder", "decoder"):
+        for key in a[part]:
+            assert torch.allclose(a[part][key].float(), b[part][key].float(), atol=1e-6), (part, key)

@@ -518,9 +518,15 @@ def read_timings(path: Path) -> list[dict]:
 
 def prepare_work(work: Path, scale: float, seed: int) -> bool:
     """Claim the work folder; clear this tool's earlier outputs; returns whether source/ can be reused."""
+    if work.exists() and not work.is_dir():
+        raise RehearsalError(f"--work {work} is a file, not a folder: give an empty or new --work folder")
     if work.exists() and any(work.iterdir()) and not (work / MARKER).exists():
         raise RehearsalError(f"{work} holds files this tool did not make: give an empty or new --work folder")
-    work.mkdir(parents=True, exist_ok=True)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RehearsalError(f"cannot create --work {work} ({error.strerror or error}): give a writable folder"
+                             ) from None
     (work / MARKER).write_text("made by rehearse_coco.py; it clears this folder's outputs on each run\n")
     for name in ("coco", "run", "logs", "weights", "results_test.json", "rehearsal.json"):
         path = work / name

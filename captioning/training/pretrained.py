@@ -11,7 +11,7 @@ from captioning.checkpoint import CheckpointError
 from captioning.config import Config
 from captioning.files import check_file, write_json_atomic
 from captioning.training.resume import resumed_settings
-from captioning.training.run import default_resize
+from captioning.training.run import TrainingFailed, default_resize
 from captioning.training.run_folder import PRETRAINED_CONFIG, PRETRAINED_NAME
 
 
@@ -55,6 +55,8 @@ def pretrain_stage(config: Config, overwrite: bool) -> Path:
                                              val_split=config.val_split, fit=config.image_fit,
                                              small_epochs=config.pretrain_small_epochs,
                                              small_size=config.pretrain_small_size)
+    except FloatingPointError as error:
+        raise TrainingFailed(f"{error}: lower --pretrain-lr (pretrain_lr); nothing was saved in {config.out}") from None
     except KeyboardInterrupt:
         print(f"interrupted while pretraining the CNN (pretrain_epochs): nothing was saved in {config.out}; run the "
               f"same command again (without --resume) to start over", file=sys.stderr)

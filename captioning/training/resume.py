@@ -46,6 +46,7 @@ def prepare(config: Config, resume: bool, given: Iterable[str] | None = None) ->
     run = build_run(merged.replace(pretrained="no", pretrain_epochs=0,
                                    train_backbone="yes" if trainable else "no").validate(),
                     vocab=vocab, objects=object_classes_of(state, saved))
+    check_same_data(run, state, last)
     restore(run, state)
     run.config = run.config.replace(pretrained=saved.pretrained, train_backbone=saved.train_backbone,
                                     pretrain_epochs=saved.pretrain_epochs)
@@ -79,6 +80,18 @@ def check_resume_settings(config: Config, saved: Config, names: Iterable[str], l
         raise CheckpointError(f"--resume continues the run in {last.parent} with the settings in its {last.name}, "
                               f"but you gave {'; '.join(differ)}: drop those flags, or start a new run in another "
                               f"--out folder")
+
+
+def check_same_data(run: Run, state: dict[str, Any], last: Path) -> None:
+    """Refuse to resume on other data than the run's: its vocabulary would make unknown words of another set's
+    captions. The same annotation file in a moved folder is the same data (checkpoints from before the fingerprint
+    are not checked)."""
+    saved = state.get("data_fingerprint")
+    if saved and run.data_fingerprint and saved != run.data_fingerprint:
+        config = run.config
+        raise CheckpointError(f"--resume: the split {config.train_split!r} in {config.data_dir} is not the data the "
+                              f"run in {last.parent} was trained on (its annotation file differs): give the run's "
+                              f"--data-dir, or start a new run in another --out folder")
 
 
 def repair_best(run: Run, state: dict[str, Any], last: Path) -> None:

@@ -14,6 +14,7 @@ from captioning import distributed, metrics
 from captioning.annotations import annotation_path, image_path, load_coco
 from captioning.checkpoint import RUN_COUNTERS, load_weights
 from captioning.config import Config
+from captioning.files import sha256_file
 from captioning.runtime import autocast_dtype, check_precision, resolve_device
 from data_loader import Batch, ImageLoadError, Preprocess, get_loader, load_image
 from captioning.backbone import object_classes, weights_resize
@@ -69,6 +70,8 @@ class Run:
     scst_skip: set[int] = field(default_factory=set)  # word ids the reward leaves out
     world_size: int = 1  # processes the run last trained on (torchrun), as its checkpoint records
     replica: tuple | None = None  # under torchrun: (phase, the DistributedDataParallel of what the phase trains)
+    data_fingerprint: str = ""  # of the training split's annotation file, so that a resumed run reads the same data
+
 
     @property
     def out(self) -> Path:
@@ -120,7 +123,14 @@ def build_run(config: Config, vocab: Vocabulary | None = None, objects: int | No
     # fp16 (asked for, or auto on a GPU without bf16) needs its gradients scaled; bf16 and fp32 do not.
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, config.precision) is torch.float16)
     return Run(config, device, vocab, encoder, decoder, optimizer, scheduler, scaler,
-               encoder_pretrained=encoder.pretrained)
+               encoder_pretrained=encoder.pretrained, data_fingerprint=data_fingerprint(config))
+
+
+def data_fingerprint(config: Config) -> str:
+    """The SHA-256 of the training split's annotation file: the same data wherever its folder has moved; "" when the
+    file is missing (the loader names it)."""
+    path = annotation_path(config.data_dir, config.train_split)
+    return sha256_file(path) if path.is_file() else ""
 
 
 def default_resize(config: Config) -> int:
@@ -151,7 +161,8 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
             **{name: getattr(run, name) for name in RUN_COUNTERS},
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
             "scaler": run.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
-            "metrics": run.history[-1] if run.history else {}, "world_size": distributed.world_size()}
+            "metrics": run.history[-1] if run.history else {}, "world_size": distributed.world_size(),
+            "data_fingerprint": run.data_fingerprint}
 
 
 def restore(run: Run, state: dict[str, Any]) -> None:
