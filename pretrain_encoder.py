@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.batch_size or recipe.pretrain_batch_size, recipe.resize_size,
                             max_images=args.max_images, device=args.device, precision=args.precision,
                             centres=args.centres, fit=recipe.image_fit,
-                            small_epochs=recipe.pretrain_small_epochs if not args.image_size else 0,
+                            small_epochs=0 if args.image_size else int(epochs * recipe.pretrain_small_share + 1e-9),
                             small_size=recipe.pretrain_small_size)
     except KeyboardInterrupt:
         print("interrupted: nothing was saved", file=sys.stderr)

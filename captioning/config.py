@@ -41,7 +41,7 @@ RANGES = {
     "val_beam_size": (1, None), "val_max_images": (0, None), "num_workers": (0, None), "seed": (0, None),
     "log_every": (1, None), "max_steps_per_epoch": (0, None), "bow_loss_weight": (0, None),
     "pretrain_epochs": (0, None), "pretrain_batch_size": (1, None),
-    "pretrain_small_epochs": (0, None), "pretrain_small_scale": (0.25, 1),
+    "pretrain_small_share": (0, 0.9), "pretrain_small_scale": (0.25, 1),
 }
 # A recipe groups its settings as the dataclass below does, each group an object ("data": {...}); flat keys are read
 # too. The checkpoint stores them flat.
@@ -51,7 +51,7 @@ SECTIONS = {
     "model": ("backbone", "pretrained", "weights", "train_backbone", "embed_size", "hidden_size", "num_layers",
               "dropout", "bow_loss_weight", "attention", "attention_stage", "query_word", "coverage",
               "object_features"),
-    "pretraining": ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_small_epochs",
+    "pretraining": ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_small_share",
                     "pretrain_small_scale"),
     "training": ("epochs", "batch_size", "lr", "backbone_lr", "weight_decay", "grad_clip", "lr_schedule",
                  "lr_patience", "lr_factor", "early_stop_patience", "fine_tune_after", "fine_tune_blocks",
@@ -113,8 +113,8 @@ class Config:
     # files (captioning/pretraining.py), then caption with it as with ImageNet weights; 0 = no such stage
     pretrain_lr: float = 4e-3  # Adam for that pretraining, held, then down to 0 over the last fifth
     pretrain_batch_size: int = 16  # images per pretraining step
-    pretrain_small_epochs: int = 0  # the first this many of those epochs see the images scaled by pretrain_small_scale
-    pretrain_small_scale: float = 0.67  # (progressive resizing: the same steps on fewer pixels, 96 px -> 64 px)
+    pretrain_small_share: float = 0.0  # this share of those epochs, the first ones, see the images scaled by
+    pretrain_small_scale: float = 0.67  # this (progressive resizing: the same steps on fewer pixels); 0 = none
 
     # --- training (cross-entropy) --------------------------------------------------------------------------
     epochs: int = 3  # cross-entropy epochs (the self-critical ones, scst_epochs, come after them)
@@ -211,8 +211,14 @@ class Config:
         return Config.from_dict({**self.to_dict(), **overrides})
 
     @property
+    def pretrain_small_epochs(self) -> int:
+        """How many of the first pretraining epochs see smaller images (a share of them, rounded down: the last ones
+        always see the captioner's size)."""
+        return int(self.pretrain_epochs * self.pretrain_small_share + 1e-9)
+
+    @property
     def pretrain_small_size(self) -> int:
-        """The side of the images the first pretrain_small_epochs see (at least 16 pixels)."""
+        """The side of the images those epochs see (at least 16 pixels)."""
         return max(16, round(self.image_size * self.pretrain_small_scale))
 
     @property

@@ -110,7 +110,7 @@ def tiny_run_fingerprint(tmp_path: Path) -> dict:
     config = make_config(ROOT / "configs" / "synthetic.json", data_dir=str(tmp_path / "data"),
                          out=str(tmp_path / "run"), backbone="resnet18", image_size=32, resize_size=32, embed_size=16,
                          hidden_size=32, epochs=1, batch_size=8, vocab_threshold=1, precision="fp32", log_every=1,
-                         scst_epochs=0, pretrain_epochs=1, pretrain_batch_size=8, pretrain_small_epochs=0,
+                         scst_epochs=0, pretrain_epochs=1, pretrain_batch_size=8, pretrain_small_share=0,
                          object_features=True,
                          num_workers=0, seed=7)
     training.train(config, progress=False)

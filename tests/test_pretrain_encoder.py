@@ -260,7 +260,7 @@ def test_the_recipe_runs_on_a_coco_format_set_made_by_another_program(tmp_path, 
 
 
 def test_progressive_resizing_pretrains_the_first_epochs_on_smaller_images(synthetic_dir):
-    """pretrain_small_epochs: the first epochs see smaller images (the heads fit any grid), the rest the captioner's
+    """Progressive resizing: the first epochs see smaller images (the heads fit any grid), the rest the captioner's
     size; the learning rate follows one schedule over all of them."""
     reports = []
     model, reports = pretraining.pretrain(synthetic_dir, 32, epochs=2, batch_size=8, small_epochs=1, small_size=16,
@@ -272,8 +272,11 @@ def test_progressive_resizing_pretrains_the_first_epochs_on_smaller_images(synth
 
 
 def test_the_recipe_sizes_its_progressive_resizing_from_the_image_size(tmp_path):
-    config = tiny_config(tmp_path, tmp_path / "run", image_size=96, resize_size=96, pretrain_small_epochs=2,
-                         pretrain_small_scale=0.67)
-    assert config.pretrain_small_size == 64
-    with pytest.raises(ValueError, match="pretrain_small_scale"):
-        tiny_config(tmp_path, tmp_path / "run", pretrain_small_scale=2.0).validate()
+    config = tiny_config(tmp_path, tmp_path / "run", image_size=96, resize_size=96, pretrain_epochs=9,
+                         pretrain_small_share=0.67, pretrain_small_scale=0.67)
+    assert (config.pretrain_small_epochs, config.pretrain_small_size) == (6, 64)
+    assert config.replace(pretrain_epochs=3).pretrain_small_epochs == 2  # a shorter pretraining, in proportion
+    assert config.replace(pretrain_epochs=1).pretrain_small_epochs == 0  # its one epoch at the captioner's size
+    for setting in ({"pretrain_small_scale": 2.0}, {"pretrain_small_share": 1.0}):
+        with pytest.raises(ValueError, match=next(iter(setting))):
+            tiny_config(tmp_path, tmp_path / "run", **setting).validate()

@@ -17,7 +17,7 @@ from captioning.training.run_folder import PRETRAINED_CONFIG, PRETRAINED_NAME
 
 # What the pretraining depends on: a CNN pretrained by an earlier start of a run is reused only if they agree.
 PRETRAINING = ("data_dir", "backbone", "image_size", "resize_size", "pretrain_epochs", "pretrain_lr",
-               "pretrain_batch_size", "pretrain_small_epochs", "pretrain_small_scale", "object_features", "seed",
+               "pretrain_batch_size", "pretrain_small_share", "pretrain_small_scale", "object_features", "seed",
                "train_split", "val_split", "image_fit")
 
 
