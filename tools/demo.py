@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: models/ holds a trained run already ({', '.join(existing)}): move it away, or replace "
                   f"it with 'make demo DEMO_FLAGS=--overwrite' (python tools/demo.py --overwrite)", file=sys.stderr)
             return 2
-        parameters = {"3_Inference.ipynb": {"figure_path": README_FIGURE}}  # the README's picture, refreshed
+        # The README's picture is refreshed with the committed notebooks, not by a run saved elsewhere.
+        parameters = {} if args.output_dir else {"3_Inference.ipynb": {"figure_path": README_FIGURE}}
         if args.overwrite:
             parameters["2_Training.ipynb"] = {"overwrite": True}
     try:
