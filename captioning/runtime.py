@@ -38,13 +38,17 @@ class CpuFeatures:
         return self.avx512_bf16 or self.amx_bf16
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_features() -> CpuFeatures:
-    """This CPU's features, from PyTorch's cpuinfo (the same on Linux, macOS and Windows), or else from the
+    """What PyTorch may use of this CPU here: its features (hardware_features), none of AVX-512's where PyTorch is
+    held below it (ATEN_CPU_CAPABILITY=avx2, as one measures what an AVX2-only laptop does)."""
+    return CpuFeatures(platform.machine()) if held_below_avx512() else hardware_features()
+
+
+@functools.lru_cache(maxsize=1)
+def hardware_features() -> CpuFeatures:
+    """This CPU's own features, from PyTorch's cpuinfo (the same on Linux, macOS and Windows), or else from the
     flags in /proc/cpuinfo."""
     machine = platform.machine()
-    if held_below_avx512():  # ATEN_CPU_CAPABILITY=avx2 (or lower): PyTorch uses no AVX-512, whatever the CPU has
-        return CpuFeatures(machine)
     probes = {"avx512": "_is_avx512_supported", "avx512_bf16": "_is_avx512_bf16_supported",
               "amx_bf16": "_is_amx_tile_supported"}
     try:

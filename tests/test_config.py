@@ -161,3 +161,31 @@ def test_evaluate_as_notebook_3_calls_it_refuses_bad_numbers_naming_the_paramete
                                                                                   synthetic_dir):
     with pytest.raises(ValueError, match=f"^{name} must be"):  # beam 0 decoded greedily, reported as "Beam 0"
         evaluate.evaluate(trained_checkpoint, synthetic_dir, "val", device="cpu", progress=False, **{name: value})
+
+
+def test_a_checkpoint_from_before_the_newest_settings_loads_with_their_defaults(trained_checkpoint, tmp_path):
+    """Checkpoints written before the package layout hold a flat config without the settings added since
+    (attention_stage, the pretraining's progressive resizing): they load and caption, those settings at their
+    defaults, which are the behaviour those checkpoints were trained with."""
+    from captioning.checkpoint import save_checkpoint
+    state = load_checkpoint(trained_checkpoint)
+    for name in ("attention_stage", "pretrain_small_share", "pretrain_small_scale"):
+        del state["config"][name]
+    old = tmp_path / "old.pt"
+    save_checkpoint(old, state)
+    captioner = Captioner(old)
+    assert captioner.config.attention_stage == Config.attention_stage
+    assert captioner.config.pretrain_small_share == Config.pretrain_small_share
+
+
+def test_a_recipe_groups_its_settings_and_a_setting_in_the_wrong_group_is_refused(tmp_path):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text('{"_comment": "grouped", "model": {"hidden_size": 48}, "training": {"epochs": 2}}')
+    config = make_config(recipe)
+    assert (config.hidden_size, config.epochs) == (48, 2)
+    recipe.write_text('{"model": {"epochs": 2}}')
+    with pytest.raises(ValueError, match="'model' holds epochs \\(in 'training'\\)"):
+        make_config(recipe)
+    recipe.write_text('{"model": {"hiden_size": 48}}')
+    with pytest.raises(ValueError, match="hiden_size \\(no such setting\\)"):
+        make_config(recipe)

@@ -124,3 +124,14 @@ def test_the_training_cell_shows_the_values_it_runs_with():
     settings = {name: value for name, value in values.items() if name in recipe and name not in ("data_dir", "recipe")}
     assert len(settings) >= 10 and None not in settings.values()
     assert settings == {name: recipe[name] for name in settings}
+
+
+def test_papermill_reads_every_parameter_of_every_notebook(capsys):
+    """papermill --help-notebook lists, and -p sets, only what it can parse; a comment holding '=' hides a line."""
+    from papermill.translators import PythonTranslator
+    for name in demo.NOTEBOOKS:
+        notebook = nbformat.read(demo.ROOT / name, as_version=4)
+        cell = next(cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", []))
+        assigned = [line.split("=")[0].strip() for line in cell.source.splitlines() if re.match(r"\w+\s*=", line)]
+        assert [parameter.name for parameter in PythonTranslator.inspect(cell)] == assigned, name
+    assert "Unable to parse" not in capsys.readouterr().out

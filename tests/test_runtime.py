@@ -79,12 +79,12 @@ def test_cpu_features_come_from_the_flags_where_torch_cannot_tell(monkeypatch, t
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
     read = runtime.proc_cpuinfo_flags
     monkeypatch.setattr(runtime, "proc_cpuinfo_flags", lambda: read(cpuinfo))
-    runtime.cpu_features.cache_clear()
+    runtime.hardware_features.cache_clear()
     try:
-        features = runtime.cpu_features()
+        features = runtime.hardware_features()
         assert features.avx512 and features.avx512_bf16 and not features.amx_bf16 and features.native_bf16
     finally:
-        runtime.cpu_features.cache_clear()
+        runtime.hardware_features.cache_clear()
 
 
 def test_this_machines_choice_matches_its_flags():

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from captioning.runtime import cpu_features, proc_cpuinfo_flags
+from captioning.runtime import cpu_features, hardware_features, proc_cpuinfo_flags
 
 HOLDS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")  # env vars that hold the ISA down
 
@@ -92,8 +92,9 @@ class Capability:
 
 
 def cpu_flags_name() -> str:
-    """The CPU's best flag for matrix work: amx, avx512_bf16, avx512, avx2, else the machine (arm64, ...)."""
-    features = cpu_features()
+    """The CPU's best flag for matrix work: amx, avx512_bf16, avx512, avx2, else the machine (arm64, ...): the
+    hardware's, whatever PyTorch is held to (the hold is in doc_name)."""
+    features = hardware_features()
     avx2 = "avx2" in proc_cpuinfo_flags() or torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
     for name, present in (("amx", features.amx_bf16), ("avx512_bf16", features.avx512_bf16),
                           ("avx512", features.avx512), ("avx2", avx2)):
