@@ -135,3 +135,14 @@ def test_papermill_reads_every_parameter_of_every_notebook(capsys):
         assigned = [line.split("=")[0].strip() for line in cell.source.splitlines() if re.match(r"\w+\s*=", line)]
         assert [parameter.name for parameter in PythonTranslator.inspect(cell)] == assigned, name
     assert "Unable to parse" not in capsys.readouterr().out
+
+
+def test_demo_overwrite_reaches_the_training_notebook_in_a_quick_run_too(tmp_path, monkeypatch, capsys):
+    """--quick --overwrite: the quick run's own models in --output-dir are replaced, as asked (it was ignored)."""
+    given = {}
+    monkeypatch.setattr(demo, "run_notebooks", lambda parameters, output_dir, echo: given.update(parameters) or 1.0)
+    assert demo.main(["--output-dir", str(tmp_path), "--quick", "--overwrite"]) == 0
+    assert given["2_Training.ipynb"]["overwrite"] is True and given["2_Training.ipynb"]["epochs"] == 1
+    given.clear()
+    assert demo.main(["--output-dir", str(tmp_path), "--quick"]) == 0
+    assert "overwrite" not in given["2_Training.ipynb"]

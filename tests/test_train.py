@@ -655,3 +655,16 @@ def test_a_run_interrupted_with_augmentation_on_resumes_as_if_never_stopped(synt
     for part in ("encoder", "decoder"):
         for key in a[part]:
             assert torch.allclose(a[part][key].float(), b[part][key].float(), atol=1e-6), (part, key)
+
+
+def test_resuming_a_finished_run_says_so_and_leaves_it_as_it_is(synthetic_dir, tmp_path, capsys):
+    """--resume of a run that trained all its epochs: one line saying it is finished and how to go on, no
+    "resuming ... epoch 2" of 1, and its log and checkpoints untouched."""
+    config = tiny_config(synthetic_dir, tmp_path, max_steps_per_epoch=2)
+    history = training.train(config, progress=False)
+    log, last = (tmp_path / training.LOG_NAME).read_bytes(), (tmp_path / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert training.train(config, resume=True, progress=False) == history
+    out = capsys.readouterr().out
+    assert "finished run (1 of 1 epochs)" in out and "--epochs" in out and "resuming from" not in out
+    assert (tmp_path / training.LOG_NAME).read_bytes() == log and (tmp_path / "last.pt").read_bytes() == last

@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         # The README's picture is refreshed with the committed notebooks, not by a run saved elsewhere.
         parameters = {} if args.output_dir else {"3_Inference.ipynb": {"figure_path": README_FIGURE}}
-        if args.overwrite:
-            parameters["2_Training.ipynb"] = {"overwrite": True}
+    if args.overwrite:  # the quick run's models too, in its --output-dir
+        parameters.setdefault("2_Training.ipynb", {})["overwrite"] = True
     try:
         seconds = run_notebooks(parameters, args.output_dir, echo=True)
     except papermill.PapermillExecutionError as error:
