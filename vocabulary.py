@@ -297,8 +297,8 @@ def get_vocabulary(
                              f"another vocab_file")
         if vocabulary.threshold != threshold:
             warnings.warn(
-                f"{vocab_file} was built with threshold {vocabulary.threshold}, not {threshold}; "
-                "pass from_file=False to rebuild it",
+                f"{vocab_file} was built with vocab_threshold {vocabulary.threshold}, not {threshold}: it is used as "
+                f"it is; to rebuild it, set vocab_from_file false (--vocab-from-file false)",
                 stacklevel=2,
             )
         return vocabulary

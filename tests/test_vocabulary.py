@@ -339,3 +339,15 @@ def test_a_saved_vocabulary_built_from_other_captions_is_refused(tmp_path):
     with pytest.raises(ValueError, match="built from other captions .* vocab_from_file false"):
         get_vocabulary(vocab_file, 1, [animals], from_file=True)
     assert get_vocabulary(vocab_file, 1, [animals], from_file=False).source != built.source  # asked: rebuilt
+
+
+def test_a_vocabulary_built_at_another_threshold_is_used_with_a_warning_naming_the_setting(tmp_path):
+    """U11: the warning names the setting and its flag, not the function's argument."""
+    annotations = tmp_path / "captions.json"
+    annotations.write_text('{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": '
+                           '[{"id": 1, "image_id": 1, "caption": "a red circle"}]}')
+    vocab_file = tmp_path / "vocab.pkl"
+    get_vocabulary(vocab_file, 1, [annotations], from_file=True)
+    with pytest.warns(UserWarning, match="vocab_threshold 1, not 3.*--vocab-from-file false"):
+        vocabulary = get_vocabulary(vocab_file, 3, [annotations], from_file=True)
+    assert vocabulary.threshold == 1
