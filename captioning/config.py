@@ -40,7 +40,7 @@ RANGES = {
     "scst_epochs": (0, None), "scst_samples": (2, None),  # each sample's baseline is the others' mean reward
     "val_beam_size": (1, None), "val_max_images": (0, None), "num_workers": (0, None), "seed": (0, None),
     "log_every": (1, None), "max_steps_per_epoch": (0, None), "bow_loss_weight": (0, None),
-    "pretrain_epochs": (0, None), "pretrain_batch_size": (1, None),
+    "pretrain_epochs": (0, None), "pretrain_batch_size": (2, None),  # BatchNorm needs two images
     "pretrain_small_share": (0, 0.9), "pretrain_small_scale": (0.25, 1),
 }
 # A recipe groups its settings as the dataclass below does, each group an object ("data": {...}); flat keys are read
@@ -175,6 +175,11 @@ class Config:
         if self.pretrain_epochs and self.pretrained != "no":
             raise ValueError(f"pretrain_epochs ({self.pretrain_epochs}) trains the CNN from scratch and needs "
                              f"pretrained no (it is {self.pretrained!r}): set one of them differently")
+        trains_cnn = self.train_backbone == "yes" or self.fine_tune_after >= 0 or (
+            self.train_backbone == "auto" and self.pretrained == "no" and not self.pretrain_epochs)
+        if self.batch_size < 2 and trains_cnn:
+            raise ValueError("batch_size 1 with a CNN that trains: its BatchNorm layers need at least 2 images a "
+                             "batch; give batch_size 2 or more, or freeze the CNN (train_backbone no)")
         if self.coverage and not self.attention:
             raise ValueError("coverage is of the attention over the CNN's cells: it needs attention true")
         if self.object_features and not self.attention:

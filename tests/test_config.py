@@ -189,3 +189,14 @@ def test_a_recipe_groups_its_settings_and_a_setting_in_the_wrong_group_is_refuse
     recipe.write_text('{"model": {"hiden_size": 48}}')
     with pytest.raises(ValueError, match="hiden_size \\(no such setting\\)"):
         make_config(recipe)
+
+
+def test_one_image_a_batch_is_refused_only_where_the_cnn_trains():
+    """U12: BatchNorm cannot train on one image; say which setting, before anything runs."""
+    with pytest.raises(ValueError, match="batch_size 1 with a CNN that trains"):
+        Config(batch_size=1, pretrained="no", train_backbone="auto").validate()
+    with pytest.raises(ValueError, match="batch_size 1"):
+        Config(batch_size=1, pretrained="yes", train_backbone="no", fine_tune_after=2).validate()
+    Config(batch_size=1, pretrained="yes", train_backbone="no").validate()  # a frozen CNN: one image is fine
+    with pytest.raises(ValueError, match="pretrain_batch_size"):
+        Config(pretrain_batch_size=1).validate()
