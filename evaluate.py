@@ -62,12 +62,16 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
         objects.read_synonyms(synonyms)  # a wrong list is refused before the split is captioned
     captioner = captioner or Captioner(checkpoint, device)
     data_dir = Path(data_dir or captioner.config.data_dir)
+    coco = load_coco(annotation_path(data_dir, split))  # a missing or broken split is found before captioning it
+    train_file = annotation_path(data_dir, captioner.config.train_split)
+    if baseline is None and not train_file.is_file():  # so is a missing training split, which the baseline needs
+        raise FileNotFoundError(f"the image-blind baseline is chosen on the training captions, {train_file}, which "
+                                f"is missing: give the --data-dir the checkpoint trained on, or add that file")
     captions, skipped = captioner.caption_split(data_dir, split, beam_size, batch_size, num_workers, max_images,
                                                 progress)
     if out:
         write_json_atomic(Path(out), [{"image_id": image_id, "caption": caption}
                                       for image_id, caption in sorted(captions.items())])
-    coco = load_coco(annotation_path(data_dir, split))
     split_references = references(data_dir, split, coco)
     captions = {image_id: caption for image_id, caption in captions.items() if image_id in split_references}
     if not captions:

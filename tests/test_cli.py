@@ -508,3 +508,17 @@ def test_a_diverging_pretraining_names_the_pretraining_rate(synthetic_dir, tmp_p
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and "diverged" in error and "--pretrain-lr" in error
     assert "--lr " not in error and "--lr;" not in error
+
+
+def test_evaluate_without_the_training_captions_stops_before_captioning(trained_checkpoint, synthetic_dir, tmp_path,
+                                                                         monkeypatch, capsys):
+    """U5: the baseline needs the training split's captions; a data folder without them is refused first, not after
+    the whole split was captioned."""
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data)
+    (data / "annotations" / "captions_train.json").unlink()
+    monkeypatch.setattr("captioning.inference.Captioner.caption_split",
+                        lambda *args, **kwargs: pytest.fail("captioned first"))
+    assert evaluate.main(["--checkpoint", str(trained_checkpoint), "--data-dir", str(data), "--split", "test"]) == 2
+    assert "captions_train.json" in one_line_error(capsys.readouterr().err)
