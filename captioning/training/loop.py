@@ -166,12 +166,12 @@ def run_training(run: Run, resume: bool, progress: bool, on_epoch: Callable | No
         raise ValueError(f"batch_size {run.config.batch_size} is the global batch, shared by the {ranks} processes: "
                          f"give at least {ranks}, or run fewer processes")
     say = print if main else lambda *args, **kwargs: None
+    if main:
+        remove_partial_saves(run.out)  # half-written checkpoints of a killed run; last.pt and best.pt are intact
     if resume and run.epoch >= total_epochs(run.config):  # nothing left: the log and checkpoints stay as they are
         say(f"{run.out} holds a finished run ({run.epoch} of {total_epochs(run.config)} epochs): nothing to train; "
             f"to go on, give more with --resume: --epochs (cross-entropy) or --scst-epochs (self-critical)")
         return run.history
-    if main:
-        remove_partial_saves(run.out)  # half-written checkpoints of a killed run; last.pt and best.pt are intact
     log = open_log(run.out, fresh=not resume) if main else lambda entry: None
     if resume:
         message = f"resuming from {run.out / 'last.pt'}: epoch {run.epoch + 1}, batch {run.batches_done}, " \
