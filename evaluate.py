@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                                 ("--max-images", args.max_images, 0), ("--num-workers", args.num_workers, 0)):
         if value < lowest:
             parser.error(f"{flag} must be at least {lowest}, got {value}")
+    written_before = _modified(args.out)
     try:
         report = evaluate(args.checkpoint, args.data_dir, args.split, args.beam_size, args.out, args.batch_size,
                           args.max_images, args.device, args.num_workers, synonyms=args.synonyms)
@@ -148,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted: nothing was scored{'' if not args.out else ' and ' + args.out + ' was not written'}",
-              file=sys.stderr)
+        if args.out and _modified(args.out) != written_before:  # stopped while scoring: the captions are kept
+            print(f"interrupted while scoring: the captions are in {args.out}, nothing was scored", file=sys.stderr)
+        else:
+            print(f"interrupted: nothing was scored{' and ' + args.out + ' was not written' if args.out else ''}",
+                  file=sys.stderr)
         return 130
     except OSError as error:  # e.g. --out in a folder without write permission
         print(f"error: {error.strerror or error}: {error.filename or args.out}", file=sys.stderr)
@@ -160,6 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(report), file=sys.stderr)
     print(json.dumps(report))
     return 0
+
+
+def _modified(path: str | None) -> int | None:
+    """A file's modification time in nanoseconds, None when there is none (or no path): whether a run wrote it."""
+    try:
+        return Path(path).stat().st_mtime_ns if path else None
+    except OSError:
+        return None
 
 
 def format_table(report: dict[str, Any]) -> str:

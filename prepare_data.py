@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from captioning.annotations import annotation_path
+from captioning.config import read_at_least
 from prepare import coco_download, synthetic
 
 
@@ -25,6 +26,9 @@ def ensure_dataset(dataset: str, data_dir: str | Path, n_train: int = 3000, n_va
     karpathy_split: Karpathy's dataset_coco.json, from which the karpathy_train/val/test splits that
     configs/coco.json trains on are written (COCO itself must be there, or download must be True).
     """
+    n_train, n_val, n_test = (_split_size(name, value) for name, value in  # named as the notebook names them
+                              (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)))
+    seed, coco_year = read_at_least("seed", seed, 0), read_at_least("coco_year", coco_year, 2014)
     if dataset == "synthetic":
         code = main(["synthetic", "--out", str(data_dir), "--train", str(n_train), "--val", str(n_val),
                      "--test", str(n_test), "--seed", str(seed), "--variety", variety])
@@ -47,6 +51,14 @@ def ensure_dataset(dataset: str, data_dir: str | Path, n_train: int = 3000, n_va
     if code != 0:
         raise RuntimeError(f"preparing the {dataset} dataset in {data_dir} failed (see the message above)")
     return splits
+
+
+def _split_size(name: str, value: object) -> int:
+    """A synthetic split's size as a notebook gives it, refused in one line naming the notebook's parameter."""
+    number = read_at_least(name, value, 0)
+    if number > synthetic.MAX_IMAGES_PER_SPLIT:
+        raise ValueError(f"{name} must be at most {synthetic.MAX_IMAGES_PER_SPLIT}, got {value!r}")
+    return number
 
 
 def main(argv: list[str] | None = None) -> int:

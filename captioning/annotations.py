@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pycocotools.coco import COCO
 
-from captioning.files import brief
+from captioning.files import brief, check_file
 
 
 def annotation_path(data_dir: str | Path, split: str) -> Path:
@@ -38,14 +38,14 @@ def object_files(data_dir: str | Path, kind: str, split: str, file_names: Iterab
     sources = sorted({name.split("/", 1)[0] for name in file_names if "/" in name}) or [split]
     paths = [Path(data_dir) / "annotations" / f"{kind}_{source}.json" for source in sources]
     for path in paths:
-        if not path.is_file():
+        if not check_file(path, f"{kind} annotation file").is_file():
             raise FileNotFoundError(f"{kind} annotation file not found: {path}")
     return paths
 
 
 def _read_coco(path: Path, what: str) -> COCO:
     """pycocotools COCO for one file, with one-line errors for a missing, non-JSON or malformed file."""
-    if not path.is_file():
+    if not check_file(path, "annotation file").is_file():
         raise FileNotFoundError(f"annotation file not found: {path}")
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress chatter

@@ -114,10 +114,25 @@ def _load_weights_file(model: nn.Module, backbone: str, path: Path) -> nn.Module
             state_dict = {**state_dict, **{f"fc.{key}": value for key, value in model.fc.state_dict().items()}}
         model.load_state_dict(state_dict)
     except Exception as error:  # not a state dict, another architecture, a pickle with code, a truncated file
+        if not _looks_saved_by_torch(path):  # torch.load's own words for a text file are a zip reader's "(101)"
+            raise PretrainedWeightsUnavailable(f"{path} is not a file torch.save wrote (neither its zip archive nor "
+                                               f"a pickle): give a state dict of {backbone} weights") from None
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise PretrainedWeightsUnavailable(f"{path} does not hold {backbone} weights as a torchvision state dict "
                                            f"({first_line})") from None
+    broken = next((key for key, value in state_dict.items()
+                   if value.is_floating_point() and not torch.isfinite(value).all()), None)
+    if broken is not None:  # training from it would diverge at once, and the message would blame the learning rate
+        raise PretrainedWeightsUnavailable(f"{path} holds NaN or infinite numbers (in {broken}): these weights "
+                                           f"are broken; give other weights")
     return model
+
+
+def _looks_saved_by_torch(path: Path) -> bool:
+    """Whether a file starts as torch.save's output does: a zip archive (PK), or a legacy pickle (protocol byte)."""
+    with open(path, "rb") as file:
+        start = file.read(2)
+    return start[:2] == b"PK" or start[:1] == b"\x80"
 
 
 def object_head_of(path: str | Path) -> dict[str, torch.Tensor]:

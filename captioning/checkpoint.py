@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,24 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         with atomic_write(path) as file:
             torch.save({**state, "format_version": FORMAT_VERSION}, file)
     except RuntimeError as error:  # torch.save's own wrapping of a failed write (a full disk: "unexpected pos ...")
+        needed, free = _tensor_bytes(state), shutil.disk_usage(Path(path).parent).free
+        if free < needed:  # torch's zip writer hides the ENOSPC it met
+            raise OSError(errno.ENOSPC, f"No space left on device: the checkpoint needs about {needed / 2**20:.1f} MB "
+                          f"and its folder has {free / 2**20:.1f} MB free; the previous one, if any, is intact",
+                          str(path)) from None
         raise OSError(errno.EIO, f"could not write the checkpoint ({error}); the previous one, if any, is intact",
                       str(path)) from None
+
+
+def _tensor_bytes(value: Any) -> int:
+    """The bytes of the tensors in a (nested) checkpoint state: about what torch.save writes."""
+    if isinstance(value, torch.Tensor):
+        return value.nelement() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(item) for item in value)
+    return 0
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -39,13 +39,16 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
 def check_file(path: str | Path, what: str, error: type[Exception] = ValueError) -> Path:
     """The guard for every file a command is told to read or write: a path that exists and is not a regular file (a
     folder, a pipe, a socket, a device) is refused with error, in one line naming what it is for, before anything
-    opens it: opening a pipe waits forever for a writer, and a device reads without end. A missing path passes (the
-    caller says whether it needs it)."""
+    opens it: opening a pipe waits forever for a writer, and a device reads without end. A path that cannot be reached
+    (a loop of links, no permission) is refused naming why; a missing path passes (the caller says whether it needs
+    it)."""
     path = Path(path)
     try:
         mode = path.stat().st_mode
-    except OSError:  # missing, or unreachable: opening it reports that
+    except FileNotFoundError:  # missing (a dangling link too): the caller says whether it needs it
         return path
+    except OSError as problem:  # a loop of links, a folder it may not enter, a file where a folder should be
+        raise error(f"{what} {path} cannot be reached: {problem.strerror}") from None
     if stat.S_ISDIR(mode):
         raise error(f"{what} {path} is a folder, not a file")
     if not stat.S_ISREG(mode):
