@@ -82,3 +82,12 @@ def test_ctrl_c_while_scoring_says_the_captions_were_written(trained_checkpoint,
                           "test", "--max-images", "2", "--out", str(out)]) == 130
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert out.is_file() and str(out) in last and "was not written" not in last and "nothing was scored" in last
+
+
+def test_no_progress_caches_features_without_a_bar(synthetic_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data, ignore=shutil.ignore_patterns("cache"))
+    assert train.main(TINY_FLAGS + ["--data-dir", str(data), "--out", str(tmp_path / "run"), "--pretrained", "no",
+                                    "--train-backbone", "no", "--epochs", "1", "--max-steps-per-epoch", "1"]) == 0
+    assert list((data / "cache").glob("*features*")), "the test must extract features to mean anything"
+    assert "caching" not in capsys.readouterr().err

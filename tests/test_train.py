@@ -549,8 +549,8 @@ def test_fine_tuning_starts_at_its_rate_and_early_stopping_waits_for_it(syntheti
 def test_loaders_are_built_once_per_phase_not_every_epoch(synthetic_dir, tmp_path, monkeypatch):
     built = []
     make_loader = loop.make_loader
-    monkeypatch.setattr(loop, "make_loader", lambda run, mode, split: built.append((run.epoch + 1, mode))
-                        or make_loader(run, mode, split))
+    monkeypatch.setattr(loop, "make_loader", lambda run, mode, *args: built.append((run.epoch + 1, mode))
+                        or make_loader(run, mode, *args))
     # Two frozen epochs from the feature cache, then two fine-tuning epochs on images.
     training.train(tiny_config(synthetic_dir, tmp_path, epochs=4, max_steps_per_epoch=1, pretrained="no",
                             train_backbone="no", lr_schedule="plateau", fine_tune_after=2), progress=False)

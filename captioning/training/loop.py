@@ -209,7 +209,7 @@ def train_epochs(run: Run, log, progress: bool, on_epoch: Callable | None = None
         if fine_tuning_ahead(run) and run.epoch >= run.config.fine_tune_after:
             begin_fine_tuning(run, log)
         started, scst = time.time(), in_scst(run)
-        train_loader, val_loader = phase_loaders(run, loaders)
+        train_loader, val_loader = phase_loaders(run, loaders, progress)
         train_loss = train_one_epoch(run, train_loader, log, progress)
         scores = validate(run, val_loader, progress)
         scores = {"train_reward" if scst else "train_loss": train_loss, **scores,
@@ -225,14 +225,14 @@ def train_epochs(run: Run, log, progress: bool, on_epoch: Callable | None = None
             break
 
 
-def phase_loaders(run: Run, loaders: dict[tuple[bool, bool], tuple]) -> tuple:
+def phase_loaders(run: Run, loaders: dict[tuple[bool, bool], tuple], progress: bool = True) -> tuple:
     """The (train, val) loaders of the phase in progress, built when the phase starts and kept until it ends: the
     annotations are parsed, and the backbone hashed for the feature cache's key, once per phase, not every epoch."""
     phase = (use_feature_cache(run), in_scst(run))  # what a loader depends on changes only between phases
     if phase not in loaders:
         loaders.clear()  # the last phase's loaders, and their worker processes, go
-        loaders[phase] = (make_loader(run, "train", run.config.train_split),
-                          make_loader(run, "val", run.config.val_split))
+        loaders[phase] = (make_loader(run, "train", run.config.train_split, progress),
+                          make_loader(run, "val", run.config.val_split, progress))
     return loaders[phase]
 
 

@@ -180,8 +180,8 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch_rng"])
 
 
-def make_loader(run: Run, mode: str, split: str):
-    """A loader over images for one split (training transform in train mode)."""
+def make_loader(run: Run, mode: str, split: str, progress: bool = True):
+    """A loader over images for one split (training transform in train mode); progress: a bar while caching."""
     config = run.config
     transform = Preprocess.of(config, train=mode == "train")
     features = None
@@ -189,7 +189,7 @@ def make_loader(run: Run, mode: str, split: str):
         from captioning.features import feature_store  # only needed with a frozen backbone
         # A backbone this run trained has features of its own, which belong with the run, not with the data.
         cache_dir = run.out / "cache" if in_scst(run) and backbone_trained_here(run) else None
-        features = feature_store(run.encoder, config, split, run.device, cache_dir=cache_dir)
+        features = feature_store(run.encoder, config, split, run.device, cache_dir=cache_dir, progress=progress)
     return get_loader(transform, mode=mode, batch_size=config.batch_size, num_workers=config.num_workers,
                       data_dir=config.data_dir, split=split, vocab=run.vocab, features=features,
                       seed=config.seed, max_caption_length=config.max_caption_length,
