@@ -6,7 +6,8 @@
 For a checkpoint with object_features: the head's objects are its probabilities summed over the cells (the counts
 the captioner reads in its pooled feature), rounded; the captions are decoded from the same features (beam 3).
 Both are scored as objects.py scores a caption (precision, recall, counts included), and of the objects the captions
-leave out, how many the head had found: what the decoder loses of what the CNN saw.
+leave out, how many the head had found: what the decoder loses of what the CNN saw. --max-images stops after the
+batch of 64 that reaches it (500 scores 512 images).
 """
 import argparse
 from collections import Counter
