@@ -115,7 +115,7 @@ def test_committed_notebooks_show_no_log_wall():
 
 
 def test_the_training_cell_shows_the_values_it_runs_with():
-    """Notebook 2's parameter cell spells out the synthetic recipe's values, and they are the recipe's."""
+    """Notebook 2's parameter cell spells out its recipe's values (the demo recipe's), and they are the recipe's."""
     notebook = nbformat.read(demo.ROOT / "2_Training.ipynb", as_version=4)
     cell = next(cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", []))
     values: dict = {}

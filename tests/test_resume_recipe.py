@@ -29,20 +29,22 @@ from conftest import ROOT
 from object_sets import write_object_set
 
 RECIPE = ROOT / "configs" / "synthetic.json"
+DEMO = ROOT / "configs" / "demo.json"  # the synthetic recipe at a laptop's cost: what make demo runs
 COCO_ATTENTION = ROOT / "configs" / "coco_attention.json"
 # Where each shipped recipe is trained, interrupted, resumed and made to caption.
-TESTED = {"synthetic.json": "this file", "coco_attention.json": "this file", "coco.json": "test_rehearse_coco.py"}
+TESTED = {"synthetic.json": "this file", "demo.json": "this file", "coco_attention.json": "this file",
+          "coco.json": "test_rehearse_coco.py"}
 # Only sizes and lengths differ from the recipe; every switch is its own.
 TINY = {"image_size": 32, "resize_size": 32, "embed_size": 32, "hidden_size": 64, "batch_size": 8,
         "vocab_threshold": 1, "precision": "fp32", "pretrain_epochs": 1, "epochs": 1, "scst_epochs": 1,
         "max_steps_per_epoch": 2, "val_max_images": 4, "device": "cpu"}
 
 
-def recipe_flags(data: Path, out: Path, **changes) -> list[str]:
+def recipe_flags(data: Path, out: Path, recipe: Path = RECIPE, **changes) -> list[str]:
     """The command line of a tiny run of the recipe."""
     values = {**TINY, **changes, "data_dir": data, "out": out}
     flags = [item for name, value in values.items() for item in ("--" + name.replace("_", "-"), str(value))]
-    return ["--config", str(RECIPE), *flags, "--no-progress"]
+    return ["--config", str(recipe), *flags, "--no-progress"]
 
 
 def diverging(run, batch):
@@ -56,9 +58,11 @@ def data(synthetic_dir, tmp_path) -> Path:
     return Path(shutil.copytree(synthetic_dir, tmp_path / "data", ignore=shutil.ignore_patterns("cache")))
 
 
-def test_the_recipe_is_interrupted_resumes_goes_on_and_captions(data, tmp_path, monkeypatch, capsys, one_thread):
+@pytest.mark.parametrize("recipe", [RECIPE, DEMO], ids=lambda path: path.name)
+def test_the_recipe_is_interrupted_resumes_goes_on_and_captions(data, tmp_path, monkeypatch, capsys, one_thread,
+                                                                recipe):
     out = tmp_path / "run"
-    assert make_config(RECIPE).object_features and make_config(RECIPE).pretrain_epochs  # what is tested here
+    assert make_config(recipe).object_features and make_config(recipe).pretrain_epochs  # what is tested here
     real_step, calls = loop.train_step, []
 
     def ctrl_c_at_the_second_step(run, batch):
@@ -67,22 +71,22 @@ def test_the_recipe_is_interrupted_resumes_goes_on_and_captions(data, tmp_path, 
             raise KeyboardInterrupt  # what train.main makes of SIGTERM too
         return real_step(run, batch)
     monkeypatch.setattr(loop, "train_step", ctrl_c_at_the_second_step)
-    assert train.main(recipe_flags(data, out)) == 130
+    assert train.main(recipe_flags(data, out, recipe)) == 130
     state = load_checkpoint(out / "last.pt")
     assert (state["epoch"], state["batches_done"]) == (0, 1) and "objects.weight" in state["encoder"]
 
     # As a user resumes: the recipe and the run folder, and nothing else. The checkpoint holds the CNN and its
     # centre head; the run's own pretrained file may be named too.
     monkeypatch.setattr(loop, "train_step", real_step)
-    assert train.main(["--config", str(RECIPE), "--out", str(out), "--resume", "--no-progress"]) == 0, \
+    assert train.main(["--config", str(recipe), "--out", str(out), "--resume", "--no-progress"]) == 0, \
         capsys.readouterr().err
     state = load_checkpoint(out / "last.pt")
     assert state["epoch"] == 2 and "train_reward" in state["history"][-1]  # the self-critical epoch too
-    assert train.main(["--config", str(RECIPE), "--out", str(out), "--resume", "--epochs", "2", "--weights",
+    assert train.main(["--config", str(recipe), "--out", str(out), "--resume", "--epochs", "2", "--weights",
                        str(out / training.PRETRAINED_NAME), "--no-progress"]) == 0, capsys.readouterr().err
 
     # Notebook 2's resume=True: the recipe's config, one more cross-entropy epoch.
-    training.train(make_config(RECIPE, out=str(out), data_dir=str(data), epochs=3, scst_epochs=1), resume=True,
+    training.train(make_config(recipe, out=str(out), data_dir=str(data), epochs=3, scst_epochs=1), resume=True,
                 progress=False)
     state = load_checkpoint(out / "last.pt")
     assert state["epoch"] == 4 and state["global_step"] == 4 * TINY["max_steps_per_epoch"]
@@ -136,6 +140,13 @@ def test_ctrl_c_while_pretraining_says_so_in_one_line(data, tmp_path, monkeypatc
 
 def test_every_shipped_recipe_is_trained_interrupted_and_resumed_by_a_test():
     assert sorted(path.name for path in (ROOT / "configs").glob("*.json")) == sorted(TESTED)
+
+
+def test_the_demo_recipe_is_the_synthetic_recipe_with_fewer_pixels_and_epochs():
+    full, demo = make_config(RECIPE).to_dict(), make_config(DEMO).to_dict()
+    differing = {name for name in full if full[name] != demo[name]}
+    assert differing <= {"image_size", "resize_size", "epochs", "pretrain_epochs", "recipe"}, differing
+    assert demo["image_size"] < full["image_size"] and demo["epochs"] <= full["epochs"]
 
 
 # The COCO attention recipe at tiny sizes: a ResNet-18 at 64 px (a 2 x 2 layer4 grid) and a small decoder; its

@@ -558,7 +558,7 @@ def test_loaders_are_built_once_per_phase_not_every_epoch(synthetic_dir, tmp_pat
 
 
 def test_a_recipe_shortens_to_any_number_of_epochs(synthetic_dir, tmp_path):
-    # The synthetic recipe plans 10 cross-entropy epochs, then 9 self-critical ones: --epochs 2 shortens the first
+    # The synthetic recipe plans cross-entropy epochs, then self-critical ones: --epochs 2 shortens the first
     # stage and keeps the second (here shortened too, to keep the test short).
     assert train.main(["--config", "configs/synthetic.json", "--data-dir", str(synthetic_dir), "--out",
                        str(tmp_path), "--epochs", "2", "--scst-epochs", "1", "--image-size", "32", "--resize-size",

@@ -20,8 +20,8 @@ It writes a COCO-like synthetic set (640x480 JPEGs) to a temporary folder (or --
    full-size Pillow decode + torchvision's PIL transforms, with each way's difference from the original pixels;
 4. captioning (images/s): batched greedy vs one image at a time, and batched beam search, decoder only;
 5. loader start-up: the token cache warm vs tokenizing every caption again;
-6. one training step of the synthetic recipe (its CNN trained from scratch at 96 px): fp32 vs bf16 autocast, the
-   one `precision auto` picks marked, and the same step with a ResNet-50 when the recipe's CNN is another;
+6. one training step of the demo recipe (configs/demo.json: its CNN trained from scratch at 96 px): fp32 vs bf16
+   autocast, the one `precision auto` picks marked, and the same step with a ResNet-50 when the recipe's CNN is another;
 7. one self-critical step (sampled captions, CIDEr rewards, the decoder's backward) from the feature cache.
 Old and new ways are timed in alternating rounds and the median round is reported, so a change in machine load
 hits both alike. The last line printed is one JSON object of the figures (ratios are new/old: higher is better).
@@ -69,7 +69,7 @@ from vocabulary import Vocabulary, build_vocabulary
 
 
 COCO_TRAIN_CAPTIONS = 414_113  # captions in captions_train2014.json
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "synthetic.json"  # the demo's recipe (section 6)
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "demo.json"  # the demo's recipe (section 6)
 DOCS_BENCH = Path(__file__).resolve().parents[1] / "docs" / "bench"  # --write-doc's folder
 
 
@@ -93,7 +93,7 @@ class BenchSettings:
     warmup: int = 1  # untimed calls of each way first (allocator, oneDNN/cuDNN kernel choice)
     max_len: int = 20  # longest generated caption
     beam_size: int = 3
-    recipe_image_size: int = 0  # training-step section: 0 = the synthetic recipe's image size and batch
+    recipe_image_size: int = 0  # training-step section: 0 = the demo recipe's image size and batch
     recipe_batch_size: int = 0
     matmul_size: int = 2048  # the matrix product whose rate each stage is a share of
     emulated_steps: int = 2  # timed steps of emulated bf16 (one untimed first), in a batch 1/8 of the recipe's
@@ -430,7 +430,7 @@ def bench_encoder(settings: BenchSettings, config: Config, run: training.Run, de
 
 def bench_training_step(settings: BenchSettings, device: torch.device, matmul: dict[str, float]
                         ) -> tuple[list[Row], dict]:
-    """One step of the synthetic recipe's pretraining (its CNN from scratch on the object labels, about half of
+    """One step of the demo recipe's pretraining (its CNN from scratch on the object labels, about half of
     `make demo`; the captioner then trains from cached features, section 1): seconds a step in fp32 and in bf16
     autocast (CUDA: its AMP dtype), the one precision auto picks marked; and, when the recipe's CNN is not the
     product's ResNet-50, the same step with a ResNet-50 (what the recipe would cost with it). Where bf16 is emulated,
@@ -476,7 +476,7 @@ def bench_training_step(settings: BenchSettings, device: torch.device, matmul: d
     auto = next(name for name in precisions if name.startswith(chosen))
     fastest = max(precisions, key=rates.get)
     batch = recipe.pretrain_batch_size
-    notes = {"fp32": f"synthetic recipe's {recipe.backbone}, batch of {batch} images at {recipe.image_size} px",
+    notes = {"fp32": f"demo recipe's {recipe.backbone}, batch of {batch} images at {recipe.image_size} px",
              "ResNet-50 instead, auto": "the product's encoder, same batch"}
     for name in emulated:
         notes[name] = f"emulated: timed briefly on {small} images, scaled to {batch}; of mm: of fp32's rate"
@@ -793,7 +793,7 @@ def run_benchmark(settings: BenchSettings, data_dir: Path, work: Path, device: t
                 ("3/7 image loading", lambda: bench_loading(settings, config)),
                 ("4/7 captioning", lambda: bench_captioning(settings, config, run, store, device, matmul)),
                 ("5/7 loader start-up", lambda: bench_token_cache(settings, vocab, work)),
-                ("6/7 training step of the synthetic recipe", lambda: bench_training_step(settings, device, matmul)),
+                ("6/7 training step of the demo recipe", lambda: bench_training_step(settings, device, matmul)),
                 ("7/7 self-critical step", lambda: bench_scst(settings, config, run, store, device, matmul))]
     print_rows(rows)
     figures.update(more)
