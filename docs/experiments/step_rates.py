@@ -20,17 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from captioning import pretraining
 from model import DecoderRNN
-
-
-def product_rate() -> float:
-    """FLOP/s of a 2048 x 2048 fp32 product."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    for _ in range(3):
-        a @ b
-    started = time.perf_counter()
-    for _ in range(10):
-        a @ b
-    return 2 * 2048 ** 3 * 10 / (time.perf_counter() - started)
+from tools.cpu_capability import matmul_rate
 
 
 def pretraining_step(batch: int, precision: str) -> tuple[float, float]:
@@ -93,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     args = parser.parse_args()
-    rate = product_rate()
+    rate = matmul_rate(torch.float32)  # bench's reference: the best of three 2048^2 fp32 products
     print(f"capability {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads; "
           f"2048^2 fp32 product {rate / 1e9:.0f} GFLOP/s")
     for batch in (8, 16, 32):
